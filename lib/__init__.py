@@ -1,0 +1,1 @@
+"""TitleSweep: fine-tuning recipes that tell correct from wrongly extracted scholarly titles."""
