@@ -15,3 +15,18 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data file that is missing, unreadable or unusable."""
+
+
+class exit_on_user_error:
+    """Entry points: print a UserError as one line on stderr and exit with status 2."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, UserError):
+            import sys
+
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return False

@@ -1,0 +1,196 @@
+"""Adversarial training on the word-embedding matrix (the `adversarial` config group).
+
+Protocol used by the training loop, right after the clean ``backward()``::
+
+    adv_loss = adversary.attack(forward_backward)
+
+``forward_backward()`` runs the forward pass on the current batch, computes the (accumulation-
+and grad-scaler-scaled) loss, calls ``backward()`` on it and returns the detached loss. On return
+the embeddings hold their exact clean values and every parameter's ``.grad`` holds the clean
+gradient plus one adversarial gradient. The perturbation direction is g / ||g||, which does not
+depend on a GradScaler's scale factor.
+
+The gradient read is the embedding matrix's accumulated ``.grad``: with gradient accumulation it
+also contains the earlier micro-batches' gradients, which only changes the direction of the
+perturbation, not its size.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from lib.errors import ConfigError
+
+ADVERSARY_NAMES = ("none", "fgm", "pgd")
+ForwardBackward = Callable[[], torch.Tensor]
+
+
+def build_adversary(cfg_adv: DictConfig, model: nn.Module) -> Adversary | None:
+    """The adversary named by ``cfg_adv.name``, or None for ``none``."""
+    name = cfg_adv.get("name")
+    if name == "none":
+        return None
+    if name == "fgm":
+        return FGM(model, epsilon=cfg_adv.get("epsilon", 1.0))
+    if name == "pgd":
+        return PGD(
+            model,
+            epsilon=cfg_adv.get("epsilon", 1.0),
+            step_size=cfg_adv.get("step_size", 0.3),
+            steps=cfg_adv.get("steps", 3),
+        )
+    raise ConfigError(
+        f"adversarial.name={name!r} is unknown; valid names: {', '.join(ADVERSARY_NAMES)}"
+    )
+
+
+def word_embedding_weight(model: nn.Module) -> nn.Parameter:
+    """The word-embedding matrix, found through the transformers API rather than an attribute
+    path, so the same code covers BERT, RoBERTa and DeBERTa-v2."""
+    getter = getattr(model, "get_input_embeddings", None)
+    if getter is None:
+        raise ConfigError(
+            f"adversarial training needs a model with get_input_embeddings(); "
+            f"{type(model).__name__} has none"
+        )
+    weight = getter().weight
+    if not weight.requires_grad:
+        raise ConfigError("adversarial training needs trainable word embeddings (they are frozen)")
+    return weight
+
+
+class Adversary(ABC):
+    """Perturbs the word embeddings, accumulates an adversarial gradient, restores them."""
+
+    name: str
+
+    def __init__(self, model: nn.Module, epsilon: float) -> None:
+        self.model = model
+        self.weight = word_embedding_weight(model)
+        self.epsilon = _positive(epsilon, "adversarial.epsilon")
+
+    @abstractmethod
+    def attack(self, forward_backward: ForwardBackward) -> torch.Tensor | None:
+        """Run the attack; the adversarial loss, or None when the gradient gave no direction."""
+
+    def _unit_gradient(self) -> torch.Tensor | None:
+        """g / ||g|| of the embedding matrix, or None when the norm is 0, inf or NaN (e.g. an
+        fp16 overflow that the GradScaler is about to skip anyway)."""
+        grad = self.weight.grad
+        if grad is None:
+            return None
+        norm = grad.float().norm()
+        # One host sync per step: the branch needs the value.
+        norm_value = norm.item()
+        if norm_value == 0.0 or not math.isfinite(norm_value):
+            return None
+        return grad.float() / norm
+
+
+class FGM(Adversary):
+    """Fast Gradient Method: one step r = epsilon * g / ||g||."""
+
+    name = "fgm"
+
+    def attack(self, forward_backward: ForwardBackward) -> torch.Tensor | None:
+        direction = self._unit_gradient()
+        if direction is None:
+            return None
+        backup = self.weight.detach().clone()
+        with torch.no_grad():
+            self.weight.add_((self.epsilon * direction).to(self.weight.dtype))
+        try:
+            # The adversarial gradient accumulates onto the clean one already in .grad.
+            return forward_backward()
+        finally:
+            # Copy the backup back (not subtract r): subtraction would not be bit-exact.
+            with torch.no_grad():
+                self.weight.copy_(backup)
+
+
+class PGD(Adversary):
+    """K ascent steps of size ``step_size`` along g / ||g||, each projected onto the L2 ball of
+    radius ``epsilon`` (over the whole matrix) around the clean embeddings. Intermediate steps
+    only steer the perturbation: their gradients are discarded, and the last step's gradient is
+    added onto the clean gradients."""
+
+    name = "pgd"
+
+    def __init__(self, model: nn.Module, epsilon: float, step_size: float, steps: int) -> None:
+        super().__init__(model, epsilon)
+        self.step_size = _positive(step_size, "adversarial.step_size")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"adversarial.steps must be an integer >= 1, got {steps!r}")
+        self.steps = steps
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def attack(self, forward_backward: ForwardBackward) -> torch.Tensor | None:
+        direction = self._unit_gradient()
+        if direction is None:
+            return None
+        clean_grads = [None if p.grad is None else p.grad.detach().clone() for p in self.params]
+        original = self.weight.detach().clone()
+        try:
+            for step in range(self.steps):
+                self._ascend(direction, original)
+                last = step == self.steps - 1
+                if last:
+                    self._restore_grads(clean_grads)
+                else:
+                    self._zero_grads()
+                loss = forward_backward()
+                if last:
+                    return loss
+                direction = self._unit_gradient()
+                if direction is None:
+                    # No usable direction at this point: finish from the current perturbation.
+                    self._restore_grads(clean_grads)
+                    return forward_backward()
+        except BaseException:
+            # A failed attack must not leave intermediate gradients behind.
+            self._restore_grads(clean_grads)
+            raise
+        finally:
+            with torch.no_grad():
+                self.weight.copy_(original)
+        raise AssertionError("unreachable: steps >= 1")
+
+    def _ascend(self, direction: torch.Tensor, original: torch.Tensor) -> None:
+        with torch.no_grad():
+            delta = self.weight.float() - original.float() + self.step_size * direction
+            norm = delta.norm()
+            # Project back onto the epsilon ball; clamp(min=1) leaves an inside point unchanged.
+            delta = delta / torch.clamp(norm / self.epsilon, min=1.0)
+            self.weight.copy_((original.float() + delta).to(self.weight.dtype))
+
+    def _zero_grads(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    def _restore_grads(self, clean_grads: list[torch.Tensor | None]) -> None:
+        for p, clean in zip(self.params, clean_grads):
+            if clean is None:
+                p.grad = None
+            elif p.grad is None:
+                p.grad = clean.clone()
+            else:
+                # copy_ keeps the same .grad tensor (it may be a DDP bucket view).
+                p.grad.copy_(clean)
+
+
+def _positive(value, field: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{field} must be a positive number, got {value!r}")
+    return float(value)

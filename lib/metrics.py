@@ -1,0 +1,37 @@
+"""Classification metrics of the "correct title" class (label 1), from labels and probabilities."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+CLASS_NAMES = ["wrong", "correct"]
+
+
+def compute_metrics(labels, probs, threshold: float = 0.5) -> dict[str, float]:
+    """Scalar metrics; ROC-AUC and average precision are NaN when only one class is present."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=float)
+    preds = (probs >= threshold).astype(int)
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, preds, labels=[1], average=None, zero_division=0)
+    both_classes = len(np.unique(labels)) == 2
+    return {
+        "accuracy": float(skm.accuracy_score(labels, preds)),
+        "precision": float(precision[0]),
+        "recall": float(recall[0]),
+        "f1": float(f1[0]),
+        "macro_f1": float(skm.f1_score(labels, preds, labels=[0, 1], average="macro", zero_division=0)),
+        "roc_auc": float(skm.roc_auc_score(labels, probs)) if both_classes else float("nan"),
+        "average_precision": float(skm.average_precision_score(labels, probs)) if both_classes else float("nan"),
+    }
+
+
+def class_report(labels, preds) -> tuple[str, dict]:
+    """Per-class precision/recall/F1/support, as text and as a dict."""
+    kwargs = dict(labels=[0, 1], target_names=CLASS_NAMES, digits=4, zero_division=0)
+    return (skm.classification_report(labels, preds, **kwargs),
+            skm.classification_report(labels, preds, output_dict=True, **kwargs))
+
+
+def confusion(labels, preds) -> np.ndarray:
+    """2x2 counts: rows true (wrong, correct), columns predicted."""
+    return skm.confusion_matrix(labels, preds, labels=[0, 1])

