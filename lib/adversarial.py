@@ -137,21 +137,19 @@ class PGD(Adversary):
         clean_grads = [None if p.grad is None else p.grad.detach().clone() for p in self.params]
         original = self.weight.detach().clone()
         try:
-            for step in range(self.steps):
+            for _ in range(self.steps - 1):
                 self._ascend(direction, original)
-                last = step == self.steps - 1
-                if last:
-                    self._restore_grads(clean_grads)
-                else:
-                    self._zero_grads()
-                loss = forward_backward()
-                if last:
-                    return loss
+                # This pass only steers the next step: its gradient must not reach the update.
+                self._zero_grads()
+                forward_backward()
                 direction = self._unit_gradient()
                 if direction is None:
-                    # No usable direction at this point: finish from the current perturbation.
-                    self._restore_grads(clean_grads)
-                    return forward_backward()
+                    break  # no usable direction here: finish from the current point
+            else:
+                self._ascend(direction, original)
+            # The last pass adds its adversarial gradient onto the clean one.
+            self._restore_grads(clean_grads)
+            return forward_backward()
         except BaseException:
             # A failed attack must not leave intermediate gradients behind.
             self._restore_grads(clean_grads)
@@ -159,7 +157,6 @@ class PGD(Adversary):
         finally:
             with torch.no_grad():
                 self.weight.copy_(original)
-        raise AssertionError("unreachable: steps >= 1")
 
     def _ascend(self, direction: torch.Tensor, original: torch.Tensor) -> None:
         with torch.no_grad():

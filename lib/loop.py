@@ -187,7 +187,7 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
                 if step % cfg_trainer.log_every_steps == 0 or step == total_steps:
                     # The only host-device sync in the step loop, every log_every_steps steps.
                     train_loss = float(running_loss) / running_count
-                    lr = optimizer.param_groups[-1]["lr"]
+                    lr = _base_lr(optimizer)
                     result.history.append({"step": step, "epoch": epoch, "train_loss": train_loss, "lr": lr})
                     on_metrics({"train_loss": train_loss, "lr": lr}, step)
                     result.train_seconds = time.perf_counter() - train_start
@@ -209,6 +209,12 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def _base_lr(optimizer) -> float:
+    """The schedule's current lr (groups carry layer-wise multiples of it)."""
+    group = optimizer.param_groups[0]
+    return optimizer.defaults["lr"] * group["lr"] / group["initial_lr"]
 
 
 def _backward(scaler, loss: torch.Tensor) -> torch.Tensor:

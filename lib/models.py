@@ -108,9 +108,11 @@ class _quiet_transformers:
     def __enter__(self):
         self.level = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
 
     def __exit__(self, *exc):
         transformers.logging.set_verbosity(self.level)
+        transformers.logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------- tiny random models
@@ -157,7 +159,7 @@ def tiny_tokenizer(arch: str, texts: list[str], vocab_size: int, cache_dir: Path
 
 def _train_wordpiece_or_bpe(arch: str, texts: list[str], vocab_size: int):
     base = transformers.BertTokenizer() if arch == "bert" else transformers.RobertaTokenizer()
-    return base.train_new_from_iterator(texts, vocab_size=vocab_size)
+    return base.train_new_from_iterator(texts, vocab_size=vocab_size, show_progress=False)
 
 
 def _train_unigram_deberta(texts: list[str], vocab_size: int):
@@ -172,3 +174,34 @@ def _train_unigram_deberta(texts: list[str], vocab_size: int):
     unigram.train_from_iterator(texts, trainer)
     vocab = [tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]]
     return transformers.DebertaV2Tokenizer(vocab=vocab, unk_id=specials.index("[UNK]"))
+
+
+# ---------------------------------------------------------------- pre-downloading hub models
+
+# Files a sequence-classification fine-tune needs; skips TF/Flax/ONNX weights in the same repos.
+HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "merges.txt", "vocab.*"]
+
+
+def hub_models(conf_dir: Path) -> dict[str, str]:
+    """{option name: hub id} of every model option in ``conf_dir/model`` that comes from the hub."""
+    from omegaconf import OmegaConf
+
+    found = {}
+    for path in sorted((Path(conf_dir) / "model").glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        if cfg.get("hub_id") and not cfg.get("package"):
+            found[path.stem] = cfg.hub_id
+    return found
+
+
+def download_hub_model(hub_id: str, target: Path | None = None) -> Path:
+    """Fetch ``hub_id`` into the Hugging Face cache (or a plain copy in ``target``, for model.pretrained)."""
+    from huggingface_hub import snapshot_download
+
+    if not hub_reachable():
+        raise ConfigError(f"{hub_id}: the Hugging Face hub is unreachable from this machine; run this where there is internet")
+    local_dir = str(target) if target else None
+    folder = Path(snapshot_download(hub_id, allow_patterns=HUB_FILES, local_dir=local_dir))
+    if not any(folder.glob("*.safetensors")):  # older repos (SciBERT) ship only pytorch_model.bin
+        folder = Path(snapshot_download(hub_id, allow_patterns=[*HUB_FILES, "pytorch_model.bin"], local_dir=local_dir))
+    return folder

