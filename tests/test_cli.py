@@ -1,0 +1,49 @@
+"""The command-line entry as users run it: Hydra overrides, exit codes, one-line errors."""
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from lib.paths import PROJECT_ROOT
+from lib.run import run_training
+
+TRAIN = [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py")]
+
+
+def _train(tmp_path, *overrides):
+    common = [f"paths.outputs={tmp_path / 'outputs'}", "tracking.log_model=false", "extra_eval={}"]
+    return subprocess.run([*TRAIN, *common, *overrides], capture_output=True, text=True, timeout=600)
+
+
+def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_csv):
+    done = _train(tmp_path, "model=tiny_roberta", "loss=focal", "adversarial=fgm", "schedule=cosine",
+                  "trainer.epochs=1", "data=csv", f"data.train={toy_csv}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs'}/mlflow.db")
+    (run,) = mlflow.search_runs(experiment_names=["titlesweep"], output_format="list")
+    assert run.info.status == "FINISHED"
+    assert "adversarial=fgm" in run.data.tags["hydra_overrides"] and run.data.params["loss.name"] == "focal"
+    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+    files = [f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, ".hydra")]
+    assert ".hydra/overrides.yaml" in files and ".hydra/config.yaml" in files
+
+
+def test_tiny_deberta_with_pgd_finishes(make_cfg, toy_csv):
+    metrics = run_training(make_cfg("model=tiny_deberta", "adversarial=pgd", "trainer.epochs=1", "data=csv",
+                                    f"data.train={toy_csv}"))
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["data=csv", "data.train={missing}"], "missing.csv: file not found"),
+    (["data=csv", "data.train={toy}", "data.text_column=title"], "no column 'title'"),
+    (["data=csv", "data.train={toy}", "trainer.limit_train=8"], "fewer than trainer.batch_size=32"),
+])
+def test_bad_input_exits_2_with_one_error_line(tmp_path, toy_csv, overrides, expected):
+    values = {"missing": tmp_path / "missing.csv", "toy": toy_csv}
+    done = _train(tmp_path, "model=tiny_bert", *(o.format(**values) for o in overrides))
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0]
+    assert "Traceback" not in done.stderr + done.stdout
