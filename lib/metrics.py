@@ -35,3 +35,29 @@ def class_report(labels, preds) -> tuple[str, dict]:
 def confusion(labels, preds) -> np.ndarray:
     """2x2 counts: rows true (wrong, correct), columns predicted."""
     return skm.confusion_matrix(labels, preds, labels=[0, 1])
+
+
+def best_threshold(labels, probs, metric: str = "f1") -> float:
+    """The probability cut-off that maximises ``metric`` (f1 or accuracy) on a labelled split.
+
+    Candidates are midpoints between consecutive distinct probabilities, so the chosen cut-off
+    does not sit exactly on a validation example; ties go to the cut-off closest to 0.5.
+    """
+    if metric not in ("f1", "accuracy"):
+        from lib.errors import ConfigError
+
+        raise ConfigError(f"trainer.threshold_metric={metric}: choose f1 or accuracy")
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=float)
+    distinct = np.unique(probs)
+    candidates = np.concatenate([[0.5], (distinct[1:] + distinct[:-1]) / 2])
+    # Counts for every candidate at once: predicted positive = prob >= t.
+    order = np.sort(probs[labels == 1]), np.sort(probs[labels == 0])
+    tp = len(order[0]) - np.searchsorted(order[0], candidates, side="left")
+    fp = len(order[1]) - np.searchsorted(order[1], candidates, side="left")
+    fn, tn = len(order[0]) - tp, len(order[1]) - fp
+    if metric == "f1":
+        scores = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(candidates)), where=(2 * tp + fp + fn) > 0)
+    else:
+        scores = (tp + tn) / len(labels)
+    ties = candidates[np.isclose(scores, scores.max(), rtol=0, atol=1e-12)]
+    return float(ties[np.argmin(np.abs(ties - 0.5))])

@@ -22,7 +22,7 @@ from lib.data import Splits, check_training_set, load_data
 from lib.errors import DataError
 from lib.loop import evaluate, resolve_device, resolve_precision, train
 from lib.losses import build_loss
-from lib.metrics import class_report, confusion
+from lib.metrics import best_threshold, class_report, confusion
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
 from lib.tracking import mlflow_run, provenance_tags
@@ -63,6 +63,7 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str) -> dict[str
                    cfg.trainer, device, precision, total_steps, on_metrics=_log_step_metrics)
 
     final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
+    final["decision_threshold"] = _decision_threshold(cfg.trainer, loaders["val"], model, loss_fn, device, precision)
     final.update(best_epoch=result.best_epoch, best_step=result.best_step, train_seconds=result.train_seconds,
                  train_samples_per_s=result.samples_per_second, stopped_early=float(result.stopped_early))
     for name, loader in loaders.items():
@@ -72,7 +73,7 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str) -> dict[str
     mlflow.log_artifact(str(plots.training_curves_png(result.history, output_dir / "training_curves.png")))
     _log_config(output_dir)
     if cfg.tracking.log_model:
-        _log_model(model, tokenizer, output_dir)
+        _log_model(model, tokenizer, output_dir, final["decision_threshold"], cfg.model.max_length)
     return final
 
 
@@ -155,10 +156,19 @@ def _log_config(output_dir: Path) -> None:
         mlflow.log_artifacts(str(hydra_dir), ".hydra")
 
 
-def _log_model(model, tokenizer, output_dir: Path) -> None:
+def _decision_threshold(cfg_trainer, val_loader, model, loss_fn, device, precision) -> float:
+    """The cut-off on P(correct) that maximises trainer.threshold_metric on validation (best weights)."""
+    _, probs = evaluate(model, val_loader, loss_fn, device, precision)
+    labels = [label for _, label, _ in val_loader.dataset]
+    return best_threshold(labels, probs, cfg_trainer.threshold_metric)
+
+
+def _log_model(model, tokenizer, output_dir: Path, threshold: float, max_length: int) -> None:
+    """The HF model folder plus what inference needs to match training (titlesweep.json)."""
     folder = output_dir / "model"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    (folder / "titlesweep.json").write_text(json.dumps({"decision_threshold": threshold, "max_length": max_length}))
     mlflow.log_artifacts(str(folder), "model")
 
 

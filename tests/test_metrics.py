@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from lib.metrics import class_report, compute_metrics, confusion
+from lib.metrics import best_threshold, class_report, compute_metrics, confusion
 
 
 def test_metrics_match_hand_counts():
@@ -33,3 +33,15 @@ def test_class_report_has_both_classes():
     text, as_dict = class_report([0, 1, 1], [0, 1, 0])
     assert "wrong" in text and "correct" in text
     assert as_dict["correct"]["recall"] == 0.5 and as_dict["wrong"]["precision"] == 0.5
+
+
+def test_best_threshold_maximises_f1_and_accuracy():
+    labels = [0, 0, 0, 1, 1, 1]
+    probs = [0.1, 0.2, 0.65, 0.7, 0.8, 0.9]  # any cut between 0.65 and 0.7 separates perfectly
+    t = best_threshold(labels, probs, "accuracy")
+    assert 0.65 < t < 0.7 and compute_metrics(labels, probs, t)["accuracy"] == 1.0
+    assert best_threshold(labels, probs, "f1") == pytest.approx(0.675)
+
+
+def test_best_threshold_prefers_one_half_on_ties():
+    assert best_threshold([0, 1], [0.2, 0.8], "f1") == 0.5

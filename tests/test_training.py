@@ -81,8 +81,9 @@ def test_minilm_run_is_completely_tracked_in_mlflow(make_cfg, toy_csv):
     files = _artifact_paths(client, run.info.run_id)
     for expected in (".hydra/config.yaml", "reports/test/classification_report.txt", "reports/test/classification_report.json",
                      "reports/test/confusion_matrix.png", "reports/test/predictions.csv", "training_curves.png",
-                     "model/config.json", "model/model.safetensors", "model/tokenizer.json"):
+                     "model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/titlesweep.json"):
         assert expected in files, expected
+    assert 0.0 < logged["decision_threshold"] < 1.0
 
 
 def _artifact_paths(client, run_id, path=""):
