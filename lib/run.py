@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import torch
 import transformers
 from omegaconf import OmegaConf
 
@@ -19,15 +20,30 @@ from lib import plots
 from lib.adversarial import build_adversary
 from lib.batching import encode, make_loader
 from lib.data import Splits, check_training_set, load_data
-from lib.errors import DataError
+from lib.errors import DataError, UserError, exit_on_user_error
 from lib.loop import evaluate, resolve_device, resolve_precision, train
 from lib.losses import build_loss
 from lib.metrics import best_threshold, class_report, confusion
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
+from lib.sweep import ROLE_TAG, child_run_name, in_multirun, parent_run_id
 from lib.tracking import mlflow_run, provenance_tags
 
 log = logging.getLogger(__name__)
+
+
+def run_job(cfg) -> float:
+    """The Hydra task. A single run turns a UserError into one line and exit status 2; inside a
+    sweep a failing job is recorded (its MLflow run FAILED) and the sweep goes on to the next."""
+    try:
+        metrics = run_training(cfg)
+    except Exception as err:
+        if not in_multirun():
+            with exit_on_user_error():
+                raise
+        log.error("job failed: %s", f"{err}" if isinstance(err, UserError) else f"{type(err).__name__}: {err}")
+        return float("nan")
+    return metrics.get(f"best_val_{cfg.trainer.early_stopping.metric}", float("nan"))  # for HPO sweepers
 
 
 def run_training(cfg) -> dict[str, float]:
@@ -36,15 +52,21 @@ def run_training(cfg) -> dict[str, float]:
     Returns the final metrics: ``best_val_*``, ``test_*`` and ``<extra set>_*``.
     """
     output_dir, overrides = _output_dir_and_overrides(cfg)
-    device = resolve_device(cfg.trainer.device)
-    precision = resolve_precision(cfg.trainer.precision, device)
-    tags = provenance_tags(overrides, output_dir, str(device), precision)
-    with mlflow_run(cfg, tags) as run:
+    tags = provenance_tags(overrides, output_dir)
+    parent = parent_run_id()
+    if parent:
+        tags.update({"mlflow.parentRunId": parent, ROLE_TAG: "job"})
+    with mlflow_run(cfg, tags, default_name=child_run_name(overrides) if parent else None) as run:
         log.info("MLflow run %s, outputs in %s", run.info.run_id, output_dir)
+        device = resolve_device(cfg.trainer.device)
+        precision = resolve_precision(cfg.trainer.precision, device)
+        mlflow.set_tags({"device": str(device), "precision": precision})
         return _train_and_report(cfg, output_dir, device, precision)
 
 
 def _train_and_report(cfg, output_dir: Path, device, precision: str) -> dict[str, float]:
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
     transformers.set_seed(cfg.trainer.seed)
     splits = _limited(load_data(cfg), cfg.trainer, cfg.trainer.seed)
     _log_data(splits)

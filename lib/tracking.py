@@ -62,7 +62,7 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
-def provenance_tags(overrides: list[str], output_dir: Path, device: str, precision: str) -> dict[str, str]:
+def provenance_tags(overrides: list[str], output_dir: Path) -> dict[str, str]:
     import hydra
     import torch
     import transformers
@@ -73,8 +73,6 @@ def provenance_tags(overrides: list[str], output_dir: Path, device: str, precisi
         "git_dirty": str(dirty not in ("", "unknown")).lower(),
         "hydra_overrides": " ".join(overrides) or "(none)",
         "output_dir": str(output_dir),
-        "device": device,
-        "precision": precision,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -84,7 +82,8 @@ def provenance_tags(overrides: list[str], output_dir: Path, device: str, precisi
     }
 
 
-def _experiment_id(cfg) -> str:
+def experiment_id(cfg) -> str:
+    """Id of cfg.tracking.experiment, created (artifacts beside a SQLite store) when missing."""
     name = cfg.tracking.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
@@ -99,11 +98,12 @@ def _experiment_id(cfg) -> str:
 
 
 @contextmanager
-def mlflow_run(cfg, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+def mlflow_run(cfg, tags: dict[str, str], default_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """Start a run with the config as params; end it FINISHED, or FAILED / KILLED with the traceback."""
     Path(cfg.paths.outputs).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri(cfg))
-    run = mlflow.start_run(experiment_id=_experiment_id(cfg), run_name=cfg.tracking.run_name, tags=tags)
+    name = cfg.tracking.run_name or default_name
+    run = mlflow.start_run(experiment_id=experiment_id(cfg), run_name=name, tags=tags)
     try:
         mlflow.log_params(config_params(cfg))
         yield run

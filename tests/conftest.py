@@ -42,7 +42,7 @@ def make_cfg(tmp_path):
     def make(*overrides: str):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=[f"paths.outputs={tmp_path / 'outputs'}",
-                                                "tracking.log_model=false", "extra_eval={}", *overrides])
+                                                "tracking.log_model=false", "extra_eval=null", *overrides])
     return make
 
 

@@ -12,7 +12,7 @@ TRAIN = [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py")]
 
 
 def _train(tmp_path, *overrides):
-    common = [f"paths.outputs={tmp_path / 'outputs'}", "tracking.log_model=false", "extra_eval={}"]
+    common = [f"paths.outputs={tmp_path / 'outputs'}", "tracking.log_model=false", "extra_eval=null"]
     return subprocess.run([*TRAIN, *common, *overrides], capture_output=True, text=True, timeout=600)
 
 

@@ -1,0 +1,49 @@
+"""Compare the runs of a sweep (or any runs) from MLflow: table, markdown, CSV, plots.
+
+    python experiments/compare.py                          # the latest sweep
+    python experiments/compare.py sweep=sweep-2026-11-25_15-44-11
+    python experiments/compare.py model=scibert            # every scibert run, across sweeps
+    python experiments/compare.py sweep=latest loss=focal out=reports/  experiment=titlesweep
+    python experiments/compare.py tracking.uri=http://127.0.0.1:5000
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from lib import compare  # noqa: E402
+from lib.cli import parse_key_values  # noqa: E402
+from lib.errors import exit_on_user_error  # noqa: E402
+from lib.paths import CONF_DIR  # noqa: E402
+from lib.tracking import tracking_uri  # noqa: E402
+
+USAGE = "compare.py [sweep=NAME|ID|latest] [experiment=NAME] [out=DIR] [KEY=VALUE filters] [tracking.*=... paths.*=...]"
+OPTIONS = ("sweep", "experiment", "out")
+
+
+def main(args: list[str]) -> None:
+    options = parse_key_values(args, USAGE)
+    config_overrides = [f"{k}={v}" for k, v in options.items() if k.startswith(("tracking.", "paths."))]
+    filters = {k: v for k, v in options.items() if k not in OPTIONS and not k.startswith(("tracking.", "paths."))}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=config_overrides)
+    client = MlflowClient(tracking_uri(cfg))
+    parent, runs = compare.select_runs(client, options.get("experiment", cfg.tracking.experiment),
+                                       options.get("sweep"), filters)
+    comparison = compare.build_comparison(parent, runs)
+    console = Console()
+    if not console.is_terminal:  # piped or in CI: don't squeeze the table into 80 columns
+        console = Console(width=200)
+    compare.print_table(comparison, console)
+    out_dir = Path(options["out"]) if "out" in options else compare.default_out_dir(comparison, cfg.paths.outputs)
+    for path in compare.write_outputs(client, comparison, out_dir):
+        console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    with exit_on_user_error():
+        main(sys.argv[1:])

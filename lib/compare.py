@@ -1,0 +1,213 @@
+"""Compare tracked runs: select them from MLflow, tabulate, mark the best, plot, write, log.
+
+Selection: the children of one sweep (default: the latest sweep), optionally narrowed by
+``key=value`` filters on the runs' config (``model=scibert`` means ``model.name``; dotted keys such
+as ``loss.gamma=2.0`` are matched as they are). Filters without a sweep search every job run of
+the experiment, across sweeps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from lib.errors import ConfigError  # noqa: E402
+from lib.sweep import ROLE_TAG  # noqa: E402
+
+# Metric columns: (MLflow key, header, better). better None: shown, never marked best.
+METRICS = [("test_accuracy", "test acc", "max"), ("test_f1", "test F1", "max"), ("test_macro_f1", "macro F1", "max"),
+           ("test_recall", "recall", "max"), ("best_epoch", "best epoch", None),
+           ("train_seconds", "train s", "min"), ("train_samples_per_s", "samples/s", "max")]
+# Extra evaluation sets (cross-source corpus, the real CiteSeer sample, ...): reported beside test.
+EXTRA_SUFFIXES = [("accuracy", "acc", "max"), ("f1", "F1", "max")]
+NOT_EXTRA = ("test", "best_val", "val", "data", "train")
+
+
+@dataclass
+class Comparison:
+    sweep: object | None          # the parent run, when one sweep was compared
+    table: pd.DataFrame           # one row per run: run, run_id, differing overrides, metrics
+    columns: list[tuple[str, str, str | None]]  # metric columns present, as in METRICS
+    overrides: list[str]          # override keys that differ between the runs
+
+
+def select_runs(client: MlflowClient, experiment: str, sweep: str | None, filters: dict[str, str]):
+    """(parent run or None, child runs) for the selection described in the module docstring."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ConfigError(f"experiment={experiment}: no such MLflow experiment in this tracking store")
+    clauses = [f"params.`{_param_key(k)}` = '{v}'" for k, v in filters.items()]
+    parent = None
+    if sweep or not filters:
+        parent = _find_sweep(client, exp.experiment_id, sweep)
+        clauses.append(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    else:
+        clauses.append(f"tags.`{ROLE_TAG}` != 'sweep'")
+    runs = client.search_runs([exp.experiment_id], " and ".join(clauses), max_results=10_000,
+                              order_by=["attributes.start_time ASC"])
+    runs = [r for r in runs if r.data.tags.get(ROLE_TAG) != "sweep"]
+    if not runs:
+        where = f"sweep {parent.info.run_name}" if parent else f"experiment {experiment}"
+        raise ConfigError(f"no runs match {filters or ''} in {where}".replace(" {} ", " "))
+    return parent, runs
+
+
+def _param_key(key: str) -> str:
+    return key if "." in key else f"{key}.name"
+
+
+def _find_sweep(client: MlflowClient, experiment_id: str, sweep: str | None):
+    query = f"tags.`{ROLE_TAG}` = 'sweep'"
+    found = []
+    if sweep and sweep != "latest":  # a run name or a run id (MLflow filters have no OR)
+        for attribute in ("run_name", "run_id"):
+            found = found or client.search_runs(
+                [experiment_id], f"{query} and attributes.{attribute} = '{sweep}'", max_results=1,
+                order_by=["attributes.start_time DESC"])
+    else:
+        found = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+    if not found:
+        raise ConfigError(f"sweep={sweep or 'latest'}: no such sweep run; start one with "
+                          "`python experiments/train.py --multirun ...`")
+    return found[0]
+
+
+def build_comparison(parent, runs) -> Comparison:
+    overrides = [dict(o.split("=", 1) for o in r.data.tags.get("hydra_overrides", "").split() if "=" in o) for r in runs]
+    keys = sorted({k for o in overrides for k in o})
+    differing = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
+    rows = []
+    for run, over in zip(runs, overrides):
+        row = {"run": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status}
+        row.update({k: over.get(k, "") for k in differing})
+        row.update({key: run.data.metrics.get(key, math.nan) for key in _metric_keys(runs)})
+        rows.append(row)
+    columns = [(k, h, b) for k, h, b in METRICS + _extra_columns(runs) if k in rows[0]]
+    return Comparison(parent, pd.DataFrame(rows), columns, differing)
+
+
+def _metric_keys(runs) -> list[str]:
+    return [k for k, _, _ in METRICS + _extra_columns(runs)]
+
+
+def _extra_columns(runs) -> list[tuple[str, str, str | None]]:
+    names = sorted({k.rsplit("_", 1)[0] for r in runs for k in r.data.metrics if k.endswith("_accuracy")}
+                   - set(NOT_EXTRA))
+    return [(f"{n}_{suffix}", f"{n} {header}", better) for n in names for suffix, header, better in EXTRA_SUFFIXES]
+
+
+def best_rows(comparison: Comparison) -> dict[str, set[int]]:
+    """{metric key: row indices holding the best value (ties all marked)} for columns with a direction."""
+    best = {}
+    for key, _, better in comparison.columns:
+        values = comparison.table[key]
+        if better and values.notna().any():
+            top = values.max() if better == "max" else values.min()
+            best[key] = set(values.index[values == top])
+    return best
+
+
+# ------------------------------------------------------------------- output
+
+
+def _fmt(key: str, value) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if key in ("best_epoch",):
+        return f"{value:.0f}"
+    if key == "train_seconds":
+        return f"{value:,.1f}"
+    if key == "train_samples_per_s":
+        return f"{value:,.0f}"
+    return f"{value:.4f}"
+
+
+def print_table(comparison: Comparison, console: Console | None = None) -> None:
+    console = console or Console()
+    best = best_rows(comparison)
+    title = f"sweep {comparison.sweep.info.run_name}" if comparison.sweep else "runs"
+    table = Table(title=f"{title}  (* best per column)")
+    for column in ["run", *comparison.overrides]:
+        table.add_column(column)
+    for _, header, _ in comparison.columns:
+        table.add_column(header, justify="right")
+    for i, row in comparison.table.iterrows():
+        cells = [row["run"] + ("" if row["status"] == "FINISHED" else f" [{row['status']}]")]
+        cells += [str(row[k]) for k in comparison.overrides]
+        for key, _, _ in comparison.columns:
+            text = _fmt(key, row[key])
+            cells.append(f"[bold green]{text}*[/]" if i in best.get(key, ()) else text)
+        table.add_row(*cells)
+    console.print(table)
+
+
+def to_markdown(comparison: Comparison) -> str:
+    best = best_rows(comparison)
+    headers = ["run", *comparison.overrides, *[h for _, h, _ in comparison.columns]]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for i, row in comparison.table.iterrows():
+        cells = [row["run"], *[str(row[k]) for k in comparison.overrides]]
+        cells += [f"**{_fmt(k, row[k])}**" if i in best.get(k, ()) else _fmt(k, row[k]) for k, _, _ in comparison.columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nBold: best value per column.\n"
+
+
+def bar_chart(comparison: Comparison, path: Path) -> Path:
+    keys = [k for k, _, b in comparison.columns if b == "max" and not k.startswith("train_")]
+    frame = comparison.table.set_index("run")[keys]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(frame) * max(1, len(keys)) / 3), 4))
+    frame.plot.bar(ax=ax, rot=20)
+    low = frame.min().min()
+    ax.set_ylim(max(0.0, (low if math.isfinite(low) else 0.0) - 0.05), 1.0)
+    ax.set_ylabel("score")
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("test and extra-set scores per run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def validation_curves(client: MlflowClient, comparison: Comparison, path: Path, metric: str = "val_f1") -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for _, row in comparison.table.iterrows():
+        history = sorted(client.get_metric_history(row["run_id"], metric), key=lambda m: m.step)
+        ax.plot([m.step for m in history], [m.value for m in history], "o-", label=row["run"], markersize=3)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.legend(fontsize=8)
+    ax.set_title("validation curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(client: MlflowClient, comparison: Comparison, out_dir: Path) -> list[Path]:
+    """comparison.md / .csv and two PNGs in ``out_dir``; also logged to the sweep run when there is one."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "comparison.md").write_text(to_markdown(comparison))
+    comparison.table.to_csv(out_dir / "comparison.csv", index=False)
+    files = [out_dir / "comparison.md", out_dir / "comparison.csv",
+             bar_chart(comparison, out_dir / "comparison_scores.png"),
+             validation_curves(client, comparison, out_dir / "validation_curves.png")]
+    if comparison.sweep is not None:
+        for path in files:
+            client.log_artifact(comparison.sweep.info.run_id, str(path), "comparison")
+    return files
+
+
+def default_out_dir(comparison: Comparison, outputs: Path) -> Path:
+    if comparison.sweep is not None and comparison.sweep.data.tags.get("sweep_dir"):
+        return Path(comparison.sweep.data.tags["sweep_dir"]) / "comparison"
+    return Path(outputs) / "comparisons" / time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -1,0 +1,123 @@
+"""A Hydra multirun as one MLflow parent run with one nested child run per job.
+
+The callback (registered in conf/config.yaml under ``hydra.callbacks``) creates the parent run
+when the sweep starts and hands its id to the jobs through an environment variable, which every
+launcher passes on to its job processes (sequential, joblib workers, submitit / SLURM). When the
+sweep ends it closes the parent FINISHED only if every child run finished, otherwise FAILED with
+the count, and makes the command exit non-zero. A sweep that dies before its end (Ctrl-C, a
+launcher crash) leaves the parent KILLED, not RUNNING.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import mlflow
+from hydra.experimental.callback import Callback
+from mlflow import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from lib.tracking import experiment_id, tracking_uri
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "TITLESWEEP_PARENT_RUN_ID"
+SWEPT_ENV = "TITLESWEEP_SWEPT_KEYS"  # the override keys that vary, to name child runs by them
+ROLE_TAG = "titlesweep.role"  # "sweep" on parents, "job" on children
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def parent_run_id() -> str | None:
+    """The sweep's parent run id inside a multirun job, else None."""
+    return os.environ.get(PARENT_ENV) if in_multirun() else None
+
+
+def child_run_name(job_overrides: list[str]) -> str:
+    """"loss=focal,adversarial=fgm": the job's values of the swept keys (all overrides if unknown)."""
+    swept = set(filter(None, os.environ.get(SWEPT_ENV, "").split(",")))
+    chosen = [o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    return ",".join(chosen or job_overrides)
+
+
+def swept_keys(overrides: list[str]) -> list[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+
+
+def child_runs(client: MlflowClient, parent: str) -> list:
+    run = client.get_run(parent)
+    return client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=50_000)
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self) -> None:
+        self.parent: str | None = None
+        self.uri: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.uri = tracking_uri(config)
+        mlflow.set_tracking_uri(self.uri)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        overrides = list(config.hydra.overrides.task)
+        tags = {ROLE_TAG: "sweep", "sweep_dir": str(sweep_dir),
+                "sweep_command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                "sweep_overrides": " ".join(overrides) or "(none)",
+                "sweeper": str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1],
+                "launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]}
+        name = config.tracking.get("sweep_name") or f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}"
+        run = MlflowClient().create_run(experiment_id(config), run_name=name, tags=tags)
+        self.parent = run.info.run_id
+        os.environ[PARENT_ENV] = self.parent
+        os.environ[SWEPT_ENV] = ",".join(swept_keys(overrides))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "mlflow_parent_run_id").write_text(self.parent)
+        atexit.register(self._close_if_still_running)
+        log.info("MLflow sweep run %s (%s)", name, self.parent)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        client = MlflowClient(self.uri)
+        statuses = [r.info.status for r in child_runs(client, self.parent)]
+        failed = sum(status != "FINISHED" for status in statuses)
+        for key, value in {"jobs_total": len(statuses), "jobs_finished": len(statuses) - failed,
+                           "jobs_failed": failed}.items():
+            client.log_metric(self.parent, key, value)
+        _log_optuna_result(client, self.parent, Path(config.hydra.sweep.dir))
+        status = "FAILED" if failed or not statuses else "FINISHED"
+        client.set_terminated(self.parent, status)
+        os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(SWEPT_ENV, None)
+        if status == "FAILED":
+            print(f"error: {failed} of {len(statuses)} sweep jobs failed (sweep run {self.parent}); "
+                  "see each failed run's error/traceback.txt", file=sys.stderr)
+            raise SystemExit(1)
+
+    def _close_if_still_running(self) -> None:
+        client = MlflowClient(self.uri)
+        if client.get_run(self.parent).info.status == "RUNNING":
+            client.set_tag(self.parent, "error", "the sweep stopped before all jobs were launched or finished")
+            client.set_terminated(self.parent, "KILLED")
+
+
+def _log_optuna_result(client: MlflowClient, parent: str, sweep_dir: Path) -> None:
+    """The Optuna sweeper writes its best trial to optimization_results.yaml: copy it to the parent."""
+    results = sweep_dir / "optimization_results.yaml"
+    if not results.is_file():
+        return
+    best = OmegaConf.load(results)
+    for key, value in (best.get("best_params") or {}).items():
+        client.log_param(parent, f"best.{key}", value)
+    if best.get("best_value") is not None:
+        client.log_metric(parent, "best_value", float(best.best_value))
+    client.log_artifact(parent, str(results))

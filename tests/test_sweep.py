@@ -1,0 +1,130 @@
+"""Sweeps as users run them: one MLflow parent run per --multirun, a child per job, with the
+sequential, parallel (joblib) and submitit-local launchers and the Optuna sweeper; compare.py."""
+import math
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from lib import compare
+from lib.paths import PROJECT_ROOT
+from lib.sweep import ROLE_TAG
+
+SMALL = ["model=tiny_bert", "trainer.epochs=1", "trainer.limit_train=96", "trainer.limit_eval=48",
+         "tracking.log_model=false", "extra_eval=null", "schedule.lr=1e-3", "trainer.log_every_steps=1"]
+
+
+def sweep(tmp_path, toy_csv, *overrides, expect_rc=0):
+    cmd = [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py"), "--multirun",
+           f"paths.outputs={tmp_path / 'out'}", "data=csv", f"data.train={toy_csv}", *SMALL, *overrides]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == expect_rc, done.stdout[-1500:] + done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out'}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("titlesweep").experiment_id])
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(ROLE_TAG) == "job"]
+    return done, client, parents, children
+
+
+def _check_children(parent, children, n):
+    assert len(children) == n
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for key in ("test_accuracy", "test_f1", "best_val_f1", "train_samples_per_s"):
+            assert math.isfinite(child.data.metrics[key]), key
+
+
+def test_sequential_sweep_makes_one_parent_and_a_child_per_job(tmp_path, toy_csv):
+    done, client, parents, children = sweep(tmp_path, toy_csv, "loss=ce,focal")
+    (parent,) = parents
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 2
+    assert "loss=ce,focal" in parent.data.tags["sweep_command"]
+    _check_children(parent, children, 2)
+    assert sorted(c.info.run_name for c in children) == ["loss=ce", "loss=focal"]
+
+    # compare.py on that store: table printed, files written and logged on the sweep run
+    out = subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / "compare.py"),
+                          f"paths.outputs={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "loss=focal" in out.stdout and "test acc" in out.stdout
+    logged = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert logged == {f"comparison/{n}" for n in ("comparison.md", "comparison.csv", "comparison_scores.png",
+                                                  "validation_curves.png")}
+
+
+def test_failing_job_fails_the_sweep_but_not_the_other_jobs(tmp_path, toy_csv):
+    done, client, parents, children = sweep(tmp_path, toy_csv, "trainer.batch_size=16,500", expect_rc=1)
+    (parent,) = parents
+    assert parent.info.status == "FAILED" and parent.data.metrics["jobs_failed"] == 1
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+    assert "1 of 2 sweep jobs failed" in done.stderr
+
+
+def test_parallel_launcher_loses_no_run_or_metric(tmp_path, toy_csv):
+    done, client, parents, children = sweep(tmp_path, toy_csv, "launcher=parallel", "loss=ce,focal",
+                                            "adversarial=none,fgm")
+    (parent,) = parents
+    assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "JoblibLauncher"
+    _check_children(parent, children, 4)
+    for child in children:  # every logging step of every job arrived: 96 rows / 32 per batch
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")] == [1, 2, 3]
+    assert "database is locked" not in done.stderr
+
+
+def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path, toy_csv):
+    done, client, parents, children = sweep(tmp_path, toy_csv, "launcher=local", "loss=ce,focal")
+    (parent,) = parents
+    assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "LocalLauncher"
+    _check_children(parent, children, 2)
+
+
+def test_optuna_sweep_logs_its_best_trial_on_the_parent(tmp_path, toy_csv):
+    done, client, parents, children = sweep(tmp_path, toy_csv, "search=optuna", "hydra.sweeper.n_trials=3")
+    (parent,) = parents
+    _check_children(parent, children, 3)
+    best = max(c.data.metrics["best_val_f1"] for c in children)
+    assert parent.data.metrics["best_value"] == pytest.approx(best)
+    # schedule.lr is fixed on the command line here, so Optuna searches the other three
+    assert {"best.loss.gamma", "best.adversarial.epsilon", "best.schedule.layer_decay"} <= set(parent.data.params)
+
+
+def _fake_store(tmp_path):
+    """A sweep of three runs with known metrics, written straight to MLflow."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/fake.db")
+    client = MlflowClient()
+    exp = client.create_experiment("titlesweep", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp, run_name="sweep-x", tags={ROLE_TAG: "sweep", "sweep_dir": str(tmp_path / "sw")})
+    rows = [("model=bert loss=ce", 0.80, 0.81, 120.0, 0.70), ("model=scibert loss=focal", 0.90, 0.88, 150.0, 0.75),
+            ("model=roberta loss=ce", 0.85, 0.91, 100.0, 0.72)]
+    for overrides, acc, f1, seconds, cite in rows:
+        run = client.create_run(exp, run_name=overrides.replace(" ", ","), tags={
+            ROLE_TAG: "job", "mlflow.parentRunId": parent.info.run_id, "hydra_overrides": overrides + " trainer.epochs=1"})
+        for key, value in {"test_accuracy": acc, "test_f1": f1, "train_seconds": seconds,
+                           "citeseer_dev_accuracy": cite, "citeseer_dev_f1": cite}.items():
+            client.log_metric(run.info.run_id, key, value)
+        client.log_param(run.info.run_id, "model.name", overrides.split()[0].split("=")[1])
+        client.log_metric(run.info.run_id, "val_f1", f1 - 0.05, step=10)
+        client.set_terminated(run.info.run_id)
+    return client, exp
+
+
+def test_compare_marks_the_best_rows_and_writes_its_files(tmp_path):
+    client, exp = _fake_store(tmp_path)
+    parent, runs = compare.select_runs(client, "titlesweep", None, {})
+    comparison = compare.build_comparison(parent, runs)
+    assert comparison.overrides == ["loss", "model"]  # trainer.epochs is the same everywhere
+    best = compare.best_rows(comparison)
+    names = comparison.table["run"]
+    assert names[best["test_accuracy"].pop()] == "model=scibert,loss=focal"
+    assert names[best["test_f1"].pop()] == "model=roberta,loss=ce"
+    assert names[best["train_seconds"].pop()] == "model=roberta,loss=ce"  # lower is better
+    assert names[best["citeseer_dev_accuracy"].pop()] == "model=scibert,loss=focal"
+    files = compare.write_outputs(client, comparison, tmp_path / "cmp")
+    assert [f.name for f in files] == ["comparison.md", "comparison.csv", "comparison_scores.png", "validation_curves.png"]
+    assert "**0.9000**" in files[0].read_text() and all(f.stat().st_size > 0 for f in files)
+    # a filter narrows the runs, across sweeps
+    _, only = compare.select_runs(client, "titlesweep", None, {"model": "scibert"})
+    assert [r.info.run_name for r in only] == ["model=scibert,loss=focal"]
