@@ -48,13 +48,19 @@ def _dropout_overrides(config, dropout: float) -> None:
             setattr(config, key, dropout)
 
 
+def _attention(cfg_model) -> dict:
+    """attn_implementation for from_pretrained / from_config; omitted = transformers' default (SDPA if supported)."""
+    return {"attn_implementation": cfg_model.attn_implementation} if cfg_model.get("attn_implementation") else {}
+
+
 def _load(source: str, cfg_model, **kwargs):
     config = AutoConfig.from_pretrained(source, num_labels=NUM_LABELS, id2label=ID2LABEL,
                                         label2id={v: k for k, v in ID2LABEL.items()}, **kwargs)
     _dropout_overrides(config, cfg_model.dropout)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     with _quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, **_attention(cfg_model),
+                                                                   **kwargs)
     return model, tokenizer
 
 
@@ -137,7 +143,7 @@ def _tiny(cfg_model, train_texts: list[str], cache_dir: Path):
     if arch == "roberta":
         config.type_vocab_size = 1
     _dropout_overrides(config, cfg_model.dropout)
-    return AutoModelForSequenceClassification.from_config(config), tokenizer
+    return AutoModelForSequenceClassification.from_config(config, **_attention(cfg_model)), tokenizer
 
 
 def tiny_tokenizer(arch: str, texts: list[str], vocab_size: int, cache_dir: Path):

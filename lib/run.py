@@ -72,31 +72,37 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str) -> dict[str
     _log_data(splits)
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
     model.to(device)
+    net = torch.compile(model) if cfg.trainer.compile else model  # shares model's parameters; model is saved
     loaders = _loaders(cfg, splits, tokenizer, device)
     loss_fn = build_loss(cfg.loss).to(device)
-    optimizer = build_optimizer(cfg.schedule, model)
-    total_steps = _total_steps(cfg.trainer, len(loaders["train"]))
-    scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
-    adversary = build_adversary(cfg.adversarial, model)
-    mlflow.log_params({"data.train_rows": len(splits.train), "train.total_steps": total_steps,
-                       "model.parameters": sum(p.numel() for p in model.parameters())})
 
-    result = train(model, loaders["train"], loaders["val"], loss_fn, optimizer, scheduler, adversary,
-                   cfg.trainer, device, precision, total_steps, on_metrics=_log_step_metrics)
+    result = _fit(cfg, net, loaders, loss_fn, device, precision)
 
     final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
-    final["decision_threshold"] = _decision_threshold(cfg.trainer, loaders["val"], model, loss_fn, device, precision)
+    final["decision_threshold"] = _decision_threshold(cfg.trainer, loaders["val"], net, loss_fn, device, precision)
     final.update(best_epoch=result.best_epoch, best_step=result.best_step, train_seconds=result.train_seconds,
                  train_samples_per_s=result.samples_per_second, stopped_early=float(result.stopped_early))
     for name, loader in loaders.items():
         if name not in ("train", "val"):
-            final.update(_report_split(name, loader, splits, model, loss_fn, device, precision, output_dir))
+            final.update(_report_split(name, loader, splits, net, loss_fn, device, precision, output_dir))
     mlflow.log_metrics(final)
     mlflow.log_artifact(str(plots.training_curves_png(result.history, output_dir / "training_curves.png")))
     _log_config(output_dir)
     if cfg.tracking.log_model:
         _log_model(model, tokenizer, output_dir, final["decision_threshold"], cfg.model.max_length)
     return final
+
+
+def _fit(cfg, net, loaders: dict, loss_fn, device, precision: str):
+    """Optimiser, schedule and adversary from their config groups, then the training loop."""
+    optimizer = build_optimizer(cfg.schedule, net)
+    total_steps = _total_steps(cfg.trainer, len(loaders["train"]))
+    scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
+    adversary = build_adversary(cfg.adversarial, net)
+    mlflow.log_params({"data.train_rows": len(loaders["train"].dataset), "train.total_steps": total_steps,
+                       "model.parameters": sum(p.numel() for p in net.parameters())})
+    return train(net, loaders["train"], loaders["val"], loss_fn, optimizer, scheduler, adversary,
+                 cfg.trainer, device, precision, total_steps, on_metrics=_log_step_metrics)
 
 
 # --------------------------------------------------------------- data -> loaders
@@ -136,8 +142,9 @@ def _loaders(cfg, splits: Splits, tokenizer, device) -> dict:
         loaders[name] = make_loader(
             encode(tokenizer, frame["text"].tolist(), cfg.model.max_length), frame["label"].tolist(),
             cfg.trainer.batch_size if is_train else cfg.trainer.eval_batch_size, shuffle=is_train,
-            pad_id=tokenizer.pad_token_id, seed=cfg.trainer.seed, num_workers=cfg.trainer.num_workers,
-            pin_memory=device.type == "cuda")
+            pad_id=tokenizer.pad_token_id, seed=cfg.trainer.seed, bucketing=cfg.trainer.bucketing,
+            pad_to=cfg.model.max_length if cfg.trainer.pad_to_max_length else None,
+            num_workers=cfg.trainer.num_workers, pin_memory=device.type == "cuda")
     return loaders
 
 
