@@ -14,16 +14,13 @@ from omegaconf import DictConfig  # noqa: E402
 import lib.paths  # noqa: E402,F401  (registers the ${project_root:} resolver before Hydra composes)
 from lib.corpus.report import print_manifest  # noqa: E402
 from lib.corpus import ensure_corpus  # noqa: E402
-from lib.errors import UserError  # noqa: E402
+from lib.errors import exit_on_user_error  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error():
         folder = ensure_corpus(cfg.data, Path(cfg.paths.cache))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print_manifest(folder)
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-import lib.paths  # registers ${project_root:}
 from lib.paths import CONF_DIR, PROJECT_ROOT
 
 TITLE_WORDS = ("protein graph network learning analysis yeast market theory kernel genome "

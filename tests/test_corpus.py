@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from lib.corpus import ensure_corpus, negatives, parse_spec
 from lib.corpus import build as build_mod
 from lib.corpus import sources
-from lib.corpus.baseline import read_labelled, run_baseline
+from lib.corpus.baseline import run_baseline
 from lib.corpus.shortcuts import SHORTCUT_BOUND, shortcut_scores
 from lib.corpus.text import SMALL_WORDS, apply_casing, strip_medline_period, text_key
 from lib.errors import ConfigError, DataError
@@ -317,18 +317,6 @@ def test_dblp_acm_without_path_says_how_to_get_it(monkeypatch):
 
 
 # --------------------------------------------------------------------------- baseline
-
-
-def test_read_labelled_citeseer_format(tmp_path):
-    path = tmp_path / "dev.csv"
-    pd.DataFrame({"id": [1, 2, 3], "title given by manchine": ["A study of things", "", "Abstract"],
-                  "Y/N": ["Y", "Y", "N"], "original title": ["", "", "Other"]}).to_csv(path, index=False)
-    df = read_labelled(path)
-    assert df.to_dict("list") == {"text": ["A study of things", "Abstract"], "label": [1, 0]}
-    bad = tmp_path / "bad.csv"
-    pd.DataFrame({"text": ["x"], "label": ["maybe"]}).to_csv(bad, index=False)
-    with pytest.raises(DataError, match="Y/N or 1/0"):
-        read_labelled(bad)
 
 
 def test_baseline_scores_and_skips_missing_files(corpus, tmp_path):

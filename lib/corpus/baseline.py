@@ -9,9 +9,8 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from lib.errors import DataError
+from lib.data import drop_empty, eval_table
 
-CITESEER_TEXT, CITESEER_LABEL = "title given by manchine", "Y/N"  # sic, as in the course files
 MODEL_NAME = "TF-IDF+LR"
 MODEL_DETAIL = "TF-IDF word 1-2-grams + case-sensitive char 2-5-grams, logistic regression (C=4)"
 
@@ -22,28 +21,7 @@ class EvalResult:
     rows: int
     accuracy: float
     f1: float
-
-
-def read_labelled(path: Path) -> pd.DataFrame:
-    """A labelled file as (text, label): the CiteSeer test-file columns or plain text/label."""
-    path = Path(path)
-    try:
-        df = pd.read_excel(path) if path.suffix in (".xlsx", ".xls") else pd.read_csv(path, keep_default_na=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    if {CITESEER_TEXT, CITESEER_LABEL} <= set(df.columns):
-        df = df.rename(columns={CITESEER_TEXT: "text", CITESEER_LABEL: "label"})
-    if not {"text", "label"} <= set(df.columns):
-        raise DataError(f"{path}: needs columns '{CITESEER_TEXT}','{CITESEER_LABEL}' or 'text','label'; has {list(df.columns)}")
-    df = df[["text", "label"]].copy()
-    df["text"] = df["text"].fillna("").astype(str).str.strip()
-    df = df[df["text"] != ""]  # the course file has rows whose extraction produced nothing
-    mapping = {"y": 1, "yes": 1, "1": 1, "true": 1, "n": 0, "no": 0, "0": 0, "false": 0}
-    labels = df["label"].astype(str).str.strip().str.lower().map(mapping)
-    if labels.isna().any():
-        bad = sorted(set(df.loc[labels.isna(), "label"].astype(str)))[:5]
-        raise DataError(f"{path}: labels must be Y/N or 1/0, found {bad}")
-    return df.assign(label=labels.astype(int)).reset_index(drop=True)
+    model: str = MODEL_NAME
 
 
 def train_baseline(train: pd.DataFrame):
@@ -77,10 +55,29 @@ def run_baseline(corpus: Path, extra: dict[str, str | None]) -> tuple[list[EvalR
     skipped = []
     for name, path in (extra or {}).items():
         if path and Path(path).is_file():
-            results.append(evaluate(model, name, read_labelled(Path(path))))
+            results.append(evaluate(model, name, drop_empty(eval_table(Path(path)), {}, name)))
         else:
             skipped.append(f"{name}: {path} not found, skipped")
     return results, skipped
+
+
+def tracked_results(client, experiment: str, cfg_data, model: str = "minilm") -> list[EvalResult]:
+    """The latest finished MLflow run of ``model`` on this corpus (same size and seed), as rows.
+
+    Lets the report put the fine-tuned transformer beside the baseline without retraining it.
+    """
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    query = (f"attributes.status = 'FINISHED' and params.`model.name` = '{model}' and params.`data.name` = 'titles'"
+             f" and params.`data.size` = '{cfg_data.size}' and params.`data.seed` = '{cfg_data.seed}'")
+    runs = client.search_runs([exp.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+    if not runs:
+        return []
+    metrics, label = runs[0].data.metrics, f"{model} (run {runs[0].info.run_id[:8]})"
+    sets = [("test", "test (in-source)")] + [(n, n) for n in ("cross_source", "citeseer_dev")]
+    return [EvalResult(shown, int(metrics.get(f"data_{key}_rows", 0)), metrics[f"{key}_accuracy"],
+                       metrics[f"{key}_f1"], label) for key, shown in sets if f"{key}_accuracy" in metrics]
 
 
 def results_table(results: list[EvalResult], title: str) -> Table:
@@ -88,12 +85,12 @@ def results_table(results: list[EvalResult], title: str) -> Table:
     for column in ("model", "eval set", "rows", "accuracy", "F1 (class 1)"):
         table.add_column(column, justify="left" if column in ("model", "eval set") else "right")
     for r in results:
-        table.add_row(MODEL_NAME, r.name, str(r.rows), f"{r.accuracy:.4f}", f"{r.f1:.4f}")
+        table.add_row(r.model, r.name, str(r.rows), f"{r.accuracy:.4f}", f"{r.f1:.4f}")
     return table
 
 
 def results_markdown(results: list[EvalResult], title: str) -> str:
     lines = [f"## {title}", "", f"{MODEL_NAME}: {MODEL_DETAIL}, trained on the corpus train split.", "",
              "| model | eval set | rows | accuracy | F1 (class 1) |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {MODEL_NAME} | {r.name} | {r.rows} | {r.accuracy:.4f} | {r.f1:.4f} |" for r in results]
+    lines += [f"| {r.model} | {r.name} | {r.rows} | {r.accuracy:.4f} | {r.f1:.4f} |" for r in results]
     return "\n".join(lines) + "\n"
