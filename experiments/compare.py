@@ -5,6 +5,8 @@
     python experiments/compare.py model=scibert            # every scibert run, across sweeps
     python experiments/compare.py sweep=latest loss=focal out=reports/  experiment=titlesweep
     python experiments/compare.py tracking.uri=http://127.0.0.1:5000
+    python experiments/compare.py register=true [name=titlesweep-best] [alias=champion] [metric=test_f1]
+        # also register the best run's pyfunc model in the MLflow model registry, alias pointed at it
 """
 import sys
 from pathlib import Path
@@ -21,14 +23,16 @@ from lib.errors import exit_on_user_error  # noqa: E402
 from lib.paths import CONF_DIR  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
-USAGE = "compare.py [sweep=NAME|ID|latest] [experiment=NAME] [out=DIR] [KEY=VALUE filters] [tracking.*=... paths.*=...]"
-OPTIONS = ("sweep", "experiment", "out")
+USAGE = ("compare.py [sweep=NAME|ID|latest] [experiment=NAME] [out=DIR] [register=true [name=MODEL_NAME] "
+         "[alias=ALIAS] [metric=KEY]] [KEY=VALUE filters] [tracking.*=... paths.*=...]")
+OPTIONS = ("sweep", "experiment", "out", "register", "name", "alias", "metric")
 
 
 def main(args: list[str]) -> None:
     options = parse_key_values(args, USAGE)
     config_overrides = [f"{k}={v}" for k, v in options.items() if k.startswith(("tracking.", "paths."))]
     filters = {k: v for k, v in options.items() if k not in OPTIONS and not k.startswith(("tracking.", "paths."))}
+    registration = compare.registration_options(options)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=config_overrides)
     client = MlflowClient(tracking_uri(cfg))
@@ -42,6 +46,11 @@ def main(args: list[str]) -> None:
     out_dir = Path(options["out"]) if "out" in options else compare.default_out_dir(comparison, cfg.paths.outputs)
     for path in compare.write_outputs(client, comparison, out_dir):
         console.print(f"wrote {path}")
+    if registration:
+        version, best = compare.register_best(client, comparison, **registration)
+        console.print(f"registered {version.name} version {version.version} (alias {registration['alias']}: "
+                      f"models:/{version.name}@{registration['alias']}) from run {best['run']} "
+                      f"({registration['metric']} = {best[registration['metric']]:.4f})")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("P
 
 import hydra  # noqa: E402
 
-import lib.paths  # noqa: E402,F401  registers ${project_root:} before Hydra composes
+from lib.cli import preflight  # noqa: E402
+from lib.errors import exit_on_user_error  # noqa: E402
+from lib.paths import CONF_DIR, PROJECT_ROOT  # noqa: E402  (importing lib.paths registers ${project_root:})
 from lib.run import run_job  # noqa: E402
 
 
@@ -24,4 +26,6 @@ def main(cfg) -> float:
 
 
 if __name__ == "__main__":
+    with exit_on_user_error():
+        preflight(sys.argv[1:], CONF_DIR, PROJECT_ROOT / "outputs")
     main()

@@ -33,10 +33,11 @@ class LengthBucketSampler(Sampler[list[int]]):
 
     def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0, bucketing: bool = True):
         self.lengths, self.batch_size, self.shuffle = lengths, batch_size, shuffle
-        self.seed, self.bucketing, self.epoch = seed, bucketing, 0
+        self.seed, self.bucketing, self.epoch, self.skip = seed, bucketing, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Reseed for ``epoch``; the next pass starts at batch ``skip`` (resuming mid-epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
@@ -45,22 +46,25 @@ class LengthBucketSampler(Sampler[list[int]]):
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches()[self.skip:])
+
+    def _batches(self) -> list[list[int]]:
         order = list(range(len(self.lengths)))
         rng = random.Random(self.seed * 100_003 + self.epoch)
         if not self.shuffle:
             if self.bucketing:
                 order.sort(key=lambda i: self.lengths[i])
-            return iter(self._chunks(order))
+            return self._chunks(order)
         rng.shuffle(order)
         if not self.bucketing:
-            return iter(self._chunks(order))
+            return self._chunks(order)
         pool = self.batch_size * POOL_BATCHES
         batches = []
         for start in range(0, len(order), pool):
             chunk = sorted(order[start:start + pool], key=lambda i: self.lengths[i])
             batches.extend(self._chunks(chunk))
         rng.shuffle(batches)
-        return iter(batches)
+        return batches
 
 
 class Collator:
@@ -90,5 +94,7 @@ def make_loader(token_ids: list[list[int]], labels: list[int], batch_size: int, 
     """A DataLoader over pre-tokenized examples; its ``batch_sampler`` has ``set_epoch``."""
     items = [(ids, int(label), index) for index, (ids, label) in enumerate(zip(token_ids, labels))]
     sampler = LengthBucketSampler([len(ids) for ids in token_ids], batch_size, shuffle, seed, bucketing)
-    return DataLoader(items, batch_sampler=sampler, collate_fn=Collator(pad_id, pad_to),
-                      num_workers=num_workers, pin_memory=pin_memory)
+    # Its own generator: a DataLoader draws a seed from the global RNG for every new iterator, which
+    # would shift the dropout masks after an evaluation or a resume from a checkpoint.
+    return DataLoader(items, batch_sampler=sampler, collate_fn=Collator(pad_id, pad_to), num_workers=num_workers,
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import matplotlib
 
@@ -21,7 +23,7 @@ from mlflow import MlflowClient  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from lib.errors import ConfigError  # noqa: E402
+from lib.errors import ConfigError, UserError  # noqa: E402
 from lib.sweep import ROLE_TAG  # noqa: E402
 
 # Metric columns: (MLflow key, header, better). better None: shown, never marked best.
@@ -211,3 +213,86 @@ def default_out_dir(comparison: Comparison, outputs: Path) -> Path:
     if comparison.sweep is not None and comparison.sweep.data.tags.get("sweep_dir"):
         return Path(comparison.sweep.data.tags["sweep_dir"]) / "comparison"
     return Path(outputs) / "comparisons" / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+# ------------------------------------------------------------------- registry
+
+PYFUNC_MODEL = "pyfunc_model"  # the name lib/pyfunc.log_pyfunc_model gives each run's pyfunc model
+REGISTER_DEFAULTS = {"name": "titlesweep-best", "alias": "champion", "metric": "test_f1"}
+FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def registration_options(options: dict[str, str]) -> dict[str, str] | None:
+    """{name, alias, metric} when ``register=true``; None when not registering."""
+    flag = options.get("register", "false").strip().lower()
+    if flag not in FLAGS:
+        raise ConfigError(f"register={options['register']}: choose true or false")
+    given = [k for k in REGISTER_DEFAULTS if k in options]
+    if not FLAGS[flag]:
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only used with register=true")
+        return None
+    return {k: options.get(k, default) for k, default in REGISTER_DEFAULTS.items()}
+
+
+def register_best(client: MlflowClient, comparison: Comparison, name: str = "titlesweep-best",
+                  alias: str = "champion", metric: str = "test_f1"):
+    """Register the pyfunc model of the compared run with the best ``metric`` as a new version of
+    ``name``, and point ``alias`` at it. Returns (model version, best run's row)."""
+    row = best_run(client, comparison, metric)
+    model = _pyfunc_model_of(client, row["run_id"], row["run"])
+    _ensure_registered_model(client, name)
+    # The SQL registry looks models:/<model id> up through the global tracking URI, not this client's
+    # (a TODO in MLflow's create_model_version): point the global one at this store meanwhile.
+    with _global_tracking_uri(client.tracking_uri):
+        version = client.create_model_version(
+            name, source=f"models:/{model.model_id}", run_id=row["run_id"], model_id=model.model_id,
+            tags={"selected_by": metric, metric: f"{row[metric]:.6g}"},
+            description=f"best {metric} ({row[metric]:.4f}) of {len(comparison.table)} compared runs: {row['run']}")
+    client.set_registered_model_alias(name, alias, version.version)
+    return version, row
+
+
+def best_run(client: MlflowClient, comparison: Comparison, metric: str) -> pd.Series:
+    """The finished run with the best ``metric`` (lower is better for losses and times, as in METRICS)."""
+    table = comparison.table[comparison.table["status"] == "FINISHED"].copy()
+    if metric not in table:  # not a table column (e.g. best_val_f1): read it from the runs
+        table[metric] = [client.get_run(run_id).data.metrics.get(metric, math.nan) for run_id in table["run_id"]]
+    table = table[table[metric].notna()]
+    if table.empty:
+        raise ConfigError(f"metric={metric}: no finished compared run has this metric")
+    lower_is_better = {k: b for k, _, b in METRICS}.get(metric) == "min" or metric.endswith(("loss", "_seconds"))
+    return table.loc[table[metric].idxmin() if lower_is_better else table[metric].idxmax()]
+
+
+def _pyfunc_model_of(client: MlflowClient, run_id: str, run_name: str):
+    experiment = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models(
+        [experiment], filter_string=f"source_run_id = '{run_id}' AND name = '{PYFUNC_MODEL}'",
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}], max_results=1)
+    if not found:
+        raise UserError(f"run {run_name} ({run_id}) is the best but has no {PYFUNC_MODEL} to register "
+                        "(trained with tracking.log_model=false, or before models were logged as pyfunc)")
+    return found[0]
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="TitleSweep title classifier (lib/pyfunc.py)")
+
+
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+

@@ -2,17 +2,16 @@
 clip, step, evaluate, early-stop. Reads cfg.trainer; everything else arrives built."""
 from __future__ import annotations
 
-import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lib.errors import ConfigError
+from lib.errors import ConfigError, UserError
 from lib.metrics import compute_metrics
 
 # --------------------------------------------------------------- device and precision
@@ -120,10 +119,38 @@ class LoopResult:
     train_seconds: float = 0.0  # wall time of train(), validation included
     eval_seconds: float = 0.0   # of which validation
     train_samples: int = 0      # examples passed forward/backward (repeats across epochs counted)
+    skipped_steps: int = 0      # optimiser steps skipped for a non-finite loss
 
     @property
     def samples_per_second(self) -> float:
         return self.train_samples / max(self.train_seconds - self.eval_seconds, 1e-9)
+
+
+@dataclass
+class LoopState:
+    """Everything that changes while training, beyond model/optimiser/scheduler: what a checkpoint holds."""
+    result: LoopResult = field(default_factory=LoopResult)
+    step: int = 0               # optimiser steps done
+    epoch: int = 1              # current epoch (1-based)
+    next_batch: int = 0         # position in the current epoch's batch order
+    best_value: float | None = None
+    bad_evals: int = 0
+    best_weights: dict | None = None
+    running_loss: float = 0.0   # sum of losses since the last log line
+    running_count: int = 0
+    nonfinite_streak: int = 0
+    scaler: dict | None = None  # GradScaler state (fp16)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "LoopState":
+        return cls(**{**saved, "result": LoopResult(**saved["result"])})
+
+
+class NonFiniteLoss(UserError):
+    """The loss stayed NaN/inf for trainer.max_nonfinite_steps optimiser steps in a row."""
 
 
 def _progress() -> Progress:
@@ -133,82 +160,129 @@ def _progress() -> Progress:
 
 def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, adversary, cfg_trainer,
           device: torch.device, precision: str, total_steps: int,
-          on_metrics: Callable[[dict, int], None] = lambda metrics, step: None) -> LoopResult:
-    """Train until epochs, max_steps or early stopping; leaves the model holding its best weights."""
+          on_metrics: Callable[[dict, int], None] = lambda metrics, step: None,
+          state: LoopState | None = None, stop_requested=lambda: False,
+          on_interrupt: Callable[[LoopState], None] | None = None) -> LoopResult:
+    """Train until epochs, max_steps or early stopping; leaves the model holding its best weights.
+
+    ``state`` continues a checkpointed run. When ``stop_requested()`` turns true, training stops
+    at the next optimiser-step boundary and ``on_interrupt(state)`` saves it (then raises).
+    """
     accum = cfg_trainer.grad_accum_steps
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     stopper = EarlyStopping(cfg_trainer.early_stopping.metric, cfg_trainer.early_stopping.mode,
                             cfg_trainer.early_stopping.patience)
-    result, best_state = LoopResult(), None
-    step, running_loss, running_count = 0, torch.zeros((), device=device), 0
-    train_start = time.perf_counter()
+    state = state or LoopState()
+    if state.scaler:
+        scaler.load_state_dict(state.scaler)
+    result = state.result
+    if state.best_value is not None:
+        stopper.best, stopper.bad_evals = state.best_value, state.bad_evals
+    window_loss = torch.tensor(state.running_loss, device=device)  # summed on the device: no per-step sync
+    step_loss = torch.zeros((), device=device)
+    clock = time.perf_counter() - result.train_seconds
 
     def loss_of(inputs):
         with autocast(device, precision):
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
         return loss_fn(logits.float(), inputs["labels"]) / accum
 
-    def run_eval(epoch: int) -> bool:
+    def run_eval() -> bool:
         """Evaluate, keep the best weights, log; True when training should stop."""
-        nonlocal best_state
         eval_start = time.perf_counter()
         metrics, _ = evaluate(model, val_loader, loss_fn, device, precision)
         model.train()
         result.eval_seconds += time.perf_counter() - eval_start
         val = {f"val_{k}": v for k, v in metrics.items()}
-        result.history.append({"step": step, "epoch": epoch, **val})
-        on_metrics({**val, "epoch": epoch}, step)
+        result.history.append({"step": state.step, "epoch": state.epoch, **val})
+        on_metrics({**val, "epoch": state.epoch}, state.step)
         if stopper.update(metrics):
-            best_state = copy.deepcopy(model.state_dict())
-            result.best_metrics, result.best_step, result.best_epoch = metrics, step, epoch
+            state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            result.best_metrics, result.best_step, result.best_epoch = metrics, state.step, state.epoch
+        state.best_value, state.bad_evals = stopper.best, stopper.bad_evals
         return stopper.should_stop
 
+    def log_train(bars, task) -> None:
+        state.running_loss = float(window_loss)  # the only host-device sync of the logging path
+        train_loss, lr = state.running_loss / max(state.running_count, 1), _base_lr(optimizer)
+        result.history.append({"step": state.step, "epoch": state.epoch, "train_loss": train_loss, "lr": lr})
+        on_metrics({"train_loss": train_loss, "lr": lr}, state.step)
+        result.train_seconds = time.perf_counter() - clock
+        bars.update(task, info=f"epoch {state.epoch} loss {train_loss:.4f} lr {lr:.2e} "
+                               f"{result.samples_per_second:.0f} samples/s")
+        window_loss.zero_()
+        state.running_loss, state.running_count = 0.0, 0
+
+    def checkpoint_and_raise() -> None:
+        state.running_loss, state.scaler = float(window_loss), scaler.state_dict()
+        result.train_seconds = time.perf_counter() - clock
+        on_interrupt(state)  # saves, then raises TrainingInterrupted
+
     with _progress() as bars:
-        task = bars.add_task("train", total=total_steps, info="")
-        stop = False
-        for epoch in range(1, cfg_trainer.epochs + 1):
+        task = bars.add_task("train", total=total_steps, completed=state.step, info="")
+        stop, evaluated_at = False, -1
+        while state.epoch <= cfg_trainer.epochs:
             model.train()
-            train_loader.batch_sampler.set_epoch(epoch)
+            train_loader.batch_sampler.set_epoch(state.epoch, skip=state.next_batch)
             batches = len(train_loader)
-            for i, batch in enumerate(train_loader):
+            for i, batch in enumerate(train_loader, start=state.next_batch):
                 inputs = to_device(batch, device)
                 loss = loss_of(inputs)
                 scaler.scale(loss).backward()
                 if adversary is not None:
                     adversary.attack(lambda: _backward(scaler, loss_of(inputs)))
-                running_loss += loss.detach() * accum
-                running_count += 1
+                step_loss += loss.detach()
                 result.train_samples += len(batch["labels"])
                 if (i + 1) % accum and i + 1 < batches:
                     continue  # accumulate gradients over `accum` batches
+                state.next_batch = i + 1
+                if not _finite_step(step_loss, state, cfg_trainer, optimizer):
+                    result.skipped_steps += 1
+                    continue
+                window_loss += step_loss * accum
+                step_loss.zero_()
+                state.running_count += accum
                 _optimizer_step(model, optimizer, scaler, cfg_trainer.max_grad_norm)
                 scheduler.step()
-                step += 1
-                if step % cfg_trainer.log_every_steps == 0 or step == total_steps:
-                    # The only host-device sync in the step loop, every log_every_steps steps.
-                    train_loss = float(running_loss) / running_count
-                    lr = _base_lr(optimizer)
-                    result.history.append({"step": step, "epoch": epoch, "train_loss": train_loss, "lr": lr})
-                    on_metrics({"train_loss": train_loss, "lr": lr}, step)
-                    result.train_seconds = time.perf_counter() - train_start
-                    rate = result.samples_per_second
-                    bars.update(task, info=f"epoch {epoch} loss {train_loss:.4f} lr {lr:.2e} {rate:.0f} samples/s")
-                    running_loss.zero_()
-                    running_count = 0
-                bars.update(task, completed=step)
-                if cfg_trainer.eval_every_steps and step % cfg_trainer.eval_every_steps == 0:
-                    stop = run_eval(epoch)
-                if stop or step >= total_steps:
+                state.step += 1
+                if state.step % cfg_trainer.log_every_steps == 0 or state.step == total_steps:
+                    log_train(bars, task)
+                bars.update(task, completed=state.step)
+                if cfg_trainer.eval_every_steps and state.step % cfg_trainer.eval_every_steps == 0:
+                    stop, evaluated_at = run_eval(), state.step
+                if stop or state.step >= total_steps:
                     break
-            if not (cfg_trainer.eval_every_steps and step % cfg_trainer.eval_every_steps == 0):
-                stop = run_eval(epoch) or stop
-            if stop or step >= total_steps:
-                result.stopped_early = stop
+                if stop_requested() and on_interrupt is not None:
+                    checkpoint_and_raise()
+            if evaluated_at != state.step:  # every epoch (and the last, partial one) ends evaluated
+                stop, evaluated_at = run_eval(), state.step
+            if stop or state.step >= total_steps:
                 break
-    result.steps, result.train_seconds = step, time.perf_counter() - train_start
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            state.epoch, state.next_batch = state.epoch + 1, 0
+            if stop_requested() and on_interrupt is not None:
+                checkpoint_and_raise()
+    result.stopped_early = stopper.should_stop
+    result.steps, result.train_seconds = state.step, time.perf_counter() - clock
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
     return result
+
+
+def _finite_step(step_loss: torch.Tensor, state: LoopState, cfg_trainer, optimizer) -> bool:
+    """False (and the gradients dropped) when this step's loss is NaN/inf; too many in a row raise.
+
+    One boolean read from the device per optimiser step: the price of never stepping on NaN.
+    """
+    if bool(torch.isfinite(step_loss)):
+        state.nonfinite_streak = 0
+        return True
+    optimizer.zero_grad(set_to_none=True)
+    step_loss.zero_()
+    state.nonfinite_streak += 1
+    if state.nonfinite_streak >= cfg_trainer.max_nonfinite_steps:
+        raise NonFiniteLoss(f"the training loss was NaN/inf for {state.nonfinite_streak} optimiser steps in a row "
+                            f"(after step {state.step}); lower schedule.lr, or use trainer.precision=fp32")
+    return False
 
 
 def _base_lr(optimizer) -> float:

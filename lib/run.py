@@ -4,9 +4,12 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -16,18 +19,19 @@ import torch
 import transformers
 from omegaconf import OmegaConf
 
-from lib import plots
+from lib import checkpoint, plots
 from lib.adversarial import build_adversary
 from lib.batching import encode, make_loader
 from lib.data import Splits, check_training_set, load_data
 from lib.errors import DataError, UserError, exit_on_user_error
-from lib.loop import evaluate, resolve_device, resolve_precision, train
+from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG, TrainingInterrupted
+from lib.loop import LoopState, evaluate, resolve_device, resolve_precision, train
 from lib.losses import build_loss
 from lib.metrics import best_threshold, class_report, confusion
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
 from lib.sweep import ROLE_TAG, child_run_name, in_multirun, parent_run_id
-from lib.tracking import mlflow_run, provenance_tags
+from lib.tracking import mlflow_run, provenance_tags, redact, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,20 @@ def run_job(cfg) -> float:
     """The Hydra task. A single run turns a UserError into one line and exit status 2; inside a
     sweep a failing job is recorded (its MLflow run FAILED) and the sweep goes on to the next."""
     try:
-        metrics = run_training(cfg)
+        with checkpoint.sigterm_as_interrupt():
+            metrics = run_training(cfg)
+    except TrainingInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        raise SystemExit(128 + getattr(signal, err.signal_name, signal.SIGINT).value) from None
+    except KeyboardInterrupt as err:
+        name = str(err) or "SIGINT"
+        print(f"interrupted by {name} outside the training loop: no checkpoint; the MLflow run is marked KILLED",
+              file=sys.stderr)
+        raise SystemExit(128 + getattr(signal, name, signal.SIGINT).value) from None
     except Exception as err:
         if not in_multirun():
             with exit_on_user_error():
-                raise
+                raise _as_user_error(err) if isinstance(err, OSError) else err
         log.error("job failed: %s", f"{err}" if isinstance(err, UserError) else f"{type(err).__name__}: {err}")
         return float("nan")
     return metrics.get(f"best_val_{cfg.trainer.early_stopping.metric}", float("nan"))  # for HPO sweepers
@@ -56,15 +69,19 @@ def run_training(cfg) -> dict[str, float]:
     parent = parent_run_id()
     if parent:
         tags.update({"mlflow.parentRunId": parent, ROLE_TAG: "job"})
-    with mlflow_run(cfg, tags, default_name=child_run_name(overrides) if parent else None) as run:
+    saved = _resume_checkpoint(cfg)
+    if saved:
+        tags["resumed_from"] = str(cfg.trainer.resume)
+    with mlflow_run(cfg, tags, default_name=child_run_name(overrides) if parent else None,
+                    resume_run_id=saved["run_id"] if saved else None) as run:
         log.info("MLflow run %s, outputs in %s", run.info.run_id, output_dir)
         device = resolve_device(cfg.trainer.device)
         precision = resolve_precision(cfg.trainer.precision, device)
         mlflow.set_tags({"device": str(device), "precision": precision})
-        return _train_and_report(cfg, output_dir, device, precision)
+        return _train_and_report(cfg, output_dir, device, precision, saved)
 
 
-def _train_and_report(cfg, output_dir: Path, device, precision: str) -> dict[str, float]:
+def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict | None) -> dict[str, float]:
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     transformers.set_seed(cfg.trainer.seed)
@@ -76,12 +93,13 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str) -> dict[str
     loaders = _loaders(cfg, splits, tokenizer, device)
     loss_fn = build_loss(cfg.loss).to(device)
 
-    result = _fit(cfg, net, loaders, loss_fn, device, precision)
+    result = _fit(cfg, net, loaders, loss_fn, device, precision, output_dir / "checkpoint" / CHECKPOINT_NAME, saved)
 
     final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
     final["decision_threshold"] = _decision_threshold(cfg.trainer, loaders["val"], net, loss_fn, device, precision)
     final.update(best_epoch=result.best_epoch, best_step=result.best_step, train_seconds=result.train_seconds,
-                 train_samples_per_s=result.samples_per_second, stopped_early=float(result.stopped_early))
+                 train_samples_per_s=result.samples_per_second, stopped_early=float(result.stopped_early),
+                 skipped_steps=result.skipped_steps)
     for name, loader in loaders.items():
         if name not in ("train", "val"):
             final.update(_report_split(name, loader, splits, net, loss_fn, device, precision, output_dir))
@@ -93,16 +111,57 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str) -> dict[str
     return final
 
 
-def _fit(cfg, net, loaders: dict, loss_fn, device, precision: str):
-    """Optimiser, schedule and adversary from their config groups, then the training loop."""
+def _fit(cfg, net, loaders: dict, loss_fn, device, precision: str, checkpoint_path: Path, saved: dict | None):
+    """Optimiser, schedule and adversary from their config groups, then the training loop, which
+    SIGINT / SIGTERM stop at a step boundary with a checkpoint; ``saved`` continues from one."""
     optimizer = build_optimizer(cfg.schedule, net)
     total_steps = _total_steps(cfg.trainer, len(loaders["train"]))
     scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
     adversary = build_adversary(cfg.adversarial, net)
     mlflow.log_params({"data.train_rows": len(loaders["train"].dataset), "train.total_steps": total_steps,
                        "model.parameters": sum(p.numel() for p in net.parameters())})
-    return train(net, loaders["train"], loaders["val"], loss_fn, optimizer, scheduler, adversary,
-                 cfg.trainer, device, precision, total_steps, on_metrics=_log_step_metrics)
+    state = None
+    if saved:
+        net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = LoopState.from_dict(saved["loop"])
+        checkpoint.set_rng_state(saved["rng"])
+
+    def save_and_stop(loop_state: LoopState) -> None:
+        path = checkpoint.save({"run_id": mlflow.active_run().info.run_id, "model": net.state_dict(),
+                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                "loop": loop_state.to_dict(), "rng": checkpoint.rng_state()}, checkpoint_path)
+        raise TrainingInterrupted(path, stop.signal_name)
+
+    with checkpoint.stop_on_signals() as stop:
+        return train(net, loaders["train"], loaders["val"], loss_fn, optimizer, scheduler, adversary,
+                     cfg.trainer, device, precision, total_steps, on_metrics=_log_step_metrics,
+                     state=state, stop_requested=lambda: bool(stop), on_interrupt=save_and_stop)
+
+
+def _resume_checkpoint(cfg) -> dict | None:
+    """trainer.resume -> the checkpoint dict: a checkpoint path, or an interrupted MLflow run's id."""
+    target = cfg.trainer.resume
+    if not target:
+        return None
+    if Path(str(target)).exists():
+        return checkpoint.load(Path(str(target)))
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    try:
+        tags = mlflow.MlflowClient().get_run(str(target)).data.tags
+    except mlflow.exceptions.MlflowException:
+        raise UserError(f"trainer.resume={target}: neither a checkpoint file nor a run id in {redact(tracking_uri(cfg))}") from None
+    if CHECKPOINT_TAG not in tags:
+        raise UserError(f"trainer.resume={target}: that run has no checkpoint (it was not interrupted)")
+    return checkpoint.load(Path(tags[CHECKPOINT_TAG]))
+
+
+def _as_user_error(err: OSError) -> UserError | OSError:
+    """Disk full, read-only or forbidden paths: one line naming the path, not a traceback."""
+    if err.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM) and err.filename:
+        return UserError(f"{err.filename}: {err.strerror}")
+    return err
 
 
 # --------------------------------------------------------------- data -> loaders
@@ -114,7 +173,7 @@ def _limited(splits: Splits, cfg_trainer, seed: int) -> Splits:
         return frame if limit is None or len(frame) <= limit else frame.sample(limit, random_state=seed)
 
     splits.train = cap(splits.train, cfg_trainer.limit_train)
-    check_training_set(splits.train, splits.source)
+    check_training_set(splits.train, splits.source, min_per_class=1)
     splits.val, splits.test = cap(splits.val, cfg_trainer.limit_eval), cap(splits.test, cfg_trainer.limit_eval)
     splits.extra = {k: cap(v, cfg_trainer.limit_eval) for k, v in splits.extra.items()}
     if len(splits.train) < cfg_trainer.batch_size:
@@ -193,12 +252,17 @@ def _decision_threshold(cfg_trainer, val_loader, model, loss_fn, device, precisi
 
 
 def _log_model(model, tokenizer, output_dir: Path, threshold: float, max_length: int) -> None:
-    """The HF model folder plus what inference needs to match training (titlesweep.json)."""
+    """The HF model folder plus what inference needs to match training (titlesweep.json), as run
+    artifacts ``model/`` (experiments/predict.py, evaluate.py), and the same folder wrapped as the
+    pyfunc model ``pyfunc_model`` (mlflow.pyfunc.load_model, `mlflow models`, the model registry)."""
+    from lib.pyfunc import log_pyfunc_model  # imported here: its module registers the pyfunc model object
+
     folder = output_dir / "model"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "titlesweep.json").write_text(json.dumps({"decision_threshold": threshold, "max_length": max_length}))
     mlflow.log_artifacts(str(folder), "model")
+    log_pyfunc_model(folder)
 
 
 def _output_dir_and_overrides(cfg) -> tuple[Path, list[str]]:

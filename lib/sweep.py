@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from lib.errors import UserError
 from lib.tracking import experiment_id, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,11 @@ class MlflowSweepCallback(Callback):
         self.uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self.uri = tracking_uri(config)
+        try:
+            self.uri = tracking_uri(config)
+        except UserError as err:  # Hydra would only warn about an exception here and run every job anyway
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         mlflow.set_tracking_uri(self.uri)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)

@@ -2,11 +2,14 @@
 metrics, artifacts, and an end status that tells the truth (FINISHED / FAILED / KILLED)."""
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import platform
 import subprocess
-import sys
 import traceback
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import mlflow
 from omegaconf import OmegaConf
 
+from lib.errors import ConfigError
 from lib.paths import PROJECT_ROOT
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
@@ -22,8 +26,36 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+# A tracking server that stops answering must fail a run in seconds, not after MLflow's default
+# minutes of retries; a user's own environment settings win.
+REMOTE_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
 def tracking_uri(cfg) -> str:
-    return cfg.tracking.uri or f"sqlite:///{Path(cfg.paths.outputs).resolve()}/mlflow.db"
+    """cfg.tracking.uri (a server, checked to answer) or the SQLite store under paths.outputs."""
+    uri = cfg.tracking.uri or f"sqlite:///{Path(cfg.paths.outputs).resolve()}/mlflow.db"
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    return uri
+
+
+@functools.lru_cache(maxsize=None)
+def _check_server(uri: str) -> None:
+    """One quick GET of the server's /health endpoint per process."""
+    for key, value in REMOTE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    parts = urlsplit(redact(uri))
+    health = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(health, timeout=5) as answer:
+            answer.read()
+    except urllib.error.HTTPError:
+        return  # it answered: a server (perhaps behind a proxy without /health)
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"tracking.uri={redact(uri)}: the MLflow tracking server does not answer ({reason}); "
+                          "start it (README: Team set-up) or leave tracking.uri unset for the local store") from None
 
 
 def redact(uri: str) -> str:
@@ -49,6 +81,7 @@ def flatten(node, prefix: str = "") -> dict[str, str]:
 
 def config_params(cfg) -> dict[str, str]:
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    params.pop("trainer.resume", None)  # differs between an interrupted job and its resumption; a tag instead
     if params.get("tracking.uri") not in (None, "None"):
         params["tracking.uri"] = redact(params["tracking.uri"])
     return params
@@ -98,21 +131,36 @@ def experiment_id(cfg) -> str:
 
 
 @contextmanager
-def mlflow_run(cfg, tags: dict[str, str], default_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """Start a run with the config as params; end it FINISHED, or FAILED / KILLED with the traceback."""
+def mlflow_run(cfg, tags: dict[str, str], default_name: str | None = None,
+               resume_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Start (or, resuming, reopen) a run with the config as params; end it FINISHED, FAILED with
+    the traceback, or KILLED (interrupted: with the checkpoint's location when one was saved)."""
     Path(cfg.paths.outputs).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri(cfg))
-    name = cfg.tracking.run_name or default_name
-    run = mlflow.start_run(experiment_id=experiment_id(cfg), run_name=name, tags=tags)
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id, tags=tags)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id(cfg), run_name=cfg.tracking.run_name or default_name,
+                               tags=tags)
     try:
         mlflow.log_params(config_params(cfg))
         yield run
     except BaseException as err:
-        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-        if isinstance(err, SystemExit) and not err.code:
-            status = "FINISHED"
-        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:MAX_PARAM_CHARS])
-        mlflow.log_text("".join(traceback.format_exception(*sys.exc_info())), "error/traceback.txt")
-        mlflow.end_run(status)
+        _end_with_error(err)
         raise
     mlflow.end_run("FINISHED")
+
+
+def _end_with_error(err: BaseException) -> None:
+    from lib.checkpoint import CHECKPOINT_TAG, TrainingInterrupted
+
+    if isinstance(err, SystemExit) and not err.code:
+        mlflow.end_run("FINISHED")
+        return
+    if isinstance(err, TrainingInterrupted):
+        mlflow.set_tags({CHECKPOINT_TAG: str(err.path), "error": f"interrupted by {err.signal_name}"})
+        mlflow.end_run("KILLED")
+        return
+    mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:MAX_PARAM_CHARS])
+    mlflow.log_text("".join(traceback.format_exception(err)), "error/traceback.txt")
+    mlflow.end_run("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")

@@ -38,7 +38,7 @@ def test_tiny_deberta_with_pgd_finishes(make_cfg, toy_csv):
 @pytest.mark.parametrize("overrides,expected", [
     (["data=csv", "data.train={missing}"], "missing.csv: file not found"),
     (["data=csv", "data.train={toy}", "data.text_column=title"], "no column 'title'"),
-    (["data=csv", "data.train={toy}", "trainer.limit_train=8"], "fewer than trainer.batch_size=32"),
+    (["data=csv", "data.train={toy}", "trainer.limit_train=20"], "fewer than trainer.batch_size=32"),
 ])
 def test_bad_input_exits_2_with_one_error_line(tmp_path, toy_csv, overrides, expected):
     values = {"missing": tmp_path / "missing.csv", "toy": toy_csv}

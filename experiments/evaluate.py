@@ -1,0 +1,66 @@
+"""Evaluate a logged model on labelled data, as a new MLflow run beside its training run.
+
+    python experiments/evaluate.py run=<id> input=testSet-1000.xlsx        # every row of one labelled file
+    python experiments/evaluate.py run=<id> data=citeseer data.dir=/path/to/citeseer
+    python experiments/evaluate.py model=titlesweep-best@champion data=csv data.train=all.csv [data.test=test.csv]
+
+Labelled data, one of:
+  input=FILE  every row of the file: CiteSeer test format (`title given by manchine`, `Y/N`) or
+              `text` / `label` columns.
+  data=...    the test split exactly as train.py builds it from the same options: data=citeseer's
+              test file; data=csv's data.test when given, else the seeded data.test_fraction that
+              training carved out of data.train (same file and data.seed: the same rows).
+The run, named eval-<training run name> and tagged source_run_id, goes in the training run's
+experiment; it holds metrics at the stored threshold and at 0.5 (`f1`, `f1_at_0.5`, ...),
+the classification report, confusion matrix, precision-recall curve, an embedding map,
+predictions.csv and errors.csv.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import mlflow  # noqa: E402
+
+from lib import inference  # noqa: E402
+from lib.cli import parse_key_values  # noqa: E402
+from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
+from lib.tracking import tracking_uri  # noqa: E402
+
+USAGE = ("evaluate.py (run=RUN_ID | model=NAME[@ALIAS]) (input=LABELLED_FILE | data=csv data.train=FILE "
+         "[data.test=FILE] | data=citeseer data.dir=DIR) [batch_size=N] [device=auto|cpu|cuda] "
+         "[tracking.*=... paths.*=...]")
+OPTIONS = ("run", "model", "input", "batch_size", "device")
+CONFIG_PREFIXES = ("tracking.", "paths.", "data")  # "data" covers data= and data.*
+
+
+def main(args: list[str]) -> None:
+    options, overrides = inference.split_options(parse_key_values(args, USAGE), OPTIONS, USAGE, CONFIG_PREFIXES)
+    data_options = [o for o in overrides if o.startswith("data")]
+    if ("input" in options) == bool(data_options):
+        raise ConfigError("give the labelled data as input=FILE or as data=... options, not both or neither; "
+                          f"usage: {USAGE}")
+    if data_options and not any(o.startswith("data=") for o in data_options):
+        raise ConfigError("data.* options need data=csv or data=citeseer (or data=titles) to say which reader")
+    batch_size = inference.parse_batch_size(options.get("batch_size"))
+    cfg = inference.compose_config([*overrides, "extra_eval=null"])
+    if "input" in options:
+        frame, stats = inference.labelled_file(Path(options["input"]))
+        data_name = options["input"]
+    else:
+        frame, stats = inference.config_test_split(cfg)
+        data_name = f"data={cfg.data.name} test split ({' '.join(data_options)})"
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    predictor = inference.load_predictor(run=options.get("run"), model=options.get("model"),
+                                         device=options.get("device", "auto"))
+    run_id, metrics = inference.evaluate_in_mlflow(predictor, frame, data_name, stats, batch_size, progress=True)
+    print(f"evaluation run {run_id} ({len(frame)} rows, source run {predictor.run_id})")
+    for name in inference.THRESHOLD_METRICS:
+        print(f"  {name:<10} {metrics[name]:.4f} at threshold {predictor.threshold:.4f}   "
+              f"{metrics[f'{name}_at_0.5']:.4f} at 0.5")
+    print(f"  roc_auc    {metrics['roc_auc']:.4f}   average_precision {metrics['average_precision']:.4f}")
+
+
+if __name__ == "__main__":
+    with exit_on_user_error():
+        main(sys.argv[1:])

@@ -1,0 +1,51 @@
+"""Score titles with a trained model: a CSV of title, probability (of being a correct title), label.
+
+    python experiments/predict.py run=<mlflow run id> input=titles.txt
+    python experiments/predict.py model=titlesweep-best@champion input=batch.csv output=scored.csv
+    python experiments/predict.py model_dir=outputs/runs/.../model input=test.xlsx text_column=title threshold=0.7
+
+Input: .txt (one title per line), .csv / .tsv / .xlsx with a `title` (else `text`) column or
+text_column=NAME. Every input row is written, in input order; empty titles get no probability and
+label 0. The threshold defaults to the one stored with the model. Default output: <input>.predictions.csv.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import mlflow  # noqa: E402
+
+from lib import inference  # noqa: E402
+from lib.cli import parse_key_values  # noqa: E402
+from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
+from lib.tracking import tracking_uri  # noqa: E402
+
+USAGE = ("predict.py (run=RUN_ID | model=NAME[@ALIAS] | model_dir=DIR) input=FILE [output=CSV] [threshold=P] "
+         "[text_column=NAME] [batch_size=N] [device=auto|cpu|cuda] [tracking.*=... paths.*=...]")
+OPTIONS = ("run", "model", "model_dir", "input", "output", "threshold", "text_column", "batch_size", "device")
+
+
+def main(args: list[str]) -> None:
+    options, overrides = inference.split_options(parse_key_values(args, USAGE), OPTIONS, USAGE)
+    if "input" not in options:
+        raise ConfigError(f"input=FILE is required; usage: {USAGE}")
+    source = Path(options["input"])
+    output = inference.check_output(source, Path(options.get("output") or inference.default_output(source)))
+    threshold = inference.parse_threshold(options.get("threshold"))
+    batch_size = inference.parse_batch_size(options.get("batch_size"))
+    titles = inference.read_titles(source, options.get("text_column"))  # bad input fails before loading a model
+    mlflow.set_tracking_uri(tracking_uri(inference.compose_config(overrides)))
+    predictor = inference.load_predictor(run=options.get("run"), model=options.get("model"),
+                                         model_dir=options.get("model_dir"), device=options.get("device", "auto"))
+    threshold = predictor.threshold if threshold is None else threshold
+    probs = predictor.predict_titles(titles, batch_size, progress=True)
+    frame = inference.predictions_frame(titles, probs, threshold)
+    inference.write_csv_atomic(frame, output)
+    empty = int(frame["probability"].isna().sum())
+    print(f"wrote {output}: {len(frame)} rows, {int(frame['label'].sum())} predicted correct at threshold "
+          f"{threshold:.4f}" + (f"; {empty} empty titles left unscored (label 0)" if empty else ""))
+
+
+if __name__ == "__main__":
+    with exit_on_user_error():
+        main(sys.argv[1:])

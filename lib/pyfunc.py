@@ -1,0 +1,97 @@
+"""The trained classifier as an MLflow pyfunc model: a DataFrame of titles in, P(correct) and label out.
+
+Logged as a "model from code": MLflow copies this file into the model and executes it on load, so
+a loaded model needs mlflow, torch, transformers and pandas, and nothing from this repository
+(no pickled classes that point back at ``lib``). Keep this file's imports to those libraries and
+the standard library, and keep the ``set_model`` call at the bottom.
+
+    model = mlflow.pyfunc.load_model("models:/titlesweep-best@champion")   # or runs:/<id>/pyfunc_model
+    model.predict(pd.DataFrame({"title": ["Sparse Bayesian inference", "Abstract"]}))
+    #    probability  label
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+HF_ARTIFACT = "hf_model"            # key of the Hugging Face model folder among the pyfunc's artifacts
+SETTINGS_FILE = "titlesweep.json"   # written by lib/run.py: decision_threshold, max_length
+DEFAULT_MAX_LENGTH = 128            # for folders without titlesweep.json (longest max_length of any recipe)
+BATCH_SIZE = 64
+
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "title")]),
+                           outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "label")]))
+INPUT_EXAMPLE = pd.DataFrame({"title": ["Sparse Bayesian inference of genome networks", "Abstract"]})
+
+
+class TitleClassifier(mlflow.pyfunc.PythonModel):
+    """``predict`` takes a DataFrame with a ``title`` column and returns ``probability`` (that the
+    title is correctly extracted) and ``label`` (1/0 at the threshold stored with the model).
+    Empty titles are not scored: probability NaN, label 0, as in experiments/predict.py."""
+
+    def load_context(self, context) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = Path(context.artifacts[HF_ARTIFACT])
+        settings_file = folder / SETTINGS_FILE
+        settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+        self.threshold = float(settings.get("decision_threshold", 0.5))
+        self.max_length = int(settings.get("max_length", DEFAULT_MAX_LENGTH))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder).to(self.device).eval()
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        # A CSV read by `mlflow models predict` turns empty cells into NaN: treat them as empty titles.
+        titles = frame["title"].fillna("").astype(str).str.strip().tolist()
+        probs = self._probabilities(titles)
+        labels = np.where(np.isnan(probs), 0, probs >= self.threshold).astype("int64")
+        return pd.DataFrame({"probability": probs, "label": labels})
+
+    @torch.inference_mode()
+    def _probabilities(self, titles: list[str]) -> np.ndarray:
+        probs = np.full(len(titles), np.nan)
+        keep = [i for i, title in enumerate(titles) if title]
+        if not keep:
+            return probs
+        ids = self.tokenizer([titles[i] for i in keep], truncation=True, max_length=self.max_length)["input_ids"]
+        # Batches of similar length, each padded to its own longest: titles vary from 2 to 40 pieces.
+        order = sorted(range(len(keep)), key=lambda j: len(ids[j]))
+        for start in range(0, len(order), BATCH_SIZE):
+            chunk = order[start:start + BATCH_SIZE]
+            batch = self.tokenizer.pad({"input_ids": [ids[j] for j in chunk]}, return_tensors="pt").to(self.device)
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            probs[[keep[j] for j in chunk]] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+        return probs
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what trained the model; explicit so MLflow never resolves them over the network."""
+    import transformers
+
+    return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",  # no +cpu local tag
+            f"transformers=={transformers.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
+
+
+def log_pyfunc_model(model_folder: Path, artifact_path: str = "pyfunc_model"):
+    """Log ``model_folder`` (HF model + tokenizer + titlesweep.json) as a pyfunc model of the active
+    run, named ``artifact_path`` (``runs:/<run id>/pyfunc_model``). Returns MLflow's ModelInfo."""
+    with warnings.catch_warnings():
+        # MLflow's input-example writer compares columns with a range, which pandas 3 deprecates: not ours to fix.
+        warnings.filterwarnings("ignore", message="Operation with range is deprecated")
+        return mlflow.pyfunc.log_model(
+            name=artifact_path, python_model=Path(__file__).resolve(), artifacts={HF_ARTIFACT: str(model_folder)},
+            signature=SIGNATURE, input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements())
+
+
+# MLflow reads the model object from this call when it executes the copied file.
+mlflow.models.set_model(TitleClassifier())

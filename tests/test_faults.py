@@ -1,0 +1,68 @@
+"""Numerical faults, full disks and credentials: handled, recorded, never leaked."""
+import errno
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lib.batching import make_loader
+from lib.loop import NonFiniteLoss, train
+from lib.models import build_model
+from lib.optim import build_optimizer, build_scheduler
+from lib.run import _as_user_error
+from lib.tracking import config_params, redact
+
+
+class FlakyLoss(torch.nn.Module):
+    """Cross-entropy, except NaN on the optimiser steps listed in ``bad`` (1-based call count)."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.bad, self.calls = set(bad), 0
+
+    def forward(self, logits, labels):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        return loss * float("nan") if self.calls in self.bad else loss
+
+
+def _setup(make_cfg, toy_csv, **trainer):
+    cfg = make_cfg("model=tiny_bert", "data=csv", f"data.train={toy_csv}", "trainer.epochs=1",
+                   "trainer.early_stopping.patience=null", *[f"trainer.{k}={v}" for k, v in trainer.items()])
+    texts = [f"title number {i}" for i in range(64)]
+    model, tok = build_model(cfg.model, texts, cfg.paths.cache)
+    ids = tok(texts)["input_ids"]
+    train_loader = make_loader(ids, [i % 2 for i in range(64)], 8, shuffle=True, pad_id=tok.pad_token_id)
+    val_loader = make_loader(ids[:16], [i % 2 for i in range(16)], 16, shuffle=False, pad_id=tok.pad_token_id)
+    optimizer = build_optimizer(cfg.schedule, model)
+    return cfg, model, train_loader, val_loader, optimizer, build_scheduler(cfg.schedule, optimizer, 8)
+
+
+def test_nonfinite_steps_are_skipped_and_weights_stay_finite(make_cfg, toy_csv):
+    cfg, model, tl, vl, opt, sched = _setup(make_cfg, toy_csv)
+    result = train(model, tl, vl, FlakyLoss({2, 5}), opt, sched, None, cfg.trainer, torch.device("cpu"), "fp32", 8)
+    assert result.skipped_steps == 2 and result.steps == 6  # 8 batches, two of them skipped
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert math.isfinite(result.best_metrics["loss"])
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_the_run(make_cfg, toy_csv):
+    cfg, model, tl, vl, opt, sched = _setup(make_cfg, toy_csv, max_nonfinite_steps=3)
+    with pytest.raises(NonFiniteLoss, match="NaN/inf for 3 optimiser steps in a row"):
+        train(model, tl, vl, FlakyLoss({2, 3, 4}), opt, sched, None, cfg.trainer, torch.device("cpu"), "fp32", 8)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS])
+def test_disk_full_or_unwritable_becomes_one_line_naming_the_path(code):
+    err = _as_user_error(OSError(code, "No space left on device" if code == errno.ENOSPC else "denied", "/data/run/x.pt"))
+    assert str(err).startswith("/data/run/x.pt: ")
+    other = OSError(errno.ECONNRESET, "reset")
+    assert _as_user_error(other) is other  # not a path problem: left as it is
+
+
+def test_tracking_credentials_never_reach_params():
+    assert redact("http://alice:s3cret@mlflow.internal:5000/api") == "http://mlflow.internal:5000/api"
+    cfg = OmegaConf.create({"tracking": {"uri": "https://bob:pw@127.0.0.1:8443"}, "trainer": {"resume": None}})
+    params = config_params(cfg)
+    assert params["tracking.uri"] == "https://127.0.0.1:8443" and "pw" not in str(params)
