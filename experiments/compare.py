@@ -13,14 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from lib import compare  # noqa: E402
-from lib.cli import parse_key_values  # noqa: E402
+from lib.cli import compose_config, parse_key_values  # noqa: E402
 from lib.errors import exit_on_user_error  # noqa: E402
-from lib.paths import CONF_DIR  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
 USAGE = ("compare.py [sweep=NAME|ID|latest] [experiment=NAME] [out=DIR] [register=true [name=MODEL_NAME] "
@@ -33,8 +31,7 @@ def main(args: list[str]) -> None:
     config_overrides = [f"{k}={v}" for k, v in options.items() if k.startswith(("tracking.", "paths."))]
     filters = {k: v for k, v in options.items() if k not in OPTIONS and not k.startswith(("tracking.", "paths."))}
     registration = compare.registration_options(options)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=config_overrides)
+    cfg = compose_config(config_overrides)
     client = MlflowClient(tracking_uri(cfg))
     parent, runs = compare.select_runs(client, options.get("experiment", cfg.tracking.experiment),
                                        options.get("sweep"), filters)

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import mlflow  # noqa: E402
 
-from lib import inference  # noqa: E402
-from lib.cli import parse_key_values  # noqa: E402
+from lib import evaluation, inference  # noqa: E402
+from lib.inference import DEFAULT_BATCH_SIZE  # noqa: E402
+from lib.cli import compose_config, parse_batch_size, parse_key_values, split_options  # noqa: E402
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
@@ -35,27 +36,27 @@ CONFIG_PREFIXES = ("tracking.", "paths.", "data")  # "data" covers data= and dat
 
 
 def main(args: list[str]) -> None:
-    options, overrides = inference.split_options(parse_key_values(args, USAGE), OPTIONS, USAGE, CONFIG_PREFIXES)
+    options, overrides = split_options(parse_key_values(args, USAGE), OPTIONS, USAGE, CONFIG_PREFIXES)
     data_options = [o for o in overrides if o.startswith("data")]
     if ("input" in options) == bool(data_options):
         raise ConfigError("give the labelled data as input=FILE or as data=... options, not both or neither; "
                           f"usage: {USAGE}")
     if data_options and not any(o.startswith("data=") for o in data_options):
         raise ConfigError("data.* options need data=csv or data=citeseer (or data=titles) to say which reader")
-    batch_size = inference.parse_batch_size(options.get("batch_size"))
-    cfg = inference.compose_config([*overrides, "extra_eval=null"])
+    batch_size = parse_batch_size(options.get("batch_size"), DEFAULT_BATCH_SIZE)
+    cfg = compose_config([*overrides, "extra_eval=null"])
     if "input" in options:
-        frame, stats = inference.labelled_file(Path(options["input"]))
+        frame, stats = evaluation.labelled_file(Path(options["input"]))
         data_name = options["input"]
     else:
-        frame, stats = inference.config_test_split(cfg)
+        frame, stats = evaluation.config_test_split(cfg)
         data_name = f"data={cfg.data.name} test split ({' '.join(data_options)})"
     mlflow.set_tracking_uri(tracking_uri(cfg))
     predictor = inference.load_predictor(run=options.get("run"), model=options.get("model"),
                                          device=options.get("device", "auto"))
-    run_id, metrics = inference.evaluate_in_mlflow(predictor, frame, data_name, stats, batch_size, progress=True)
+    run_id, metrics = evaluation.evaluate_in_mlflow(predictor, frame, data_name, stats, batch_size, progress=True)
     print(f"evaluation run {run_id} ({len(frame)} rows, source run {predictor.run_id})")
-    for name in inference.THRESHOLD_METRICS:
+    for name in evaluation.THRESHOLD_METRICS:
         print(f"  {name:<10} {metrics[name]:.4f} at threshold {predictor.threshold:.4f}   "
               f"{metrics[f'{name}_at_0.5']:.4f} at 0.5")
     print(f"  roc_auc    {metrics['roc_auc']:.4f}   average_precision {metrics['average_precision']:.4f}")

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import mlflow  # noqa: E402
 
 from lib import inference  # noqa: E402
-from lib.cli import parse_key_values  # noqa: E402
+from lib.cli import compose_config, parse_batch_size, parse_key_values, parse_threshold, split_options  # noqa: E402
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
@@ -26,15 +26,15 @@ OPTIONS = ("run", "model", "model_dir", "input", "output", "threshold", "text_co
 
 
 def main(args: list[str]) -> None:
-    options, overrides = inference.split_options(parse_key_values(args, USAGE), OPTIONS, USAGE)
+    options, overrides = split_options(parse_key_values(args, USAGE), OPTIONS, USAGE)
     if "input" not in options:
         raise ConfigError(f"input=FILE is required; usage: {USAGE}")
     source = Path(options["input"])
     output = inference.check_output(source, Path(options.get("output") or inference.default_output(source)))
-    threshold = inference.parse_threshold(options.get("threshold"))
-    batch_size = inference.parse_batch_size(options.get("batch_size"))
+    threshold = parse_threshold(options.get("threshold"))
+    batch_size = parse_batch_size(options.get("batch_size"), inference.DEFAULT_BATCH_SIZE)
     titles = inference.read_titles(source, options.get("text_column"))  # bad input fails before loading a model
-    mlflow.set_tracking_uri(tracking_uri(inference.compose_config(overrides)))
+    mlflow.set_tracking_uri(tracking_uri(compose_config(overrides)))
     predictor = inference.load_predictor(run=options.get("run"), model=options.get("model"),
                                          model_dir=options.get("model_dir"), device=options.get("device", "auto"))
     threshold = predictor.threshold if threshold is None else threshold

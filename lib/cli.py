@@ -47,3 +47,50 @@ def _check_writable(folder: Path) -> None:
             pass
     except OSError as err:
         raise ConfigError(f"paths.outputs={folder}: cannot write there ({err.strerror or err})") from None
+
+
+def parse_threshold(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = float("nan")
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"threshold={value}: must be a probability between 0 and 1")
+    return threshold
+
+
+def parse_batch_size(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"batch_size={value}: must be a positive whole number")
+    return int(value)
+
+
+def compose_config(overrides: list[str]):
+    """The Hydra config as train.py composes it (tracking.uri, paths.*, data.*), errors as one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lib.paths import CONF_DIR
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise ConfigError(f"cannot compose the config from {' '.join(overrides)}: {first_line}") from None
+
+
+def split_options(options: dict[str, str], allowed: tuple[str, ...], usage: str,
+                  config_prefixes: tuple[str, ...] = ("tracking.", "paths.")) -> tuple[dict[str, str], list[str]]:
+    """(this command's options, Hydra overrides); anything else is refused with the usage line."""
+    overrides = [f"{k}={v}" for k, v in options.items() if k.startswith(config_prefixes)]
+    own = {k: v for k, v in options.items() if not k.startswith(config_prefixes)}
+    unknown = [k for k in own if k not in allowed]
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; usage: {usage}")
+    return own, overrides

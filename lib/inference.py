@@ -1,4 +1,4 @@
-"""Use a trained model: load it, score titles from a file, evaluate it on labelled data in MLflow.
+"""Use a trained model: load it and score titles (read from a file or given as a list).
 
 A model is the Hugging Face folder that training logs (weights, tokenizer and ``titlesweep.json``
 with the decision threshold chosen on validation and the training ``max_length``), found by:
@@ -28,24 +28,18 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lib import plots  # before pyplot: selects matplotlib's Agg backend
 from lib.batching import encode, make_loader
-from lib.data import CITESEER_LABEL, CITESEER_TEXT, drop_empty, eval_table, load_data, read_lines, read_table
+from lib.data import CITESEER_TEXT, read_lines, read_table
 from lib.errors import ConfigError, DataError, UserError
 from lib.loop import autocast, resolve_device, resolve_precision
-from lib.metrics import class_report, compute_metrics, confusion
 from lib.pyfunc import DEFAULT_MAX_LENGTH, HF_ARTIFACT, SETTINGS_FILE
-from lib.sweep import ROLE_TAG
 from lib.tracking import redact
 
-import matplotlib.pyplot as plt  # noqa: E402  (after lib.plots chose the backend)
 
 MODEL_ARTIFACT = "model"                 # where lib/run.py logs the HF folder in a training run
 TITLE_COLUMNS = ("title", "text", CITESEER_TEXT)  # tried in this order when no text_column is given
 TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xls", ".jsonl")
 DEFAULT_BATCH_SIZE = 128
-THRESHOLD_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1")  # also logged as <name>_at_0.5
-TSNE_MIN_POINTS = 50  # t-SNE needs a neighbourhood to work with; below this the map is a PCA
 
 
 # --------------------------------------------------------------- loading
@@ -255,203 +249,3 @@ def _umask() -> int:
 
 def predictions_frame(titles: list[str], probs: np.ndarray, threshold: float) -> pd.DataFrame:
     return pd.DataFrame({"title": titles, "probability": probs, "label": labels_at(probs, threshold)})
-
-
-# --------------------------------------------------------------- evaluation
-
-
-def labelled_file(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Every row of a labelled file (CiteSeer test format or text/label columns), empties dropped."""
-    columns = [str(c) for c in read_table(Path(path)).columns]
-    if CITESEER_LABEL not in columns and not {"text", "label"} <= set(columns):
-        raise DataError(f"{path}: a labelled file needs columns '{CITESEER_TEXT}' and '{CITESEER_LABEL}' (CiteSeer "
-                        f"test format) or 'text' and 'label' (columns: {', '.join(columns)})")
-    stats: dict[str, int] = {}
-    frame = drop_empty(eval_table(Path(path)), stats, "eval")
-    return frame, stats
-
-
-def config_test_split(cfg) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The test split exactly as training builds it from ``cfg.data`` (see experiments/evaluate.py)."""
-    from omegaconf.errors import MissingMandatoryValue
-
-    try:
-        splits = load_data(cfg)
-    except MissingMandatoryValue as err:
-        raise ConfigError(f"{err.full_key}: required with data={cfg.data.name}") from None
-    return splits.test, splits.stats
-
-
-def evaluation_metrics(labels, probs: np.ndarray, threshold: float) -> dict[str, float]:
-    """Metrics at the stored threshold, and the threshold-dependent ones again at 0.5."""
-    metrics = compute_metrics(labels, probs, threshold)
-    at_half = compute_metrics(labels, probs, 0.5)
-    metrics.update({f"{name}_at_0.5": at_half[name] for name in THRESHOLD_METRICS})
-    return metrics
-
-
-def evaluate_in_mlflow(predictor: Predictor, frame: pd.DataFrame, data_name: str, stats: dict[str, int],
-                       batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> tuple[str, dict[str, float]]:
-    """Score ``frame`` (text, label) and log a new run ``eval-<training run name>`` beside the training
-    run, tagged ``source_run_id``: metrics, reports, plots, errors.csv. Returns (run id, metrics)."""
-    if predictor.run_id is None:
-        raise ConfigError(f"{predictor.source}: evaluation is logged beside the training run; name the model "
-                          "with run=RUN_ID or model=NAME[@ALIAS]")
-    if frame.empty:
-        raise DataError(f"{data_name}: no labelled rows to evaluate")
-    source = _source_run(predictor.run_id)
-    probs, vectors = predictor.score(frame["text"].tolist(), batch_size, progress, embeddings=True)
-    labels = frame["label"].to_numpy()
-    metrics = {**evaluation_metrics(labels, probs, predictor.threshold), "threshold": predictor.threshold,
-               "rows": float(len(frame)), **{f"data_{k}": float(v) for k, v in stats.items()}}
-    tags = {"source_run_id": predictor.run_id, ROLE_TAG: "eval", "eval_data": data_name,
-            "model_source": predictor.source}
-    with mlflow.start_run(experiment_id=source.info.experiment_id, run_name=f"eval-{source.info.run_name}",
-                          tags=tags) as run:
-        mlflow.log_params({"eval.data": data_name, "eval.rows": len(frame), "eval.threshold": predictor.threshold,
-                           "eval.source_run_id": predictor.run_id})
-        mlflow.log_metrics(metrics)
-        with tempfile.TemporaryDirectory(prefix="titlesweep-eval-") as tmp:
-            write_evaluation_files(frame, probs, vectors, predictor.threshold, Path(tmp))
-            mlflow.log_artifacts(tmp)
-    return run.info.run_id, metrics
-
-
-def _source_run(run_id: str):
-    try:
-        return MlflowClient().get_run(run_id)
-    except MlflowException:
-        store = redact(mlflow.get_tracking_uri())
-        raise UserError(f"run={run_id}: the model's training run is not in {store}") from None
-
-
-def write_evaluation_files(frame: pd.DataFrame, probs: np.ndarray, vectors: np.ndarray, threshold: float,
-                           folder: Path) -> list[Path]:
-    """Report (txt, json), confusion matrix, PR curve, embedding map, predictions.csv, errors.csv."""
-    labels, preds = frame["label"].to_numpy(), labels_at(probs, threshold)
-    text, as_dict = class_report(labels, preds)
-    files = [folder / "classification_report.txt", folder / "classification_report.json"]
-    files[0].write_text(f"decision threshold {threshold:.4f}, {len(frame)} rows\n\n{text}")
-    files[1].write_text(json.dumps({"threshold": threshold, **as_dict}, indent=2))
-    accuracy = float((labels == preds).mean())
-    files.append(plots.confusion_png(confusion(labels, preds), folder / "confusion_matrix.png",
-                                     f"threshold {threshold:.3f}: accuracy {accuracy:.4f}"))
-    files.append(pr_curve_png(labels, probs, threshold, folder / "precision_recall_curve.png"))
-    files.append(embedding_map_png(vectors, labels, preds, folder / "embedding_map.png"))
-    scored = frame[["text", "label"]].assign(probability=probs, prediction=preds)
-    scored.to_csv(folder / "predictions.csv", index=False)
-    scored[scored["prediction"] != scored["label"]].to_csv(folder / "errors.csv", index=False)
-    return files + [folder / "predictions.csv", folder / "errors.csv"]
-
-
-def pr_curve_png(labels, probs: np.ndarray, threshold: float, path: Path) -> Path:
-    """Precision against recall of the correct-title class, the stored threshold and 0.5 marked."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
-    fig, ax = plt.subplots(figsize=(5, 4.2))
-    if len(np.unique(labels)) < 2:  # undefined with one class: say so rather than draw a misleading curve
-        ax.text(0.5, 0.5, "only one class in the data:\nno precision-recall curve", ha="center", va="center")
-    else:
-        precision, recall, _ = precision_recall_curve(labels, probs)
-        ax.plot(recall, precision, label=f"AP {average_precision_score(labels, probs):.4f}")
-        for cut, marker, name in ((threshold, "o", f"stored threshold {threshold:.3f}"), (0.5, "s", "threshold 0.5")):
-            m = compute_metrics(labels, probs, cut)
-            ax.plot(m["recall"], m["precision"], marker, markersize=8, label=name, alpha=0.8)
-        ax.legend(loc="lower left")
-    ax.set_xlabel("recall (correct titles)")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.set_title("precision-recall curve")
-    return _save(fig, path)
-
-
-def embedding_2d(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D coordinates of the embeddings: t-SNE, or PCA when there are too few points for t-SNE."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
-
-    n = len(vectors)
-    if n < TSNE_MIN_POINTS:
-        coords = PCA(n_components=min(2, n, vectors.shape[1]), random_state=seed).fit_transform(vectors)
-        return np.pad(coords, ((0, 0), (0, 2 - coords.shape[1]))), "PCA"
-    tsne = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed)
-    # One OpenMP thread: beside torch's own OpenMP runtime, sklearn's threads spin against it and
-    # t-SNE of 1000 titles took 27 s with 2 threads against 5 s with one (2-core machine).
-    with threadpool_limits(1, user_api="openmp"):
-        return tsne.fit_transform(vectors), "t-SNE"
-
-
-def embedding_map_png(vectors: np.ndarray, labels, preds, path: Path) -> Path:
-    """Sentence embeddings in 2-D, coloured by true label, misclassified titles ringed in red."""
-    coords, method = embedding_2d(vectors)
-    labels, wrong = np.asarray(labels), np.asarray(preds) != np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    for value, name, colour in ((0, "wrong title (0)", "tab:orange"), (1, "correct title (1)", "tab:blue")):
-        here = labels == value
-        ax.scatter(coords[here, 0], coords[here, 1], s=12, c=colour, alpha=0.7, label=name)
-    ax.scatter(coords[wrong, 0], coords[wrong, 1], s=60, facecolors="none", edgecolors="red", linewidths=1.2,
-               label=f"misclassified ({int(wrong.sum())})")
-    ax.legend(fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"{method} of mean-pooled encoder embeddings ({len(coords)} titles)")
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-# --------------------------------------------------------------- command-line values
-
-
-def parse_threshold(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        threshold = float(value)
-    except ValueError:
-        threshold = float("nan")
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"threshold={value}: must be a probability between 0 and 1")
-    return threshold
-
-
-def parse_batch_size(value: str | None) -> int:
-    if value is None:
-        return DEFAULT_BATCH_SIZE
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"batch_size={value}: must be a positive whole number")
-    return int(value)
-
-
-def compose_config(overrides: list[str]):
-    """The Hydra config as train.py composes it (tracking.uri, paths.*, data.*), errors as one line."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from lib.paths import CONF_DIR
-
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise ConfigError(f"cannot compose the config from {' '.join(overrides)}: {first_line}") from None
-
-
-def split_options(options: dict[str, str], allowed: tuple[str, ...], usage: str,
-                  config_prefixes: tuple[str, ...] = ("tracking.", "paths.")) -> tuple[dict[str, str], list[str]]:
-    """(this command's options, Hydra overrides); anything else is refused with the usage line."""
-    overrides = [f"{k}={v}" for k, v in options.items() if k.startswith(config_prefixes)]
-    own = {k: v for k, v in options.items() if not k.startswith(config_prefixes)}
-    unknown = [k for k in own if k not in allowed]
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; usage: {usage}")
-    return own, overrides
