@@ -1,6 +1,7 @@
 """One training job: composed cfg -> data -> model -> loop -> test metrics -> MLflow.
 
-``experiments/train.py`` only composes the config and calls ``run_training``.
+``experiments/train.py`` only composes the config and calls ``run_job``, which wraps
+``run_training`` with what a command needs: exit codes, one-line errors, signals.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from lib import checkpoint, plots
 from lib.adversarial import build_adversary
 from lib.batching import encode, make_loader
 from lib.data import Splits, check_training_set, load_data
-from lib.errors import DataError, UserError, exit_on_user_error
 from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG, TrainingInterrupted
+from lib.errors import DataError, UserError, exit_on_user_error
 from lib.loop import LoopState, evaluate, resolve_device, resolve_precision, train
 from lib.losses import build_loss
 from lib.metrics import best_threshold, class_report, confusion
@@ -47,8 +48,8 @@ def run_job(cfg) -> float:
         raise SystemExit(128 + getattr(signal, err.signal_name, signal.SIGINT).value) from None
     except KeyboardInterrupt as err:
         name = str(err) or "SIGINT"
-        print(f"interrupted by {name} outside the training loop: no checkpoint; the MLflow run is marked KILLED",
-              file=sys.stderr)
+        print(f"interrupted by {name} outside the training loop: no checkpoint; its MLflow run (if started) is "
+              "marked KILLED", file=sys.stderr)
         raise SystemExit(128 + getattr(signal, name, signal.SIGINT).value) from None
     except Exception as err:
         if not in_multirun():
