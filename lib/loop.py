@@ -112,6 +112,7 @@ class EarlyStopping:
 class LoopResult:
     history: list[dict] = field(default_factory=list)  # one dict per log/eval event, with "step"
     best_metrics: dict = field(default_factory=dict)   # validation metrics of the restored weights
+    best_val_probs: list = field(default_factory=list)  # and their validation probabilities (threshold choice)
     best_step: int = 0
     best_epoch: int = 0
     steps: int = 0
@@ -190,7 +191,7 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
     def run_eval() -> bool:
         """Evaluate, keep the best weights, log; True when training should stop."""
         eval_start = time.perf_counter()
-        metrics, _ = evaluate(model, val_loader, loss_fn, device, precision)
+        metrics, probs = evaluate(model, val_loader, loss_fn, device, precision)
         model.train()
         result.eval_seconds += time.perf_counter() - eval_start
         val = {f"val_{k}": v for k, v in metrics.items()}
@@ -199,6 +200,7 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
         if stopper.update(metrics):
             state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             result.best_metrics, result.best_step, result.best_epoch = metrics, state.step, state.epoch
+            result.best_val_probs = probs.tolist()
         state.best_value, state.bad_evals = stopper.best, stopper.bad_evals
         return stopper.should_stop
 

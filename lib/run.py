@@ -97,7 +97,8 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     result = _fit(cfg, net, loaders, loss_fn, device, precision, output_dir / "checkpoint" / CHECKPOINT_NAME, saved)
 
     final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
-    final["decision_threshold"] = _decision_threshold(cfg.trainer, loaders["val"], net, loss_fn, device, precision)
+    final["decision_threshold"] = best_threshold([label for _, label, _ in loaders["val"].dataset],
+                                                 result.best_val_probs, cfg.trainer.threshold_metric)
     final.update(best_epoch=result.best_epoch, best_step=result.best_step, train_seconds=result.train_seconds,
                  train_samples_per_s=result.samples_per_second, stopped_early=float(result.stopped_early),
                  skipped_steps=result.skipped_steps)
@@ -243,13 +244,6 @@ def _log_config(output_dir: Path) -> None:
     hydra_dir = output_dir / ".hydra"
     if hydra_dir.is_dir():
         mlflow.log_artifacts(str(hydra_dir), ".hydra")
-
-
-def _decision_threshold(cfg_trainer, val_loader, model, loss_fn, device, precision) -> float:
-    """The cut-off on P(correct) that maximises trainer.threshold_metric on validation (best weights)."""
-    _, probs = evaluate(model, val_loader, loss_fn, device, precision)
-    labels = [label for _, label, _ in val_loader.dataset]
-    return best_threshold(labels, probs, cfg_trainer.threshold_metric)
 
 
 def _log_model(model, tokenizer, output_dir: Path, threshold: float, max_length: int) -> None:
