@@ -88,18 +88,15 @@ def build_comparison(parent, runs) -> Comparison:
     overrides = [dict(o.split("=", 1) for o in r.data.tags.get("hydra_overrides", "").split() if "=" in o) for r in runs]
     keys = sorted({k for o in overrides for k in o})
     differing = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
+    candidates = METRICS + _extra_columns(runs)  # scanned once, not once per run
     rows = []
     for run, over in zip(runs, overrides):
         row = {"run": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status}
         row.update({k: over.get(k, "") for k in differing})
-        row.update({key: run.data.metrics.get(key, math.nan) for key in _metric_keys(runs)})
+        row.update({key: run.data.metrics.get(key, math.nan) for key, _, _ in candidates})
         rows.append(row)
-    columns = [(k, h, b) for k, h, b in METRICS + _extra_columns(runs) if k in rows[0]]
+    columns = [(k, h, b) for k, h, b in candidates if k in rows[0]]
     return Comparison(parent, pd.DataFrame(rows), columns, differing)
-
-
-def _metric_keys(runs) -> list[str]:
-    return [k for k, _, _ in METRICS + _extra_columns(runs)]
 
 
 def _extra_columns(runs) -> list[tuple[str, str, str | None]]:
