@@ -26,6 +26,7 @@ from lib import evaluation, inference  # noqa: E402
 from lib.inference import DEFAULT_BATCH_SIZE  # noqa: E402
 from lib.cli import compose_config, parse_batch_size, parse_key_values, split_options  # noqa: E402
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
+from lib.metrics import THRESHOLD_METRICS  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
 USAGE = ("evaluate.py (run=RUN_ID | model=NAME[@ALIAS]) (input=LABELLED_FILE | data=csv data.train=FILE "
@@ -56,7 +57,7 @@ def main(args: list[str]) -> None:
                                          device=options.get("device", "auto"))
     run_id, metrics = evaluation.evaluate_in_mlflow(predictor, frame, data_name, stats, batch_size, progress=True)
     print(f"evaluation run {run_id} ({len(frame)} rows, source run {predictor.run_id})")
-    for name in evaluation.THRESHOLD_METRICS:
+    for name in THRESHOLD_METRICS:
         print(f"  {name:<10} {metrics[name]:.4f} at threshold {predictor.threshold:.4f}   "
               f"{metrics[f'{name}_at_0.5']:.4f} at 0.5")
     print(f"  roc_auc    {metrics['roc_auc']:.4f}   average_precision {metrics['average_precision']:.4f}")

@@ -45,6 +45,16 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper puts this before every parameter name
+
+
+def model_state(saved: dict) -> dict:
+    """A saved model state for the plain (uncompiled) model: checkpoints hold the plain names, and
+    older ones written from a torch.compile wrapper are read too, so toggling trainer.compile
+    between the interrupted and the resumed run does not matter."""
+    return {k.removeprefix(COMPILED_PREFIX): v for k, v in saved.items()}
+
+
 def rng_state() -> dict:
     """Every random stream the loop draws from (dropout, shuffling), as loadable tensors/lists."""
     np_state = np.random.get_state()

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.measure import Measurement  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from lib.errors import ConfigError, UserError  # noqa: E402
@@ -33,6 +34,7 @@ METRICS = [("test_accuracy", "test acc", "max"), ("test_f1", "test F1", "max"), 
 # Extra evaluation sets (cross-source corpus, the real CiteSeer sample, ...): reported beside test.
 EXTRA_SUFFIXES = [("accuracy", "acc", "max"), ("f1", "F1", "max")]
 NOT_EXTRA = ("test", "best_val", "val", "data", "train")
+NOT_TRAINING_ROLES = ("sweep", "eval")  # ROLE_TAG of sweep parents and of evaluate.py's runs
 
 
 @dataclass
@@ -53,11 +55,11 @@ def select_runs(client: MlflowClient, experiment: str, sweep: str | None, filter
     if sweep or not filters:
         parent = _find_sweep(client, exp.experiment_id, sweep)
         clauses.append(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    else:
-        clauses.append(f"tags.`{ROLE_TAG}` != 'sweep'")
     runs = client.search_runs([exp.experiment_id], " and ".join(clauses), max_results=10_000,
                               order_by=["attributes.start_time ASC"])
-    runs = [r for r in runs if r.data.tags.get(ROLE_TAG) != "sweep"]
+    # Training runs only. Filtered here, not with a `tags.role != ...` clause: MLflow's stores drop
+    # every run that lacks the tag from such a clause, i.e. every run trained outside a sweep.
+    runs = [r for r in runs if r.data.tags.get(ROLE_TAG) not in NOT_TRAINING_ROLES]
     if not runs:
         where = f"sweep {parent.info.run_name}" if parent else f"experiment {experiment}"
         raise ConfigError(f"no runs match {filters or ''} in {where}".replace(" {} ", " "))
@@ -132,7 +134,17 @@ def _fmt(key: str, value) -> str:
 
 
 def print_table(comparison: Comparison, console: Console | None = None) -> None:
+    """The rich table on a terminal; in a log file or pipe at its full natural width, because
+    rich would otherwise fold it into 80 columns and cut every cell to a few characters."""
     console = console or Console()
+    table = _rich_table(comparison)
+    if not console.is_terminal:
+        width = Measurement.get(console, console.options.update_width(100_000), table).maximum
+        console = Console(file=console.file, width=max(width, 80), force_terminal=False)
+    console.print(table)
+
+
+def _rich_table(comparison: Comparison) -> Table:
     best = best_rows(comparison)
     title = f"sweep {comparison.sweep.info.run_name}" if comparison.sweep else "runs"
     table = Table(title=f"{title}  (* best per column)")
@@ -147,7 +159,7 @@ def print_table(comparison: Comparison, console: Console | None = None) -> None:
             text = _fmt(key, row[key])
             cells.append(f"[bold green]{text}*[/]" if i in best.get(key, ()) else text)
         table.add_row(*cells)
-    console.print(table)
+    return table
 
 
 def to_markdown(comparison: Comparison) -> str:
@@ -215,7 +227,9 @@ def default_out_dir(comparison: Comparison, outputs: Path) -> Path:
 # ------------------------------------------------------------------- registry
 
 PYFUNC_MODEL = "pyfunc_model"  # the name lib/pyfunc.log_pyfunc_model gives each run's pyfunc model
-REGISTER_DEFAULTS = {"name": "titlesweep-best", "alias": "champion", "metric": "test_f1"}
+# Chosen on validation: picking the best of N runs by a test score biases that score upwards.
+REGISTER_DEFAULTS = {"name": "titlesweep-best", "alias": "champion", "metric": "best_val_f1"}
+REPORTED_BESIDE = "test_f1"  # printed and tagged beside the selection metric: an unbiased look
 FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
@@ -232,20 +246,25 @@ def registration_options(options: dict[str, str]) -> dict[str, str] | None:
     return {k: options.get(k, default) for k, default in REGISTER_DEFAULTS.items()}
 
 
-def register_best(client: MlflowClient, comparison: Comparison, name: str = "titlesweep-best",
-                  alias: str = "champion", metric: str = "test_f1"):
+def register_best(client: MlflowClient, comparison: Comparison, name: str = REGISTER_DEFAULTS["name"],
+                  alias: str = REGISTER_DEFAULTS["alias"], metric: str = REGISTER_DEFAULTS["metric"]):
     """Register the pyfunc model of the compared run with the best ``metric`` as a new version of
-    ``name``, and point ``alias`` at it. Returns (model version, best run's row)."""
+    ``name``, and point ``alias`` at it. Returns (model version, best run's row); the row also
+    holds the run's test F1 (REPORTED_BESIDE), which the version's tags and description carry."""
     row = best_run(client, comparison, metric)
+    if REPORTED_BESIDE not in row:
+        row[REPORTED_BESIDE] = client.get_run(row["run_id"]).data.metrics.get(REPORTED_BESIDE, math.nan)
     model = _pyfunc_model_of(client, row["run_id"], row["run"])
     _ensure_registered_model(client, name)
+    beside = f"{REPORTED_BESIDE} {row[REPORTED_BESIDE]:.4f}"
     # The SQL registry looks models:/<model id> up through the global tracking URI, not this client's
     # (a TODO in MLflow's create_model_version): point the global one at this store meanwhile.
     with _global_tracking_uri(client.tracking_uri):
         version = client.create_model_version(
             name, source=f"models:/{model.model_id}", run_id=row["run_id"], model_id=model.model_id,
-            tags={"selected_by": metric, metric: f"{row[metric]:.6g}"},
-            description=f"best {metric} ({row[metric]:.4f}) of {len(comparison.table)} compared runs: {row['run']}")
+            tags={"selected_by": metric, metric: f"{row[metric]:.6g}", REPORTED_BESIDE: f"{row[REPORTED_BESIDE]:.6g}"},
+            description=f"best {metric} ({row[metric]:.4f}; {beside}) of {len(comparison.table)} compared runs: "
+                        f"{row['run']}")
     client.set_registered_model_alias(name, alias, version.version)
     return version, row
 

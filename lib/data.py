@@ -1,8 +1,9 @@
 """cfg.data -> train / val / test (and extra evaluation sets) as DataFrames of ``text``, ``label``.
 
 One reader per data option (``titles``, ``csv``, ``citeseer``), all ending in the same checks:
-empty titles dropped and counted, validation carved from training when no file is given, and
-titles that also occur in validation or test removed from training (leakage guard).
+empty titles dropped and counted, validation carved from training when no file is given. Once
+every evaluation set is known (test, the extra sets), the leakage guard removes training titles
+that occur in any of them or in validation, and validation titles that occur in test.
 """
 from __future__ import annotations
 
@@ -148,12 +149,31 @@ def carve(frame: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[p
     return rest.reset_index(drop=True), part.reset_index(drop=True)
 
 
-def remove_leaks(train: pd.DataFrame, held_out: list[pd.DataFrame], stats: dict[str, int]) -> pd.DataFrame:
-    """Drop training rows whose text (case-insensitively) also appears in a held-out split."""
-    seen = set().union(*(set(f["text"].str.casefold()) for f in held_out))
-    leaked = train["text"].str.casefold().isin(seen)
-    stats["train_leaks_removed"] = int(leaked.sum())
-    return train[~leaked].reset_index(drop=True)
+def normalised(texts: pd.Series) -> pd.Series:
+    """The form titles are compared in: case-folded, runs of whitespace as one space."""
+    return texts.str.casefold().str.split().str.join(" ")
+
+
+def remove_overlap(frame: pd.DataFrame, held_out: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``frame`` without the rows whose normalised text occurs in ``held_out``; and how many went."""
+    overlap = normalised(frame["text"]).isin(set(normalised(held_out["text"])))
+    return frame[~overlap].reset_index(drop=True), int(overlap.sum())
+
+
+def remove_leaks(splits: Splits) -> None:
+    """Leakage guard: no training title in validation, test or an extra evaluation set, and no
+    validation title in test (it would pick the epoch and threshold on test rows). Counted per set
+    (``train_leaks_<set>``, ``val_test_overlap_removed``) and in total (``train_leaks_removed``)."""
+    splits.val, splits.stats["val_test_overlap_removed"] = remove_overlap(splits.val, splits.test)
+    total = 0
+    for name, frame in [("val", splits.val), ("test", splits.test), *splits.extra.items()]:
+        splits.train, removed = remove_overlap(splits.train, frame)
+        splits.stats[f"train_leaks_{name}"] = removed
+        total += removed
+    splits.stats["train_leaks_removed"] = total
+    if splits.val.empty:
+        raise DataError(f"{splits.source}: every validation title also occurs in the test set")
+    check_training_set(splits.train, splits.source, min_per_class=1)
 
 
 MIN_ROWS_PER_CLASS = 5  # enough for a stratified train / validation / test split to hold both classes
@@ -174,7 +194,7 @@ def check_training_set(train: pd.DataFrame, source: str, min_per_class: int = MI
 
 
 def finish(train, val, test, seed, val_fraction, stats, source) -> Splits:
-    """Shared tail of every reader: drop empties, carve validation, guard leaks, check classes."""
+    """Shared tail of every reader: drop empties, carve validation, check classes."""
     train = drop_empty(train, stats, "train")
     if train.empty:
         raise DataError(f"{source}: no non-empty training titles")
@@ -182,7 +202,6 @@ def finish(train, val, test, seed, val_fraction, stats, source) -> Splits:
     if val is None:
         train, val = carve(train, val_fraction, seed, "val")
     val, test = drop_empty(val, stats, "val"), drop_empty(test, stats, "test")
-    train = remove_leaks(train, [val, test], stats)
     return Splits(train=train, val=val, test=test, stats=stats, source=str(source))
 
 
@@ -227,7 +246,7 @@ READERS = {"csv": load_csv, "citeseer": load_citeseer, "titles": load_titles}
 
 
 def load_data(cfg) -> Splits:
-    """Read cfg.data, then add cfg.extra_eval's labelled files that exist on this machine."""
+    """Read cfg.data, add cfg.extra_eval's labelled files that exist on this machine, guard leaks."""
     name = cfg.data.name
     if name not in READERS:
         raise ConfigError(f"data={name}: unknown data option; choose one of {', '.join(READERS)}")
@@ -237,4 +256,5 @@ def load_data(cfg) -> Splits:
             log.warning("extra_eval.%s: %s not found, skipped", eval_name, path)
             continue
         splits.extra[eval_name] = drop_empty(eval_table(Path(path)), splits.stats, eval_name)
+    remove_leaks(splits)
     return splits

@@ -17,12 +17,9 @@ from lib import plots
 from lib.data import CITESEER_LABEL, CITESEER_TEXT, drop_empty, eval_table, load_data, read_table
 from lib.errors import ConfigError, DataError, UserError
 from lib.inference import DEFAULT_BATCH_SIZE, Predictor, labels_at
-from lib.metrics import class_report, compute_metrics, confusion
+from lib.metrics import class_report, confusion, metrics_at_threshold
 from lib.sweep import ROLE_TAG
 from lib.tracking import redact
-
-THRESHOLD_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1")  # also logged as <name>_at_0.5
-
 
 def labelled_file(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
     """Every row of a labelled file (CiteSeer test format or text/label columns), empties dropped."""
@@ -46,14 +43,6 @@ def config_test_split(cfg) -> tuple[pd.DataFrame, dict[str, int]]:
     return splits.test, splits.stats
 
 
-def evaluation_metrics(labels, probs: np.ndarray, threshold: float) -> dict[str, float]:
-    """Metrics at the stored threshold, and the threshold-dependent ones again at 0.5."""
-    metrics = compute_metrics(labels, probs, threshold)
-    at_half = compute_metrics(labels, probs, 0.5)
-    metrics.update({f"{name}_at_0.5": at_half[name] for name in THRESHOLD_METRICS})
-    return metrics
-
-
 def evaluate_in_mlflow(predictor: Predictor, frame: pd.DataFrame, data_name: str, stats: dict[str, int],
                        batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> tuple[str, dict[str, float]]:
     """Score ``frame`` (text, label) and log a new run ``eval-<training run name>`` beside the training
@@ -66,7 +55,7 @@ def evaluate_in_mlflow(predictor: Predictor, frame: pd.DataFrame, data_name: str
     source = _source_run(predictor.run_id)
     probs, vectors = predictor.score(frame["text"].tolist(), batch_size, progress, embeddings=True)
     labels = frame["label"].to_numpy()
-    metrics = {**evaluation_metrics(labels, probs, predictor.threshold), "threshold": predictor.threshold,
+    metrics = {**metrics_at_threshold(labels, probs, predictor.threshold), "threshold": predictor.threshold,
                "rows": float(len(frame)), **{f"data_{k}": float(v) for k, v in stats.items()}}
     tags = {"source_run_id": predictor.run_id, ROLE_TAG: "eval", "eval_data": data_name,
             "model_source": predictor.source}

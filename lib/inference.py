@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lib.batching import encode, make_loader
 from lib.data import CITESEER_TEXT, read_lines, read_table
 from lib.errors import ConfigError, DataError, UserError
-from lib.loop import autocast, resolve_device, resolve_precision
+from lib.loop import resolve_device
 from lib.pyfunc import DEFAULT_MAX_LENGTH, HF_ARTIFACT, SETTINGS_FILE
 from lib.tracking import redact
 
@@ -73,7 +73,6 @@ class Predictor:
             return probs, vectors
         ids = encode(self.tokenizer, [clean[i] for i in keep], self.max_length)
         loader = make_loader(ids, [0] * len(keep), batch_size, shuffle=False, pad_id=self.tokenizer.pad_token_id)
-        precision = resolve_precision("auto", self.device)
         logits = torch.zeros((len(keep), 2))
         pooled = torch.zeros((len(keep), self.model.config.hidden_size)) if embeddings else None
         self.model.eval()
@@ -81,9 +80,9 @@ class Predictor:
             task = bars.add_task("predict", total=len(loader))
             for batch in loader:
                 mask = batch["attention_mask"].to(self.device)
-                with autocast(self.device, precision):
-                    out = self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=mask,
-                                     output_hidden_states=embeddings)
+                # fp32, as training scored validation when it chose the stored threshold (lib.loop.predict)
+                out = self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=mask,
+                                 output_hidden_states=embeddings)
                 logits[batch["index"]] = out.logits.float().cpu()
                 if embeddings:
                     pooled[batch["index"]] = _mean_pool(out.hidden_states[-1].float(), mask).cpu()

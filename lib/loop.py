@@ -22,15 +22,25 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name}: no CUDA GPU is visible; use trainer.device=cpu or auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"trainer.device={name}: only {torch.cuda.device_count()} CUDA GPU(s) visible "
+                          f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    return device
+
+
+# Native bf16 tensor cores start with Ampere (compute capability 8.0). torch.cuda.is_bf16_supported()
+# also says yes on older GPUs that emulate bf16 (slowly), so the capability decides.
+BF16_MIN_CAPABILITY = (8, 0)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """'auto' -> bf16 on a CUDA GPU that has it, fp16 on older CUDA GPUs, fp32 on CPU."""
+    """'auto' -> bf16 on a CUDA GPU with native bf16 (capability >= 8.0), fp16 + grad scaler on
+    older CUDA GPUs, fp32 on CPU. The capability is read from ``device`` itself (cuda:N)."""
     if name == "auto":
         if device.type != "cuda":
             return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if torch.cuda.get_device_capability(device) >= BF16_MIN_CAPABILITY else "fp16"
     if name not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"trainer.precision={name}: choose auto, fp32, bf16 or fp16")
     if name == "fp16" and device.type != "cuda":
@@ -51,8 +61,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 @torch.inference_mode()
-def predict(model, loader, device, precision: str) -> torch.Tensor:
-    """Logits (float32, on the CPU) of every example, in the loader's original order."""
+def predict(model, loader, device, precision: str = "fp32") -> torch.Tensor:
+    """Logits (float32, on the CPU) of every example, in the loader's original order.
+
+    Every evaluation uses the fp32 default: the decision threshold is chosen on validation
+    probabilities and applied to test and prediction probabilities, so all of them must come
+    from the same arithmetic on every device (benchmarks pass bf16 to time it).
+    """
     model.eval()
     logits_all = torch.zeros((len(loader.dataset), 2), dtype=torch.float32)
     for batch in loader:
@@ -64,9 +79,9 @@ def predict(model, loader, device, precision: str) -> torch.Tensor:
     return logits_all
 
 
-def evaluate(model, loader, loss_fn, device, precision: str) -> tuple[dict, np.ndarray]:
-    """Metrics (the loss included) and the probability of label 1 for one labelled split."""
-    logits = predict(model, loader, device, precision)
+def evaluate(model, loader, loss_fn, device) -> tuple[dict, np.ndarray]:
+    """Metrics (the loss included) and the probability of label 1 for one labelled split, in fp32."""
+    logits = predict(model, loader, device)
     labels = torch.tensor([label for _, label, _ in loader.dataset], dtype=torch.long)
     probs = torch.softmax(logits, dim=-1)[:, 1].numpy()
     metrics = compute_metrics(labels.numpy(), probs)
@@ -120,7 +135,7 @@ class LoopResult:
     train_seconds: float = 0.0  # wall time of train(), validation included
     eval_seconds: float = 0.0   # of which validation
     train_samples: int = 0      # examples passed forward/backward (repeats across epochs counted)
-    skipped_steps: int = 0      # optimiser steps skipped for a non-finite loss
+    skipped_steps: int = 0      # optimiser steps skipped for a non-finite loss or gradient norm
 
     @property
     def samples_per_second(self) -> float:
@@ -137,8 +152,9 @@ class LoopState:
     best_value: float | None = None
     bad_evals: int = 0
     best_weights: dict | None = None
-    running_loss: float = 0.0   # sum of losses since the last log line
-    running_count: int = 0
+    running_loss: float = 0.0   # sum of per-batch mean losses since the last log line
+    running_adv_loss: float = 0.0  # the same for the adversarial (FGM/PGD) loss
+    running_count: int = 0      # batches in those sums
     nonfinite_streak: int = 0
     scaler: dict | None = None  # GradScaler state (fp16)
 
@@ -151,7 +167,7 @@ class LoopState:
 
 
 class NonFiniteLoss(UserError):
-    """The loss stayed NaN/inf for trainer.max_nonfinite_steps optimiser steps in a row."""
+    """The loss or gradient norm stayed NaN/inf for trainer.max_nonfinite_steps optimiser steps in a row."""
 
 
 def _progress() -> Progress:
@@ -179,44 +195,55 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
     result = state.result
     if state.best_value is not None:
         stopper.best, stopper.bad_evals = state.best_value, state.bad_evals
-    window_loss = torch.tensor(state.running_loss, device=device)  # summed on the device: no per-step sync
-    step_loss = torch.zeros((), device=device)
+    # Losses are summed on the device and read back only at log steps: no per-batch sync.
+    window_loss = torch.tensor(state.running_loss, device=device)
+    window_adv_loss = torch.tensor(state.running_adv_loss, device=device)
+    step_loss, step_adv_loss = torch.zeros((), device=device), torch.zeros((), device=device)
     clock = time.perf_counter() - result.train_seconds
 
-    def loss_of(inputs):
+    def loss_of(inputs, window: int):
+        """The batch's mean loss divided by the number of batches in its accumulation window,
+        so that the window's summed gradient is the gradient of the mean over its batches."""
         with autocast(device, precision):
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        return loss_fn(logits.float(), inputs["labels"]) / accum
+        return loss_fn(logits.float(), inputs["labels"]) / window
 
     def run_eval() -> bool:
         """Evaluate, keep the best weights, log; True when training should stop."""
         eval_start = time.perf_counter()
-        metrics, probs = evaluate(model, val_loader, loss_fn, device, precision)
+        metrics, probs = evaluate(model, val_loader, loss_fn, device)
         model.train()
         result.eval_seconds += time.perf_counter() - eval_start
         val = {f"val_{k}": v for k, v in metrics.items()}
         result.history.append({"step": state.step, "epoch": state.epoch, **val})
         on_metrics({**val, "epoch": state.epoch}, state.step)
         if stopper.update(metrics):
-            state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            # On the CPU: a copy of the weights on the GPU would double the model's GPU memory.
+            state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             result.best_metrics, result.best_step, result.best_epoch = metrics, state.step, state.epoch
             result.best_val_probs = probs.tolist()
         state.best_value, state.bad_evals = stopper.best, stopper.bad_evals
         return stopper.should_stop
 
     def log_train(bars, task) -> None:
-        state.running_loss = float(window_loss)  # the only host-device sync of the logging path
-        train_loss, lr = state.running_loss / max(state.running_count, 1), _base_lr(optimizer)
-        result.history.append({"step": state.step, "epoch": state.epoch, "train_loss": train_loss, "lr": lr})
-        on_metrics({"train_loss": train_loss, "lr": lr}, state.step)
+        state.running_loss = float(window_loss)  # the host-device syncs of the logging path
+        count = max(state.running_count, 1)
+        logged = {"train_loss": state.running_loss / count, "lr": _base_lr(optimizer)}
+        if adversary is not None:
+            state.running_adv_loss = float(window_adv_loss)
+            logged["adv_loss"] = state.running_adv_loss / count
+        result.history.append({"step": state.step, "epoch": state.epoch, **logged})
+        on_metrics(logged, state.step)
         result.train_seconds = time.perf_counter() - clock
-        bars.update(task, info=f"epoch {state.epoch} loss {train_loss:.4f} lr {lr:.2e} "
+        bars.update(task, info=f"epoch {state.epoch} loss {logged['train_loss']:.4f} lr {logged['lr']:.2e} "
                                f"{result.samples_per_second:.0f} samples/s")
         window_loss.zero_()
-        state.running_loss, state.running_count = 0.0, 0
+        window_adv_loss.zero_()
+        state.running_loss, state.running_adv_loss, state.running_count = 0.0, 0.0, 0
 
     def checkpoint_and_raise() -> None:
-        state.running_loss, state.scaler = float(window_loss), scaler.state_dict()
+        state.running_loss, state.running_adv_loss = float(window_loss), float(window_adv_loss)
+        state.scaler = scaler.state_dict()
         result.train_seconds = time.perf_counter() - clock
         on_interrupt(state)  # saves, then raises TrainingInterrupted
 
@@ -228,23 +255,33 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
             train_loader.batch_sampler.set_epoch(state.epoch, skip=state.next_batch)
             batches = len(train_loader)
             for i, batch in enumerate(train_loader, start=state.next_batch):
+                window = _window_length(i, accum, batches)
                 inputs = to_device(batch, device)
-                loss = loss_of(inputs)
+                loss = loss_of(inputs, window)
                 scaler.scale(loss).backward()
-                if adversary is not None:
-                    adversary.attack(lambda: _backward(scaler, loss_of(inputs)))
                 step_loss += loss.detach()
+                if adversary is not None:
+                    adv_loss = adversary.attack(lambda: _backward(scaler, loss_of(inputs, window)))
+                    if adv_loss is not None:
+                        step_adv_loss += adv_loss
                 result.train_samples += len(batch["labels"])
                 if (i + 1) % accum and i + 1 < batches:
                     continue  # accumulate gradients over `accum` batches
                 state.next_batch = i + 1
-                if not _finite_step(step_loss, state, cfg_trainer, optimizer):
+                grad_norm = _unscale_and_clip(model, optimizer, scaler, cfg_trainer.max_grad_norm)
+                # fp16: the grad scaler skips steps with inf/NaN gradients itself (and lowers its scale).
+                finite = _finite_step(step_loss + step_adv_loss, None if scaler.is_enabled() else grad_norm,
+                                      state, cfg_trainer, optimizer, scaler)
+                if finite:
+                    window_loss += step_loss * window
+                    window_adv_loss += step_adv_loss * window
+                    state.running_count += window
+                step_loss.zero_()
+                step_adv_loss.zero_()
+                if not finite:
                     result.skipped_steps += 1
                     continue
-                window_loss += step_loss * accum
-                step_loss.zero_()
-                state.running_count += accum
-                _optimizer_step(model, optimizer, scaler, cfg_trainer.max_grad_norm)
+                _optimizer_step(optimizer, scaler)
                 scheduler.step()
                 state.step += 1
                 if state.step % cfg_trainer.log_every_steps == 0 or state.step == total_steps:
@@ -270,20 +307,29 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
     return result
 
 
-def _finite_step(step_loss: torch.Tensor, state: LoopState, cfg_trainer, optimizer) -> bool:
-    """False (and the gradients dropped) when this step's loss is NaN/inf; too many in a row raise.
+def _window_length(batch: int, accum: int, batches: int) -> int:
+    """Batches in the accumulation window of ``batch`` (0-based): ``accum``, or fewer for the
+    epoch's last, partial window."""
+    return min(accum, batches - batch // accum * accum)
+
+
+def _finite_step(loss: torch.Tensor, grad_norm: torch.Tensor | None, state: LoopState, cfg_trainer,
+                 optimizer, scaler) -> bool:
+    """False (and the gradients dropped) when this step's loss or gradient norm is NaN/inf; too
+    many in a row raise. A finite loss can still have a NaN gradient (e.g. an infinite derivative).
 
     One boolean read from the device per optimiser step: the price of never stepping on NaN.
     """
-    if bool(torch.isfinite(step_loss)):
+    finite = torch.isfinite(loss) if grad_norm is None else torch.isfinite(loss) & torch.isfinite(grad_norm)
+    if bool(finite):
         state.nonfinite_streak = 0
         return True
     optimizer.zero_grad(set_to_none=True)
-    step_loss.zero_()
+    scaler.update()  # closes this step's unscale_ (fp16); a no-op otherwise
     state.nonfinite_streak += 1
     if state.nonfinite_streak >= cfg_trainer.max_nonfinite_steps:
-        raise NonFiniteLoss(f"the training loss was NaN/inf for {state.nonfinite_streak} optimiser steps in a row "
-                            f"(after step {state.step}); lower schedule.lr, or use trainer.precision=fp32")
+        raise NonFiniteLoss(f"the training loss or gradient norm was NaN/inf for {state.nonfinite_streak} optimiser "
+                            f"steps in a row (after step {state.step}); lower schedule.lr, or use trainer.precision=fp32")
     return False
 
 
@@ -298,10 +344,16 @@ def _backward(scaler, loss: torch.Tensor) -> torch.Tensor:
     return loss.detach()
 
 
-def _optimizer_step(model, optimizer, scaler, max_grad_norm: float | None) -> None:
+def _unscale_and_clip(model, optimizer, scaler, max_grad_norm: float | None) -> torch.Tensor:
+    """The total gradient norm (unscaled), after clipping to ``max_grad_norm`` when it is set."""
+    scaler.unscale_(optimizer)  # a no-op without fp16
+    params = [p for p in model.parameters() if p.grad is not None]
     if max_grad_norm:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        return torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    return torch.nn.utils.get_total_norm([p.grad for p in params])
+
+
+def _optimizer_step(optimizer, scaler) -> None:
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)

@@ -32,26 +32,35 @@ def build_loss(cfg_loss: DictConfig) -> nn.Module:
         # the batch's targets, i.e. a weighted mean.
         return nn.CrossEntropyLoss(weight=weights, label_smoothing=_label_smoothing(cfg_loss))
     if name == "focal":
-        return FocalLoss(alpha=cfg_loss.get("alpha", 0.25), gamma=cfg_loss.get("gamma", 2.0))
+        return FocalLoss(alpha=cfg_loss.alpha, gamma=cfg_loss.gamma, balanced=cfg_loss.get("balanced_alpha", False))
     raise ConfigError(f"loss.name={name!r} is unknown; valid names: {', '.join(LOSS_NAMES)}")
 
 
 class FocalLoss(nn.Module):
     """FL = alpha_t * (1 - p_t)^gamma * CE, averaged over the batch (Lin et al., 2017).
 
-    ``alpha`` is a scalar (the same factor for every class, as in the original experiment) or a
-    per-class sequence ``[alpha_wrong, alpha_correct]``.
+    ``alpha`` is a scalar or a per-class sequence ``[alpha_wrong, alpha_correct]``. A scalar is
+    the same factor for both classes (the original experiment's meaning): it only rescales the
+    loss, which AdamW all but cancels. ``balanced=True`` gives Lin et al.'s class-balanced form
+    instead: ``alpha`` for class 1 (correct title), ``1 - alpha`` for class 0.
     """
 
     alpha: torch.Tensor
 
-    def __init__(self, alpha: float | Sequence[float] = 0.25, gamma: float = 2.0) -> None:
+    def __init__(self, alpha: float | Sequence[float] = 0.25, gamma: float = 2.0, balanced: bool = False) -> None:
         super().__init__()
         gamma = _number(gamma, "loss.gamma")
         if gamma < 0:
             raise ConfigError(f"loss.gamma must be >= 0, got {gamma}")
         self.gamma = gamma
-        if isinstance(alpha, (Sequence, ListConfig)) and not isinstance(alpha, str):
+        if not isinstance(balanced, bool):
+            raise ConfigError(f"loss.balanced_alpha must be true or false, got {balanced!r}")
+        is_list = isinstance(alpha, (Sequence, ListConfig)) and not isinstance(alpha, str)
+        if balanced:
+            if is_list or not 0 < _number(alpha, "loss.alpha") < 1:
+                raise ConfigError(f"loss.balanced_alpha=true needs a scalar loss.alpha in (0, 1), got {alpha!r}")
+            per_class = _per_class([1.0 - alpha, alpha], "loss.alpha")
+        elif is_list:
             per_class = _per_class(alpha, "loss.alpha")
         else:
             per_class = _per_class([alpha] * NUM_CLASSES, "loss.alpha")
@@ -59,14 +68,17 @@ class FocalLoss(nn.Module):
         self.register_buffer("alpha", per_class)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # float32 + log_softmax: under fp16/bf16 autocast, softmax-then-log underflows to -inf
-        # for confident predictions and (1 - p_t)^gamma loses all precision.
-        log_p = F.log_softmax(logits.float(), dim=-1)
+        # At least float32, and log_softmax: under fp16/bf16 autocast softmax-then-log underflows
+        # to -inf for confident predictions and (1 - p_t)^gamma loses all precision.
+        log_p = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
         log_p_t = log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        p_t = log_p_t.exp()
+        # 1 - p_t without cancellation, kept off 0: d/dx x^gamma is infinite at x = 0 for
+        # gamma < 1, and one confidently right example would turn every gradient into NaN.
+        # Below the clamp the factor's gradient is 0 (exact to float precision: CE is ~0 there).
+        one_minus_p_t = (-torch.expm1(log_p_t)).clamp(min=torch.finfo(log_p.dtype).tiny)
         alpha_t = self.alpha.to(log_p.dtype)[labels]
-        # (1 - p_t) ** 0 is 1 even when p_t == 1, so gamma = 0 reduces exactly to alpha * CE.
-        return (alpha_t * (1.0 - p_t).pow(self.gamma) * -log_p_t).mean()
+        # x ** 0 is 1, so gamma = 0 reduces exactly to alpha * CE.
+        return (alpha_t * one_minus_p_t.pow(self.gamma) * -log_p_t).mean()
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha.tolist()}, gamma={self.gamma}"

@@ -25,6 +25,18 @@ def compute_metrics(labels, probs, threshold: float = 0.5) -> dict[str, float]:
     }
 
 
+THRESHOLD_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1")  # also reported as <name>_at_0.5
+
+
+def metrics_at_threshold(labels, probs, threshold: float) -> dict[str, float]:
+    """Metrics at the stored (validation-chosen) threshold, and the threshold-dependent ones again
+    at 0.5 as ``<name>_at_0.5``: training's test/extra-set reports and evaluate.py use this."""
+    metrics = compute_metrics(labels, probs, threshold)
+    at_half = compute_metrics(labels, probs, 0.5)
+    metrics.update({f"{name}_at_0.5": at_half[name] for name in THRESHOLD_METRICS})
+    return metrics
+
+
 def class_report(labels, preds) -> tuple[str, dict]:
     """Per-class precision/recall/F1/support, as text and as a dict."""
     kwargs = dict(labels=[0, 1], target_names=CLASS_NAMES, digits=4, zero_division=0)

@@ -51,6 +51,8 @@ def build_param_groups(cfg_schedule: DictConfig, model: nn.Module) -> list[dict]
     Every trainable parameter lands in exactly one group; frozen parameters in none.
     """
     _validate(cfg_schedule)
+    # A torch.compile wrapper prefixes every name with `_orig_mod.`: group by the real module's names.
+    model = getattr(model, "_orig_mod", model)
     lr = float(cfg_schedule.lr)
     weight_decay = float(cfg_schedule.get("weight_decay", 0.0))
     layer_decay = float(cfg_schedule.get("layer_decay", 1.0))

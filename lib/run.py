@@ -28,7 +28,7 @@ from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG, TrainingInterrupted
 from lib.errors import DataError, UserError, exit_on_user_error
 from lib.loop import LoopState, evaluate, resolve_device, resolve_precision, train
 from lib.losses import build_loss
-from lib.metrics import best_threshold, class_report, confusion
+from lib.metrics import best_threshold, class_report, confusion, metrics_at_threshold
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
 from lib.sweep import ROLE_TAG, child_run_name, in_multirun, parent_run_id
@@ -90,21 +90,24 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     _log_data(splits)
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
     model.to(device)
-    net = torch.compile(model) if cfg.trainer.compile else model  # shares model's parameters; model is saved
+    # The compiled wrapper runs the steps; `model` (same parameters, names without the wrapper's
+    # `_orig_mod.` prefix) builds the optimiser groups, checkpoints and the saved model.
+    net = torch.compile(model) if cfg.trainer.compile else model
     loaders = _loaders(cfg, splits, tokenizer, device)
     loss_fn = build_loss(cfg.loss).to(device)
 
-    result = _fit(cfg, net, loaders, loss_fn, device, precision, output_dir / "checkpoint" / CHECKPOINT_NAME, saved)
+    result = _fit(cfg, model, net, loaders, loss_fn, device, precision,
+                  output_dir / "checkpoint" / CHECKPOINT_NAME, saved)
 
     final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
-    final["decision_threshold"] = best_threshold([label for _, label, _ in loaders["val"].dataset],
-                                                 result.best_val_probs, cfg.trainer.threshold_metric)
-    final.update(best_epoch=result.best_epoch, best_step=result.best_step, train_seconds=result.train_seconds,
-                 train_samples_per_s=result.samples_per_second, stopped_early=float(result.stopped_early),
-                 skipped_steps=result.skipped_steps)
+    threshold = best_threshold([label for _, label, _ in loaders["val"].dataset], result.best_val_probs,
+                               cfg.trainer.threshold_metric)
+    final.update(decision_threshold=threshold, best_epoch=result.best_epoch, best_step=result.best_step,
+                 train_seconds=result.train_seconds, train_samples_per_s=result.samples_per_second,
+                 stopped_early=float(result.stopped_early), skipped_steps=result.skipped_steps)
     for name, loader in loaders.items():
         if name not in ("train", "val"):
-            final.update(_report_split(name, loader, splits, net, loss_fn, device, precision, output_dir))
+            final.update(_report_split(name, loader, splits, net, loss_fn, device, threshold, output_dir))
     mlflow.log_metrics(final)
     mlflow.log_artifact(str(plots.training_curves_png(result.history, output_dir / "training_curves.png")))
     _log_config(output_dir)
@@ -113,25 +116,27 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     return final
 
 
-def _fit(cfg, net, loaders: dict, loss_fn, device, precision: str, checkpoint_path: Path, saved: dict | None):
+def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkpoint_path: Path,
+         saved: dict | None):
     """Optimiser, schedule and adversary from their config groups, then the training loop, which
-    SIGINT / SIGTERM stop at a step boundary with a checkpoint; ``saved`` continues from one."""
-    optimizer = build_optimizer(cfg.schedule, net)
+    SIGINT / SIGTERM stop at a step boundary with a checkpoint; ``saved`` continues from one.
+    ``net`` is ``model`` or its torch.compile wrapper: it trains; ``model`` names the parameters."""
+    optimizer = build_optimizer(cfg.schedule, model)
     total_steps = _total_steps(cfg.trainer, len(loaders["train"]))
     scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
-    adversary = build_adversary(cfg.adversarial, net)
+    adversary = build_adversary(cfg.adversarial, model)
     mlflow.log_params({"data.train_rows": len(loaders["train"].dataset), "train.total_steps": total_steps,
-                       "model.parameters": sum(p.numel() for p in net.parameters())})
+                       "model.parameters": sum(p.numel() for p in model.parameters())})
     state = None
     if saved:
-        net.load_state_dict(saved["model"])
+        model.load_state_dict(checkpoint.model_state(saved["model"]))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = LoopState.from_dict(saved["loop"])
         checkpoint.set_rng_state(saved["rng"])
 
     def save_and_stop(loop_state: LoopState) -> None:
-        path = checkpoint.save({"run_id": mlflow.active_run().info.run_id, "model": net.state_dict(),
+        path = checkpoint.save({"run_id": mlflow.active_run().info.run_id, "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                 "loop": loop_state.to_dict(), "rng": checkpoint.rng_state()}, checkpoint_path)
         raise TrainingInterrupted(path, stop.signal_name)
@@ -221,18 +226,20 @@ def _log_step_metrics(metrics: dict, step: int) -> None:
     mlflow.log_metrics(metrics, step=step)
 
 
-def _report_split(name, loader, splits, model, loss_fn, device, precision, output_dir: Path) -> dict:
-    """Metrics, classification report, confusion matrix and predictions of one held-out split."""
-    metrics, probs = evaluate(model, loader, loss_fn, device, precision)
+def _report_split(name, loader, splits, model, loss_fn, device, threshold: float, output_dir: Path) -> dict:
+    """Metrics at the validation-chosen ``threshold`` (and at 0.5, as ``*_at_0.5``), classification
+    report, confusion matrix and predictions of one held-out split: what predict/evaluate will see."""
+    at_half, probs = evaluate(model, loader, loss_fn, device)
     frame = splits.test if name == "test" else splits.extra[name]
-    preds = (probs >= 0.5).astype(int)
+    metrics = {**metrics_at_threshold(frame["label"].to_numpy(), probs, threshold), "loss": at_half["loss"]}
+    preds = (probs >= threshold).astype(int)
     folder = output_dir / "reports" / name
     folder.mkdir(parents=True, exist_ok=True)
     text, as_dict = class_report(frame["label"], preds)
     (folder / "classification_report.txt").write_text(text)
     (folder / "classification_report.json").write_text(json.dumps(as_dict, indent=2))
     plots.confusion_png(confusion(frame["label"], preds), folder / "confusion_matrix.png",
-                        f"{name}: accuracy {metrics['accuracy']:.4f}")
+                        f"{name}: accuracy {metrics['accuracy']:.4f} at threshold {threshold:.3f}")
     frame.assign(probability=probs, prediction=preds)[["text", "label", "probability", "prediction"]].to_csv(
         folder / "predictions.csv", index=False)
     mlflow.log_artifacts(str(folder), f"reports/{name}")

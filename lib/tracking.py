@@ -143,12 +143,32 @@ def mlflow_run(cfg, tags: dict[str, str], default_name: str | None = None,
         run = mlflow.start_run(experiment_id=experiment_id(cfg), run_name=cfg.tracking.run_name or default_name,
                                tags=tags)
     try:
-        mlflow.log_params(config_params(cfg))
+        mlflow.log_params(_params_to_log(config_params(cfg), run if resume_run_id else None))
         yield run
     except BaseException as err:
         _end_with_error(err)
         raise
     mlflow.end_run("FINISHED")
+
+
+# How a run executes, not what it computes: these may differ between an interrupted run and its resumption.
+RESUME_MAY_CHANGE = ("trainer.compile", "trainer.device", "trainer.num_threads", "trainer.num_workers")
+
+
+def _params_to_log(params: dict[str, str], resumed=None) -> dict[str, str]:
+    """All params for a new run. A resumed run already has them: MLflow refuses a changed value, so
+    changed execution settings become a ``resumed_with`` tag and any other change is refused."""
+    if resumed is None:
+        return params
+    logged = resumed.data.params
+    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
+    refused = sorted(set(changed) - set(RESUME_MAY_CHANGE))
+    if refused:
+        raise ConfigError(f"trainer.resume: the interrupted run had {', '.join(f'{k}={logged[k]}' for k in refused)}; "
+                          "resume with the same settings (only " + ", ".join(RESUME_MAY_CHANGE) + " may change)")
+    if changed:
+        mlflow.set_tag("resumed_with", " ".join(f"{k}={v}" for k, v in sorted(changed.items())))
+    return {k: v for k, v in params.items() if k not in changed}
 
 
 def _end_with_error(err: BaseException) -> None:

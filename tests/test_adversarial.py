@@ -285,3 +285,44 @@ def test_pgd_restores_clean_gradients_when_the_closure_fails():
     assert torch.equal(model.get_input_embeddings().weight, closure.clean_weight)
     after = grads(model)
     assert all(torch.equal(after[n], g) for n, g in clean.items())
+
+
+def test_pgd_in_the_training_loop_changes_the_gradients_with_one_plus_steps_passes_per_batch():
+    # tiny DeBERTa-v2 through lib.loop.train: every step's gradient recorded, weights left unchanged.
+    from omegaconf import OmegaConf
+
+    from lib.batching import make_loader
+    from lib.loop import train
+
+    ids = [torch.randint(3, 100, (int(n),), generator=torch.Generator().manual_seed(i)).tolist()
+           for i, n in enumerate(torch.randint(4, 12, (32,), generator=torch.Generator().manual_seed(9)))]
+    labels = [i % 2 for i in range(32)]
+    trainer = OmegaConf.create({"epochs": 1, "grad_accum_steps": 1, "max_grad_norm": None, "log_every_steps": 1,
+                                "eval_every_steps": None, "max_nonfinite_steps": 5,
+                                "early_stopping": {"metric": "f1", "mode": "max", "patience": None}})
+
+    def run(adversary_cfg):
+        model = tiny_model("deberta").train()
+        passes = []
+        model.register_forward_hook(lambda module, args, out: passes.append(1) if module.training else None)
+        recorded = []
+
+        class Recorder(torch.optim.SGD):
+            def step(self, closure=None):
+                recorded.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+        optimizer = Recorder(model.parameters(), lr=1.0)
+        train_loader = make_loader(ids, labels, 8, shuffle=False, pad_id=0, bucketing=False)
+        val_loader = make_loader(ids[:8], labels[:8], 8, shuffle=False, pad_id=0)
+        train(model, train_loader, val_loader, torch.nn.CrossEntropyLoss(), optimizer,
+              torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), build_adversary(adversary_cfg, model),
+              trainer, torch.device("cpu"), "fp32", 4)
+        return len(passes), recorded
+
+    clean_passes, clean = run(cfg(name="none"))
+    pgd_passes, attacked = run(cfg(name="pgd", epsilon=1.0, step_size=0.3, steps=3))
+    assert clean_passes == 4 and pgd_passes == 4 * (1 + 3)  # 4 batches; one clean pass + 3 attack passes each
+    for step_clean, step_attacked in zip(clean, attacked):
+        word = "deberta.embeddings.word_embeddings.weight"
+        assert not torch.allclose(step_clean[word], step_attacked[word])
+        assert not torch.allclose(step_clean["classifier.weight"], step_attacked["classifier.weight"])

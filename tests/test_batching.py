@@ -52,3 +52,15 @@ def test_collator_pads_and_masks():
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 7, 7]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0] and batch["index"].tolist() == [0, 1]
+
+
+def test_skip_resumes_the_same_epoch_at_batch_k():
+    lengths = _lengths()
+    sampler = LengthBucketSampler(lengths, batch_size=32, shuffle=True, seed=5)
+    sampler.set_epoch(3)
+    whole = list(sampler)
+    for k in (0, 1, 17, 31, 32):
+        sampler.set_epoch(3, skip=k)
+        assert list(sampler) == whole[k:]
+    sampler.set_epoch(4, skip=0)
+    assert list(sampler) != whole  # another epoch, another order: skip must not reseed

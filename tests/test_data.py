@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import CITESEER_DEV, write_toy_csv
-from lib.data import citeseer_table, load_citeseer, load_csv
+from lib.data import citeseer_table, load_citeseer, load_csv, load_data, remove_leaks
 from lib.errors import DataError
 
 CITESEER_ROWS = pd.DataFrame({
@@ -18,6 +18,12 @@ CITESEER_ROWS = pd.DataFrame({
 def _csv_cfg(path, **kw):
     return OmegaConf.create({"name": "csv", "train": str(path), "val": None, "test": None, "text_column": "text",
                              "label_column": "label", "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, **kw})
+
+
+def _guarded(splits):
+    """A reader's splits after the leakage guard, as load_data returns them."""
+    remove_leaks(splits)
+    return splits
 
 
 def _citeseer_dir(tmp_path, test_suffix=".xlsx"):
@@ -34,7 +40,7 @@ def _citeseer_dir(tmp_path, test_suffix=".xlsx"):
 
 @pytest.mark.parametrize("suffix", [".xlsx", ".csv"])
 def test_citeseer_loader_reads_the_original_format(tmp_path, suffix):
-    splits = load_citeseer(_citeseer_dir(tmp_path, suffix))
+    splits = _guarded(load_citeseer(_citeseer_dir(tmp_path, suffix)))
     assert splits.test["text"].tolist() == ["Sparse Kernel Methods", "Abstract", "ON GRAPH COLOURING"]
     assert splits.test["label"].tolist() == [1, 0, 1]  # Y/N case-insensitive
     assert splits.stats["test_empty_dropped"] == 1 and splits.stats["train_empty_dropped"] == 1
@@ -58,19 +64,44 @@ def test_csv_labels_in_any_spelling_and_leaks_removed(tmp_path):
                   "ok": ["yes", "no", "TRUE", "false", "Y", "1", "0", "N"] * 3}).to_csv(train, index=False)
     test = tmp_path / "test.csv"
     pd.DataFrame({"title": ["shared title", "zzz"], "ok": [1, 0]}).to_csv(test, index=False)
-    splits = load_csv(_csv_cfg(train, test=str(test), text_column="title", label_column="ok", val_fraction=0.25))
+    splits = _guarded(load_csv(_csv_cfg(train, test=str(test), text_column="title", label_column="ok",
+                                        val_fraction=0.25)))
     assert set(splits.train["label"]) == {0, 1}
     assert "Shared Title" not in set(splits.train["text"])
-    removed = splits.stats["train_leaks_removed"]
+    removed = splits.stats["train_leaks_removed"] + splits.stats["val_test_overlap_removed"]
     assert removed >= 1 and len(splits.train) + len(splits.val) + removed == 24
 
 
 def test_csv_carves_validation_and_test_without_overlap(tmp_path):
-    splits = load_csv(_csv_cfg(write_toy_csv(tmp_path / "t.csv", n_per_class=100)))
+    splits = _guarded(load_csv(_csv_cfg(write_toy_csv(tmp_path / "t.csv", n_per_class=100))))
     assert (len(splits.val), len(splits.test)) == (18, 20)
     assert len(splits.train) == 200 - 38 - splits.stats["train_leaks_removed"]
     seen = set(splits.val["text"].str.casefold()) | set(splits.test["text"].str.casefold())
     assert not seen & set(splits.train["text"].str.casefold())
+
+
+def _write(path, texts, labels):
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(path, index=False)
+    return path
+
+
+def test_leakage_guard_covers_extra_evaluation_sets_and_validation_against_test(tmp_path):
+    # Training rows: 20 unique titles plus three that occur elsewhere, written differently.
+    train_texts = [f"title number {i}" for i in range(20)] + ["Shared  With Extra", "IN VAL", "in test"]
+    train = _write(tmp_path / "train.csv", train_texts, [i % 2 for i in range(23)])
+    val = _write(tmp_path / "val.csv", ["in val", "val only", "Both Val And Test", "v2"], [1, 0, 1, 0])
+    test = _write(tmp_path / "test.csv", ["In Test", "both val and  test", "t3"], [1, 1, 0])
+    extra = _write(tmp_path / "extra.csv", ["shared with extra", "extra only"], [1, 0])
+    cfg = OmegaConf.create({"data": _csv_cfg(train, val=str(val), test=str(test)),
+                            "paths": {"cache": str(tmp_path / "cache")}, "extra_eval": {"mine": str(extra)}})
+    splits = load_data(cfg)
+    assert splits.train["text"].tolist() == [f"title number {i}" for i in range(20)]
+    assert splits.val["text"].tolist() == ["in val", "val only", "v2"]  # its test duplicate is gone
+    assert splits.stats["val_test_overlap_removed"] == 1
+    assert (splits.stats["train_leaks_val"], splits.stats["train_leaks_test"], splits.stats["train_leaks_mine"]) \
+        == (1, 1, 1)
+    assert splits.stats["train_leaks_removed"] == 3
+    assert splits.extra["mine"]["text"].tolist() == ["shared with extra", "extra only"]  # evaluation sets kept whole
 
 
 def test_jsonl_and_tsv_read(tmp_path):

@@ -66,3 +66,24 @@ def test_tracking_credentials_never_reach_params():
     cfg = OmegaConf.create({"tracking": {"uri": "https://bob:pw@127.0.0.1:8443"}, "trainer": {"resume": None}})
     params = config_params(cfg)
     assert params["tracking.uri"] == "https://127.0.0.1:8443" and "pw" not in str(params)
+
+
+def test_resuming_may_change_how_a_run_executes_but_not_what_it_computes(tmp_path):
+    import mlflow
+
+    from lib.errors import ConfigError
+    from lib.tracking import _params_to_log
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/store.db")
+    logged = {"trainer.compile": "False", "schedule.lr": "0.001", "trainer.epochs": "2"}
+    with mlflow.start_run() as run:
+        mlflow.log_params(logged)
+    with mlflow.start_run(run_id=run.info.run_id):
+        resumed = mlflow.get_run(run.info.run_id)
+        new = _params_to_log({**logged, "trainer.compile": "True", "model.extra": "x"}, resumed)
+        assert new == {"schedule.lr": "0.001", "trainer.epochs": "2", "model.extra": "x"}
+        mlflow.log_params(new)  # MLflow would refuse a changed trainer.compile
+        with pytest.raises(ConfigError, match=r"the interrupted run had schedule.lr=0.001; resume with the same"):
+            _params_to_log({**logged, "schedule.lr": "0.01"}, resumed)
+    assert mlflow.get_run(run.info.run_id).data.tags["resumed_with"] == "trainer.compile=True"
+    assert _params_to_log(logged) == logged  # a new run logs everything

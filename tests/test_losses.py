@@ -66,6 +66,58 @@ def test_focal_non_integer_gamma():
     assert loss == pytest.approx(0.081232308, abs=1e-7)
 
 
+def _reference_focal(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """The textbook formula in float64, where 1 - p_t of these logits does not round to 0."""
+    p_t = torch.softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    return (alpha * (1 - p_t) ** gamma * -torch.log(p_t)).mean()
+
+
+SATURATED = [([[30.0, 0.0]], 0), ([[30.0, 0.0]], 1), ([[0.0, 30.0]], 0), ([[0.0, 30.0]], 1)]
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("logits, label", SATURATED)
+def test_focal_gradient_is_finite_and_right_for_saturated_logits(gamma, logits, label):
+    # A confidently right example ([[30, 0]] with label 0) made p_t round to 1.0 in float32, and
+    # (1 - p_t)^gamma with 0 < gamma < 1 has an infinite derivative there: the gradient was NaN.
+    labels = torch.tensor([label])
+    reference = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    _reference_focal(reference, labels, 0.25, gamma).backward()
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        x = torch.tensor(logits, dtype=dtype, requires_grad=True)
+        loss = FocalLoss(alpha=0.25, gamma=gamma)(x, labels)
+        loss.backward()
+        assert torch.isfinite(x.grad).all(), (dtype, x.grad)
+        assert loss.item() == pytest.approx(_reference_focal(reference.detach(), labels, 0.25, gamma).item(),
+                                            abs=tolerance)
+        torch.testing.assert_close(x.grad.double(), reference.grad, atol=tolerance, rtol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.7])
+def test_focal_gradient_stays_finite_when_p_t_underflows_to_exactly_one(gamma):
+    # Beyond float precision (margin 200) 1 - p_t is 0 even in float64: the gradient is 0, not NaN.
+    x = torch.tensor([[200.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    FocalLoss(alpha=0.25, gamma=gamma)(x, torch.tensor([0, 1])).backward()
+    assert torch.isfinite(x.grad).all()
+    assert x.grad[0].abs().max() < 1e-30 and x.grad[1].abs().max() > 1e-3
+
+
+def test_focal_balanced_alpha_weights_class_1_by_alpha_and_class_0_by_one_minus_alpha():
+    # balanced_alpha, alpha 0.25: row A (label 0) weighs 0.75, rows B and C (label 1) 0.25.
+    # (0.75 * 0.0142093 * 0.1269280 + 0.25 * 0.0723295 * 0.3132617 + 0.25 * 0.3874556 * 0.9740770) / 3
+    loss_fn = build_loss(OmegaConf.create({"name": "focal", "alpha": 0.25, "gamma": 2.0, "balanced_alpha": True}))
+    assert loss_fn.alpha.tolist() == [0.75, 0.25]
+    assert loss_fn(LOGITS, LABELS).item() == pytest.approx(0.0337900, abs=1e-6)
+    # The default (scalar alpha for both classes) only rescales the loss: the same for every row.
+    assert build_loss(OmegaConf.load(CONF / "focal.yaml")).alpha.tolist() == [0.25, 0.25]
+
+
+@pytest.mark.parametrize("alpha", [[0.4, 0.6], 1.0, 0.0])
+def test_focal_balanced_alpha_needs_a_scalar_between_0_and_1(alpha):
+    with pytest.raises(ConfigError, match="balanced_alpha"):
+        FocalLoss(alpha=alpha, gamma=2.0, balanced=True)
+
+
 def test_focal_per_class_alpha():
     # alpha [0.4, 0.6]: row A (label 0) uses 0.4, rows B and C (label 1) use 0.6.
     # (0.4 * 0.0142093 * 0.1269280 + 0.6 * 0.0723295 * 0.3132617 + 0.6 * 0.3874556 * 0.9740770) / 3

@@ -250,6 +250,8 @@ def test_schedule_scales_every_layer_wise_group_alike():
 
 
 def test_scheduler_state_dict_round_trips():
+    # The resumed scheduler is built with other settings (as a changed config or a bug would give):
+    # only a real restore of the saved schedule reproduces the original lr trace.
     cfg = schedule_cfg("cosine", warmup_steps=3)
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = build_scheduler(cfg, optimizer, 10)
@@ -257,12 +259,20 @@ def test_scheduler_state_dict_round_trips():
         optimizer.step()
         scheduler.step()
     resumed_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    resumed = build_scheduler(cfg, resumed_opt, 10)
+    resumed = build_scheduler(schedule_cfg("linear", warmup_steps=1), resumed_opt, 40)
     resumed.load_state_dict(scheduler.state_dict())
+    traces = []
     for opt, sched in ((optimizer, scheduler), (resumed_opt, resumed)):
-        opt.step()
-        sched.step()
-    assert resumed.get_last_lr() == pytest.approx(scheduler.get_last_lr())
+        trace = []
+        for _ in range(5):
+            opt.step()
+            sched.step()
+            trace.append(sched.get_last_lr()[0])
+        traces.append(trace)
+    assert traces[1] == pytest.approx(traces[0])
+    assert traces[0][-1] == pytest.approx(0.0, abs=1e-12)  # the original 10-step cosine ends at 0
+    unrestored = build_scheduler(schedule_cfg("linear", warmup_steps=1), resumed_opt, 40).lr_lambdas[0]
+    assert [unrestored(step) for step in range(6, 11)] != pytest.approx(traces[0])  # the test can tell
 
 
 @pytest.mark.parametrize("steps", [0, -3, 2.5])

@@ -191,7 +191,9 @@ def test_compare_registers_the_best_run_and_predict_loads_it_by_alias(trained, t
         client.set_tag(trained.run_id, tag, value)
     worse = client.create_run(experiment, run_name="worse",
                               tags={"mlflow.parentRunId": sweep.info.run_id, ROLE_TAG: "job"})
-    client.log_metric(worse.info.run_id, "test_f1", 0.1)
+    # The best test F1 but the worst validation F1: registering by test (the old default) would pick it.
+    client.log_metric(worse.info.run_id, "test_f1", 0.999)
+    client.log_metric(worse.info.run_id, "best_val_f1", 0.0)
     client.log_metric(worse.info.run_id, "test_loss", 0.0)  # best by test_loss, but nothing to register
     client.set_terminated(worse.info.run_id)
 
@@ -199,6 +201,9 @@ def test_compare_registers_the_best_run_and_predict_loads_it_by_alias(trained, t
     compare_main(["sweep=latest", "register=true", f"out={tmp_path / 'cmp'}", trained.paths])
     version = client.get_model_version_by_alias("titlesweep-best", "champion")
     assert version.run_id == trained.run_id and str(version.version) == "1"
+    assert version.tags["selected_by"] == "best_val_f1"
+    trained_metrics = client.get_run(trained.run_id).data.metrics
+    assert float(version.tags["test_f1"]) == pytest.approx(trained_metrics["test_f1"], rel=1e-5)
 
     source = _write(trained.fresh, tmp_path / "titles.txt")
     by_alias = tmp_path / "by_alias.csv"

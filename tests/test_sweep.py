@@ -128,3 +128,33 @@ def test_compare_marks_the_best_rows_and_writes_its_files(tmp_path):
     # a filter narrows the runs, across sweeps
     _, only = compare.select_runs(client, "titlesweep", None, {"model": "scibert"})
     assert [r.info.run_name for r in only] == ["model=scibert,loss=focal"]
+
+
+def test_a_filtered_comparison_keeps_runs_trained_outside_a_sweep(tmp_path):
+    client, exp = _fake_store(tmp_path)
+    single = client.create_run(exp, run_name="single-scibert", tags={"hydra_overrides": "model=scibert"})
+    client.log_param(single.info.run_id, "model.name", "scibert")
+    client.log_metric(single.info.run_id, "test_accuracy", 0.5)
+    client.set_terminated(single.info.run_id)
+    evaluation = client.create_run(exp, run_name="eval-single", tags={ROLE_TAG: "eval"})
+    client.log_param(evaluation.info.run_id, "model.name", "scibert")  # not a training run: never compared
+    _, runs = compare.select_runs(client, "titlesweep", None, {"model": "scibert"})
+    assert sorted(r.info.run_name for r in runs) == ["model=scibert,loss=focal", "single-scibert"]
+    table = compare.build_comparison(None, runs).table
+    assert sorted(table["run"]) == ["model=scibert,loss=focal", "single-scibert"]
+
+
+def test_the_comparison_table_is_printed_whole_in_a_log_file(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    client, _ = _fake_store(tmp_path)
+    parent, runs = compare.select_runs(client, "titlesweep", None, {})
+    log_file = io.StringIO()  # not a terminal, as in CI or a SLURM .out file
+    compare.print_table(compare.build_comparison(parent, runs), Console(file=log_file))
+    text = log_file.getvalue()
+    assert "…" not in text and "�" not in text
+    assert max(len(line) for line in text.splitlines()) > 80  # wider than the old 80-column cut
+    for cell in ("model=scibert,loss=focal", "citeseer_dev acc", "0.9000*", "150.0"):
+        assert cell in text, cell

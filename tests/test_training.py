@@ -3,6 +3,7 @@ early stopping restores the best weights, and a run is completely tracked in MLf
 import math
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -58,7 +59,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(make_cfg, toy_csv):
     evals = [h for h in result.history if "val_loss" in h]
     assert result.stopped_early and len(evals) == 3  # best at epoch 1, then 2 evaluations without gain
     assert result.best_epoch == 1 and evals[0]["val_loss"] > evals[-1]["val_loss"]
-    restored, _ = evaluate(model, loaders[1], loss_fn, torch.device("cpu"), "fp32")
+    restored, _ = evaluate(model, loaders[1], loss_fn, torch.device("cpu"))
     assert restored["loss"] == pytest.approx(evals[0]["val_loss"], abs=1e-6)
 
 
@@ -84,6 +85,13 @@ def test_default_minilm_run_is_completely_tracked_in_mlflow(make_cfg):
                      "model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/titlesweep.json"):
         assert expected in files, expected
     assert 0.0 < logged["decision_threshold"] < 1.0
+    # Test metrics are those at the stored threshold (what predict/evaluate give); at 0.5 beside them.
+    scored = pd.read_csv(client.download_artifacts(run.info.run_id, "reports/test/predictions.csv", str(cfg.paths.outputs)))
+    at_threshold = ((scored["probability"] >= logged["decision_threshold"]).astype(int) == scored["label"]).mean()
+    at_half = ((scored["probability"] >= 0.5).astype(int) == scored["label"]).mean()
+    assert logged["test_accuracy"] == pytest.approx(at_threshold) and logged["test_accuracy_at_0.5"] == pytest.approx(at_half)
+    assert (scored["prediction"] == (scored["probability"] >= logged["decision_threshold"])).all()
+    assert {"cross_source_accuracy_at_0.5", "test_f1_at_0.5", "test_macro_f1_at_0.5"} <= set(logged)
 
 
 def _artifact_paths(client, run_id, path=""):

@@ -1,0 +1,280 @@
+"""lib.loop step by step: gradient accumulation windows, the non-finite guard on gradients, the
+adversarial loss, fp32 evaluation, the precision choice on GPUs, and torch.compile."""
+import functools
+import math
+
+import pytest
+import torch
+import transformers
+from omegaconf import OmegaConf
+
+from lib import loop
+from lib.batching import make_loader
+from lib.loop import evaluate, train
+from lib.optim import build_param_groups
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100,
+            num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def tiny_bert(seed: int = 0):
+    torch.manual_seed(seed)
+    return transformers.BertForSequenceClassification(transformers.BertConfig(**TINY))
+
+
+def examples(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = [torch.randint(3, 100, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g).tolist()
+           for _ in range(n)]
+    return ids, [i % 2 for i in range(n)]
+
+
+def loader(ids, labels, batch_size, shuffle=False):
+    # Sequential, unbucketed batches: batch k holds examples [k * batch_size, (k + 1) * batch_size).
+    return make_loader(ids, labels, batch_size, shuffle=shuffle, pad_id=0, bucketing=False)
+
+
+def trainer_cfg(**values):
+    base = {"epochs": 1, "grad_accum_steps": 1, "max_grad_norm": None, "log_every_steps": 1,
+            "eval_every_steps": None, "max_nonfinite_steps": 5,
+            "early_stopping": {"metric": "f1", "mode": "max", "patience": None}}
+    return OmegaConf.create({**base, **values})
+
+
+class GradientRecorder(torch.optim.SGD):
+    """Records every parameter's gradient at each step and leaves the weights unchanged, so every
+    step's gradient is taken at the same point and can be compared with a hand computation."""
+
+    def __init__(self, model):
+        super().__init__(model.parameters(), lr=1.0)
+        self.model, self.steps = model, []
+
+    def step(self, closure=None):
+        self.steps.append({n: p.grad.detach().clone() for n, p in self.model.named_parameters()
+                           if p.grad is not None})
+
+
+def run(model, train_loader, val_loader, cfg, optimizer=None, loss_fn=None, adversary=None, precision="fp32",
+        steps=None):
+    optimizer = optimizer or GradientRecorder(model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    logged = []
+    result = train(model, train_loader, val_loader, loss_fn or torch.nn.CrossEntropyLoss(), optimizer, scheduler,
+                   adversary, cfg, torch.device("cpu"), precision, steps or len(train_loader),
+                   on_metrics=lambda metrics, step: logged.append((step, metrics)))
+    return result, optimizer, logged
+
+
+def mean_loss_gradient(model, batch):
+    model.zero_grad(set_to_none=True)
+    model.train()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.item(), grads
+
+
+def assert_same_gradients(actual, expected, atol=1e-6):
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=atol, rtol=1e-4, msg=name)
+
+
+# --------------------------------------------------------------- gradient accumulation
+
+
+def test_the_last_partial_accumulation_window_is_a_full_mean():
+    # 5 batches, accumulation 2: windows (1, 2), (3, 4), (5). The third step's gradient must be the
+    # gradient of batch 5's mean loss, not half of it.
+    ids, labels = examples(40)
+    model, train_loader = tiny_bert(), loader(ids, labels, 8)
+    batches = list(train_loader)
+    _, recorder, logged = run(model, train_loader, loader(ids[:8], labels[:8], 8), trainer_cfg(grad_accum_steps=2),
+                              steps=3)
+    assert len(recorder.steps) == 3
+    last_loss, last_grads = mean_loss_gradient(model, batches[4])
+    assert_same_gradients(recorder.steps[2], last_grads)
+    first_losses = [mean_loss_gradient(model, b)[0] for b in batches[:2]]
+    losses = {step: metrics["train_loss"] for step, metrics in logged if "train_loss" in metrics}
+    assert losses[1] == pytest.approx(sum(first_losses) / 2, rel=1e-5)  # the mean over its 2 batches
+    assert losses[3] == pytest.approx(last_loss, rel=1e-5)               # one batch, counted once
+
+
+def test_accumulating_two_batches_of_16_equals_one_batch_of_32():
+    ids, labels = examples(64)
+    model = tiny_bert()
+    _, accumulated, _ = run(model, loader(ids, labels, 16), loader(ids[:8], labels[:8], 8),
+                            trainer_cfg(grad_accum_steps=2), steps=2)
+    _, whole, _ = run(model, loader(ids, labels, 32), loader(ids[:8], labels[:8], 8), trainer_cfg(), steps=2)
+    assert len(accumulated.steps) == len(whole.steps) == 2
+    for a, w in zip(accumulated.steps, whole.steps):
+        assert_same_gradients(a, w)
+
+
+def test_window_lengths_cover_every_batch_once():
+    for batches, accum in [(5, 2), (6, 3), (7, 3), (1, 4), (4, 1)]:
+        windows = [loop._window_length(i, accum, batches) for i in range(batches)]
+        starts = range(0, batches, accum)
+        assert windows == [min(accum, batches - s) for s in starts for _ in range(min(accum, batches - s))]
+
+
+# --------------------------------------------------------------- the non-finite guard
+
+
+class NaNGradientLoss(torch.nn.Module):
+    """Cross-entropy whose value stays finite while its gradient is NaN on the listed calls:
+    d/dx |x|^0.5 at x = 0, the failure of focal loss with 0 < gamma < 1 before it was fixed."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.bad, self.calls = set(bad), 0
+
+    def forward(self, logits, labels):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        if self.calls in self.bad:
+            loss = loss + (logits - logits.detach()).abs().pow(0.5).sum()  # + 0, with a NaN gradient
+        return loss
+
+
+def test_a_step_with_a_finite_loss_but_a_nan_gradient_is_skipped():
+    ids, labels = examples(64)
+    model = tiny_bert()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for max_grad_norm in (1.0, None):  # clipped or not, the norm is checked
+        result, _, _ = run(model, loader(ids, labels, 8, shuffle=True), loader(ids[:16], labels[:16], 16),
+                           trainer_cfg(max_grad_norm=max_grad_norm), optimizer=optimizer,
+                           loss_fn=NaNGradientLoss({2, 5}))
+        assert result.skipped_steps == 2 and result.steps == 6
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_nan_gradients_in_a_row_stop_the_run():
+    ids, labels = examples(64)
+    with pytest.raises(loop.NonFiniteLoss, match="loss or gradient norm was NaN/inf for 3 optimiser steps"):
+        run(tiny_bert(), loader(ids, labels, 8), loader(ids[:16], labels[:16], 16), trainer_cfg(max_nonfinite_steps=3),
+            optimizer=torch.optim.AdamW(tiny_bert().parameters()), loss_fn=NaNGradientLoss({1, 2, 3}))
+
+
+# --------------------------------------------------------------- adversarial loss
+
+
+class CountingFGM:
+    """An adversary whose loss is known: it calls forward_backward once and returns its loss."""
+
+    def __init__(self):
+        self.losses = []
+
+    def attack(self, forward_backward):
+        self.losses.append(float(forward_backward()))
+        return torch.tensor(self.losses[-1])
+
+
+def test_the_adversarial_loss_is_logged_as_adv_loss():
+    ids, labels = examples(32)
+    adversary = CountingFGM()
+    _, _, logged = run(tiny_bert(), loader(ids, labels, 8), loader(ids[:8], labels[:8], 8),
+                       trainer_cfg(log_every_steps=2), adversary=adversary)
+    adv = [metrics["adv_loss"] for _, metrics in logged if "adv_loss" in metrics]
+    assert adv == pytest.approx([sum(adversary.losses[:2]) / 2, sum(adversary.losses[2:]) / 2], rel=1e-5)
+
+
+def test_no_adv_loss_without_an_adversary():
+    ids, labels = examples(16)
+    _, _, logged = run(tiny_bert(), loader(ids, labels, 8), loader(ids[:8], labels[:8], 8), trainer_cfg())
+    assert not any("adv_loss" in metrics for _, metrics in logged)
+
+
+# --------------------------------------------------------------- evaluation precision
+
+
+def test_validation_probabilities_are_fp32_even_when_training_in_bf16():
+    # The threshold is chosen on validation probabilities and applied to predict/evaluate's, which
+    # are fp32: validation must not be scored under the training autocast.
+    ids, labels = examples(48)
+    model, val_loader = tiny_bert(), loader(ids[:24], labels[:24], 8)
+    result, _, _ = run(model, loader(ids, labels, 8), val_loader, trainer_cfg(), precision="bf16",
+                       optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3))
+    _, fp32_probs = evaluate(model, val_loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"))
+    assert result.best_val_probs == pytest.approx(fp32_probs.tolist(), abs=1e-7)
+    assert all(v.device.type == "cpu" for v in model.state_dict().values())
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"),
+                                                  ((9, 0), "bf16")])
+def test_auto_precision_follows_the_configured_gpus_compute_capability(monkeypatch, capability, expected):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    # is_bf16_supported() says yes on a T4 or V100 too (emulated): it must not decide.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert loop.resolve_precision("auto", torch.device("cuda:1")) == expected
+    assert asked == [torch.device("cuda:1")]  # the configured device, not the current one
+    assert loop.resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
+def test_a_gpu_index_beyond_the_visible_gpus_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(loop.ConfigError, match=r"trainer.device=cuda:3: only 1 CUDA GPU\(s\) visible"):
+        loop.resolve_device("cuda:3")
+
+
+# --------------------------------------------------------------- torch.compile
+
+
+def test_layer_wise_groups_are_the_same_with_and_without_compile():
+    cfg = OmegaConf.create({"name": "linear", "lr": 1e-3, "weight_decay": 0.01, "layer_decay": 0.5,
+                            "head_lr_mult": 10.0, "warmup_ratio": 0.0, "warmup_steps": None})
+    model = tiny_bert()
+
+    def rates(groups, module):
+        names = {id(p): n for n, p in module.named_parameters()}
+        return {names[id(p)].removeprefix("_orig_mod."): (g["name"], g["lr"]) for g in groups for p in g["params"]}
+
+    plain = rates(build_param_groups(cfg, model), model)
+    compiled = torch.compile(model)  # compiles lazily, on the first call: nothing is compiled here
+    assert rates(build_param_groups(cfg, compiled), compiled) == plain
+    assert plain["bert.encoder.layer.0.attention.self.query.weight"] == ("layer_0/decay", 5e-4)
+    assert plain["classifier.weight"] == ("head/decay", 1e-2)
+
+
+def test_a_checkpoint_loads_whether_or_not_compile_was_on():
+    from lib.checkpoint import model_state
+
+    model = tiny_bert(seed=1)
+    from_compiled = torch.compile(model).state_dict()
+    assert all(k.startswith("_orig_mod.") for k in from_compiled)
+    other = tiny_bert(seed=2)
+    other.load_state_dict(model_state(from_compiled))  # strict: every name must match
+    other.load_state_dict(model_state(model.state_dict()))
+    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), model.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_a_compiled_tiny_run_learns_with_layer_wise_rates(make_cfg, toy_csv, monkeypatch):
+    # Dynamo traces the model as in a real compiled run; the eager backend skips Inductor's C++
+    # code generation, which takes minutes per batch shape on 2 cores and is torch's to test.
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is not available in this torch build")
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    from lib import run as run_module
+
+    seen = {}
+    real_build = run_module.build_optimizer
+
+    def spy(cfg_schedule, model):
+        optimizer = real_build(cfg_schedule, model)
+        seen["groups"] = {g["name"]: g["lr"] for g in optimizer.param_groups}
+        return optimizer
+
+    monkeypatch.setattr(run_module, "build_optimizer", spy)
+    cfg = make_cfg("model=tiny_bert", "data=csv", f"data.train={toy_csv}", "trainer.epochs=3", "trainer.compile=true",
+                   "schedule.lr=1e-3", "schedule.layer_decay=0.5", "schedule.head_lr_mult=10", "trainer.batch_size=16")
+    metrics = run_module.run_training(cfg)
+    assert metrics["test_accuracy"] >= 0.9 and metrics["test_f1"] >= 0.9, metrics
+    assert seen["groups"]["layer_1/decay"] == pytest.approx(1e-3)
+    assert seen["groups"]["layer_0/decay"] == pytest.approx(5e-4)
+    assert seen["groups"]["head/decay"] == pytest.approx(1e-2)
+    assert math.isfinite(metrics["best_val_loss"])
