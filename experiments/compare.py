@@ -41,7 +41,7 @@ def main(args: list[str]) -> None:
     compare.print_table(comparison, console)  # full width in a log file too
     out_dir = Path(options["out"]) if "out" in options else compare.default_out_dir(comparison, cfg.paths.outputs)
     for path in compare.write_outputs(client, comparison, out_dir):
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", soft_wrap=True)  # a long path on one line, also in a log file
     if registration:
         version, best = compare.register_best(client, comparison, **registration)
         console.print(f"registered {version.name} version {version.version} (alias {registration['alias']}: "

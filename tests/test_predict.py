@@ -47,6 +47,7 @@ def trained(tmp_path_factory):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"paths.outputs={outputs}", f"data.train={toy}", *TRAIN])
     metrics = run_training(cfg)
+    assert metrics["test_accuracy"] >= 0.9 and metrics["test_f1"] >= 0.9, metrics  # a model worth serving
     mlflow.set_tracking_uri(f"sqlite:///{outputs}/mlflow.db")
     (run,) = mlflow.search_runs(experiment_names=["titlesweep"], output_format="list")
     fresh = pd.read_csv(write_toy_csv(root / "fresh.csv", n_per_class=12, seed=1), keep_default_na=False)
@@ -94,7 +95,7 @@ def test_stored_threshold_is_used_and_can_be_overridden(trained, tmp_path):
     files = MlflowClient(trained.uri).download_artifacts(trained.run_id, "model/titlesweep.json", str(tmp_path))
     stored = json.loads(open(files).read())
     assert stored["decision_threshold"] == pytest.approx(trained.run.data.metrics["decision_threshold"])
-    assert stored["max_length"] == 48
+    assert stored["max_length"] == int(trained.run.data.params["model.max_length"]) == 64
     source = _write(trained.fresh, tmp_path / "titles.txt")
     default = _predict(trained, source)
     expected = inference.labels_at(default["probability"].to_numpy(), stored["decision_threshold"])
