@@ -1,0 +1,113 @@
+"""A throwaway PostgreSQL cluster and an MLflow tracking server on it, both on 127.0.0.1.
+
+The cluster lives in a temporary folder owned by the ``postgres`` system user (initdb refuses to
+run as root), trusts local connections only, and is removed when the context exits. Tests skip
+with one line when the machine cannot run it (no PostgreSQL binaries, not root, no psycopg2).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+SERVICE_USER = "postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bin(name: str) -> str | None:
+    """A PostgreSQL server binary: on PATH, else Debian's versioned folder."""
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+def why_not_available() -> str | None:
+    """None when a cluster can be started here, else the reason in one line."""
+    if not (pg_bin("initdb") and pg_bin("pg_ctl")):
+        return "PostgreSQL is not installed (apt-get install -y postgresql; .ci/run does it)"
+    if os.geteuid() != 0:
+        return "starting a PostgreSQL cluster as the postgres user needs root"
+    try:
+        import pwd
+
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return f"no '{SERVICE_USER}' system user (apt-get install -y postgresql creates it)"
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        return "psycopg2 is not installed (pip install -e '.[team]')"
+    return None
+
+
+def _as_postgres(*cmd: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", SERVICE_USER, "--", *cmd], check=True, capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+@contextmanager
+def postgres_database(name: str = "mlflow") -> Iterator[str]:
+    """Yield the URI of database ``name`` in a new cluster on 127.0.0.1."""
+    folder = Path(tempfile.mkdtemp(prefix="titlesweep-pg-"))
+    shutil.chown(folder, SERVICE_USER, SERVICE_USER)
+    data, port = folder / "data", free_port()
+    try:
+        _as_postgres(pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", SERVICE_USER, "--encoding=UTF8")
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
+        _as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "start")
+        try:
+            _as_postgres("psql", "-h", "127.0.0.1", "-p", str(port), "-d", "postgres", "-c", f"CREATE DATABASE {name}")
+            # The driver named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3.
+            yield f"postgresql+psycopg2://{SERVICE_USER}@127.0.0.1:{port}/{name}"
+        finally:
+            _as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, port: int | None = None) -> Iterator[str]:
+    """An ``mlflow server`` on 127.0.0.1 over ``backend_uri``; yields its URL once /health answers."""
+    port = port or free_port()
+    proc = start_mlflow_server(backend_uri, artifacts, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def start_mlflow_server(backend_uri: str, artifacts: Path, port: int, timeout: float = 120) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
+                             "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server on {backend_uri.split('@')[-1]} exited with status {proc.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    stop(proc)
+    raise RuntimeError(f"mlflow server did not answer within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
