@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -22,7 +23,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from lib.errors import UserError
-from lib.tracking import experiment_id, tracking_uri
+from lib.tracking import experiment_id, redact, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -92,27 +93,73 @@ class MlflowSweepCallback(Callback):
         log.info("MLflow sweep run %s (%s)", name, self.parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        # The sweep's outcome is recorded now or never: wait a while for a server that is restarting.
+        _when_the_store_answers(lambda: self._record_outcome(config), self.uri)
+
+    def _record_outcome(self, config: DictConfig) -> None:
         client = MlflowClient(self.uri)
-        statuses = [r.info.status for r in child_runs(client, self.parent)]
-        failed = sum(status != "FINISHED" for status in statuses)
-        for key, value in {"jobs_total": len(statuses), "jobs_finished": len(statuses) - failed,
-                           "jobs_failed": failed}.items():
+        children = child_runs(client, self.parent)
+        _fail_orphans(client, children)
+        statuses = [client.get_run(r.info.run_id).info.status for r in children]
+        # A job that could not reach the tracking store at all has no run: count launched jobs too.
+        launched = len(list(Path(config.hydra.sweep.dir).glob("*/.hydra")))
+        total = max(len(statuses), launched)
+        failed = sum(status != "FINISHED" for status in statuses) + total - len(statuses)
+        for key, value in {"jobs_total": total, "jobs_finished": total - failed, "jobs_failed": failed,
+                           "jobs_without_run": total - len(statuses)}.items():
             client.log_metric(self.parent, key, value)
         _log_optuna_result(client, self.parent, Path(config.hydra.sweep.dir))
-        status = "FAILED" if failed or not statuses else "FINISHED"
+        status = "FAILED" if failed or not total else "FINISHED"
         client.set_terminated(self.parent, status)
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEPT_ENV, None)
         if status == "FAILED":
-            print(f"error: {failed} of {len(statuses)} sweep jobs failed (sweep run {self.parent}); "
+            print(f"error: {failed} of {total} sweep jobs failed (sweep run {self.parent}); "
                   "see each failed run's error/traceback.txt", file=sys.stderr)
             raise SystemExit(1)
 
     def _close_if_still_running(self) -> None:
+        _when_the_store_answers(self._kill_if_still_running, self.uri)
+
+    def _kill_if_still_running(self) -> None:
         client = MlflowClient(self.uri)
         if client.get_run(self.parent).info.status == "RUNNING":
             client.set_tag(self.parent, "error", "the sweep stopped before all jobs were launched or finished")
             client.set_terminated(self.parent, "KILLED")
+
+
+OUTCOME_WAIT_SECONDS = 180  # how long the end of a sweep waits for a tracking server that does not answer
+
+
+def _when_the_store_answers(record, uri: str, wait: float = OUTCOME_WAIT_SECONDS) -> None:
+    """Run ``record()``, retrying while the tracking store does not answer (a server restart), for at
+    most ``wait`` seconds; then say in one line what could not be recorded."""
+    from mlflow.exceptions import MlflowException
+
+    deadline, warned = time.monotonic() + wait, False
+    while True:
+        try:
+            return record()
+        except MlflowException as err:
+            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(err, "error_code", "")) or time.monotonic() > deadline:
+                print(f"error: could not record the sweep's outcome in {redact(uri)} ({str(err).splitlines()[0][:200]}); "
+                      "runs there may still show RUNNING", file=sys.stderr)
+                raise SystemExit(1) from None
+            if not warned:
+                log.warning("the tracking server does not answer; retrying for up to %.0f s to record the sweep's "
+                            "outcome", wait)
+                warned = True
+            time.sleep(2)
+
+
+def _fail_orphans(client: MlflowClient, children) -> None:
+    """Child runs still RUNNING when every job has returned lost their job (killed) or their
+    connection to the tracking server (it failed while the job logged): FAILED, never left looking alive."""
+    for run in children:
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "error", "its job ended without closing the run (killed, or the tracking "
+                                                     "server did not answer); metrics and artifacts may be incomplete")
+            client.set_terminated(run.info.run_id, "FAILED")
 
 
 def _log_optuna_result(client: MlflowClient, parent: str, sweep_dir: Path) -> None:

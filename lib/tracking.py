@@ -177,10 +177,15 @@ def _end_with_error(err: BaseException) -> None:
     if isinstance(err, SystemExit) and not err.code:
         mlflow.end_run("FINISHED")
         return
-    if isinstance(err, TrainingInterrupted):
-        mlflow.set_tags({CHECKPOINT_TAG: str(err.path), "error": f"interrupted by {err.signal_name}"})
-        mlflow.end_run("KILLED")
-        return
-    mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:MAX_PARAM_CHARS])
-    mlflow.log_text("".join(traceback.format_exception(err)), "error/traceback.txt")
-    mlflow.end_run("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+    status = "KILLED" if isinstance(err, (TrainingInterrupted, KeyboardInterrupt)) else "FAILED"
+    try:
+        if isinstance(err, TrainingInterrupted):
+            mlflow.set_tags({CHECKPOINT_TAG: str(err.path), "error": f"interrupted by {err.signal_name}"})
+        else:
+            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:MAX_PARAM_CHARS])
+            mlflow.log_text("".join(traceback.format_exception(err)), "error/traceback.txt")
+    finally:
+        # Even when the store does not answer (the error may be that): end_run takes the run off
+        # MLflow's stack first, so MLflow's exit hook can never close it FINISHED. Left RUNNING on a
+        # server that is away, a sweep's end marks it FAILED (lib/sweep.py).
+        mlflow.end_run(status)

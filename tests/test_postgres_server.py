@@ -93,3 +93,64 @@ def test_compare_registers_and_predict_loads_by_alias_from_the_server(tmp_path, 
     assert done.returncode == 0, done.stderr[-3000:]
     scored = pd.read_csv(tmp_path / "scored.csv")
     assert len(scored) == 40 and (scored["label"] == fresh["label"]).mean() >= 0.8  # the registered model learned
+
+
+def test_a_server_restart_during_a_sweep_loses_nothing_silently(tmp_path, tmp_path_factory):
+    """The server goes away while the first job logs its steps and comes back 20 s later on the same
+    port (state is in PostgreSQL). Each job either rides it out or fails with one line; no run is
+    left RUNNING and no FINISHED run is incomplete; the parent counts the failures."""
+    import threading
+    import time
+
+    from services.postgres import free_port, start_mlflow_server, stop
+
+    toy = write_toy_csv(tmp_path / "toy.csv", n_per_class=600)  # ~30 logged steps per job
+    artifacts, port = tmp_path_factory.mktemp("pg-restart-artifacts"), free_port()
+    with postgres_database("restart") as backend:
+        url = f"http://127.0.0.1:{port}"
+        procs = [start_mlflow_server(backend, artifacts, port)]
+        client = MlflowClient(url)
+
+        def a_job_is_logging() -> bool:
+            try:
+                experiments = [e.experiment_id for e in client.search_experiments()]
+                runs = client.search_runs(experiments) if experiments else []
+                return any(client.get_metric_history(r.info.run_id, "train_loss") for r in runs)
+            except Exception:  # the store is still being created
+                return False
+
+        def restart_once_training_logs():
+            deadline = time.time() + 300
+            while time.time() < deadline and not a_job_is_logging():
+                time.sleep(0.2)
+            stop(procs[0])
+            time.sleep(20)  # longer than the client's bounded retries (2, backoff 1 s)
+            procs.append(start_mlflow_server(backend, artifacts, port))
+
+        restarter = threading.Thread(target=restart_once_training_logs)
+        restarter.start()
+        try:
+            done = _entry("train.py", "--multirun", "loss=ce,focal", f"tracking.uri={url}",
+                          f"paths.outputs={tmp_path / 'out'}", f"data.train={toy}", "tracking.log_model=false",
+                          *TINY)
+            restarter.join(timeout=400)
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        finally:
+            for proc in procs:
+                stop(proc)
+    (parent,) = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(ROLE_TAG) == "job"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]  # nothing left looking alive
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    for run in finished:  # a FINISHED run is complete
+        steps = int(run.data.params["train.total_steps"])
+        assert "test_accuracy" in run.data.metrics
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == list(range(1, steps + 1))
+    failed = int(parent.data.metrics["jobs_failed"])
+    assert parent.data.metrics["jobs_total"] == 2 and failed == 2 - len(finished)
+    if failed:
+        assert parent.info.status == "FAILED" and done.returncode == 1
+        assert f"error: {failed} of 2 sweep jobs failed" in done.stderr
+        assert any("job failed:" in line for line in (done.stdout + done.stderr).splitlines())  # one line per job
+    else:
+        assert parent.info.status == "FINISHED" and done.returncode == 0
