@@ -12,7 +12,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lib.errors import ConfigError, UserError
-from lib.metrics import compute_metrics
+from lib.metrics import compute_metrics, metrics_at_threshold
 
 # --------------------------------------------------------------- device and precision
 
@@ -79,12 +79,16 @@ def predict(model, loader, device, precision: str = "fp32") -> torch.Tensor:
     return logits_all
 
 
-def evaluate(model, loader, loss_fn, device) -> tuple[dict, np.ndarray]:
-    """Metrics (the loss included) and the probability of label 1 for one labelled split, in fp32."""
+def evaluate(model, loader, loss_fn, device, threshold: float | None = None) -> tuple[dict, np.ndarray]:
+    """Metrics (the loss included) and the probability of label 1 for one labelled split, in fp32;
+    at 0.5, or at ``threshold`` with the threshold-dependent ones at 0.5 beside (``*_at_0.5``)."""
     logits = predict(model, loader, device)
     labels = torch.tensor([label for _, label, _ in loader.dataset], dtype=torch.long)
     probs = torch.softmax(logits, dim=-1)[:, 1].numpy()
-    metrics = compute_metrics(labels.numpy(), probs)
+    if threshold is None:
+        metrics = compute_metrics(labels.numpy(), probs)
+    else:
+        metrics = metrics_at_threshold(labels.numpy(), probs, threshold)
     metrics["loss"] = float(loss_fn(logits.to(device), labels.to(device)))
     return metrics, probs
 

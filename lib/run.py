@@ -28,7 +28,7 @@ from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG, TrainingInterrupted
 from lib.errors import DataError, UserError, exit_on_user_error
 from lib.loop import LoopState, evaluate, resolve_device, resolve_precision, train
 from lib.losses import build_loss
-from lib.metrics import best_threshold, class_report, confusion, metrics_at_threshold
+from lib.metrics import best_threshold, class_report, confusion
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
 from lib.sweep import ROLE_TAG, child_run_name, in_multirun, parent_run_id
@@ -229,9 +229,8 @@ def _log_step_metrics(metrics: dict, step: int) -> None:
 def _report_split(name, loader, splits, model, loss_fn, device, threshold: float, output_dir: Path) -> dict:
     """Metrics at the validation-chosen ``threshold`` (and at 0.5, as ``*_at_0.5``), classification
     report, confusion matrix and predictions of one held-out split: what predict/evaluate will see."""
-    at_half, probs = evaluate(model, loader, loss_fn, device)
+    metrics, probs = evaluate(model, loader, loss_fn, device, threshold)
     frame = splits.test if name == "test" else splits.extra[name]
-    metrics = {**metrics_at_threshold(frame["label"].to_numpy(), probs, threshold), "loss": at_half["loss"]}
     preds = (probs >= threshold).astype(int)
     folder = output_dir / "reports" / name
     folder.mkdir(parents=True, exist_ok=True)

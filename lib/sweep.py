@@ -98,9 +98,7 @@ class MlflowSweepCallback(Callback):
 
     def _record_outcome(self, config: DictConfig) -> None:
         client = MlflowClient(self.uri)
-        children = child_runs(client, self.parent)
-        _fail_orphans(client, children)
-        statuses = [client.get_run(r.info.run_id).info.status for r in children]
+        statuses = _fail_orphans(client, child_runs(client, self.parent))
         # A job that could not reach the tracking store at all has no run: count launched jobs too.
         launched = len(list(Path(config.hydra.sweep.dir).glob("*/.hydra")))
         total = max(len(statuses), launched)
@@ -152,14 +150,16 @@ def _when_the_store_answers(record, uri: str, wait: float = OUTCOME_WAIT_SECONDS
             time.sleep(2)
 
 
-def _fail_orphans(client: MlflowClient, children) -> None:
+def _fail_orphans(client: MlflowClient, children) -> list[str]:
     """Child runs still RUNNING when every job has returned lost their job (killed) or their
-    connection to the tracking server (it failed while the job logged): FAILED, never left looking alive."""
+    connection to the tracking server (it failed while the job logged): FAILED, never left looking
+    alive. Returns every child's status after that."""
     for run in children:
         if run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, "error", "its job ended without closing the run (killed, or the tracking "
                                                      "server did not answer); metrics and artifacts may be incomplete")
             client.set_terminated(run.info.run_id, "FAILED")
+    return ["FAILED" if run.info.status == "RUNNING" else run.info.status for run in children]
 
 
 def _log_optuna_result(client: MlflowClient, parent: str, sweep_dir: Path) -> None:

@@ -11,20 +11,8 @@ from lib.loop import NonFiniteLoss, train
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
 from lib.run import _as_user_error
+from faulty_losses import nan_loss
 from lib.tracking import config_params, redact
-
-
-class FlakyLoss(torch.nn.Module):
-    """Cross-entropy, except NaN on the optimiser steps listed in ``bad`` (1-based call count)."""
-
-    def __init__(self, bad):
-        super().__init__()
-        self.bad, self.calls = set(bad), 0
-
-    def forward(self, logits, labels):
-        self.calls += 1
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        return loss * float("nan") if self.calls in self.bad else loss
 
 
 def _setup(make_cfg, toy_csv, **trainer):
@@ -41,7 +29,7 @@ def _setup(make_cfg, toy_csv, **trainer):
 
 def test_nonfinite_steps_are_skipped_and_weights_stay_finite(make_cfg, toy_csv):
     cfg, model, tl, vl, opt, sched = _setup(make_cfg, toy_csv)
-    result = train(model, tl, vl, FlakyLoss({2, 5}), opt, sched, None, cfg.trainer, torch.device("cpu"), "fp32", 8)
+    result = train(model, tl, vl, nan_loss({2, 5}), opt, sched, None, cfg.trainer, torch.device("cpu"), "fp32", 8)
     assert result.skipped_steps == 2 and result.steps == 6  # 8 batches, two of them skipped
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert math.isfinite(result.best_metrics["loss"])
@@ -50,7 +38,7 @@ def test_nonfinite_steps_are_skipped_and_weights_stay_finite(make_cfg, toy_csv):
 def test_too_many_nonfinite_steps_in_a_row_stop_the_run(make_cfg, toy_csv):
     cfg, model, tl, vl, opt, sched = _setup(make_cfg, toy_csv, max_nonfinite_steps=3)
     with pytest.raises(NonFiniteLoss, match="NaN/inf for 3 optimiser steps in a row"):
-        train(model, tl, vl, FlakyLoss({2, 3, 4}), opt, sched, None, cfg.trainer, torch.device("cpu"), "fp32", 8)
+        train(model, tl, vl, nan_loss({2, 3, 4}), opt, sched, None, cfg.trainer, torch.device("cpu"), "fp32", 8)
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS])

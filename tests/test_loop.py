@@ -8,6 +8,7 @@ import torch
 import transformers
 from omegaconf import OmegaConf
 
+from faulty_losses import nan_gradient_loss
 from lib import loop
 from lib.batching import make_loader
 from lib.loop import evaluate, train
@@ -123,22 +124,6 @@ def test_window_lengths_cover_every_batch_once():
 # --------------------------------------------------------------- the non-finite guard
 
 
-class NaNGradientLoss(torch.nn.Module):
-    """Cross-entropy whose value stays finite while its gradient is NaN on the listed calls:
-    d/dx |x|^0.5 at x = 0, the failure of focal loss with 0 < gamma < 1 before it was fixed."""
-
-    def __init__(self, bad):
-        super().__init__()
-        self.bad, self.calls = set(bad), 0
-
-    def forward(self, logits, labels):
-        self.calls += 1
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        if self.calls in self.bad:
-            loss = loss + (logits - logits.detach()).abs().pow(0.5).sum()  # + 0, with a NaN gradient
-        return loss
-
-
 def test_a_step_with_a_finite_loss_but_a_nan_gradient_is_skipped():
     ids, labels = examples(64)
     model = tiny_bert()
@@ -146,16 +131,17 @@ def test_a_step_with_a_finite_loss_but_a_nan_gradient_is_skipped():
     for max_grad_norm in (1.0, None):  # clipped or not, the norm is checked
         result, _, _ = run(model, loader(ids, labels, 8, shuffle=True), loader(ids[:16], labels[:16], 16),
                            trainer_cfg(max_grad_norm=max_grad_norm), optimizer=optimizer,
-                           loss_fn=NaNGradientLoss({2, 5}))
+                           loss_fn=nan_gradient_loss({2, 5}))
         assert result.skipped_steps == 2 and result.steps == 6
         assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_nan_gradients_in_a_row_stop_the_run():
     ids, labels = examples(64)
+    model = tiny_bert()
     with pytest.raises(loop.NonFiniteLoss, match="loss or gradient norm was NaN/inf for 3 optimiser steps"):
-        run(tiny_bert(), loader(ids, labels, 8), loader(ids[:16], labels[:16], 16), trainer_cfg(max_nonfinite_steps=3),
-            optimizer=torch.optim.AdamW(tiny_bert().parameters()), loss_fn=NaNGradientLoss({1, 2, 3}))
+        run(model, loader(ids, labels, 8), loader(ids[:16], labels[:16], 16), trainer_cfg(max_nonfinite_steps=3),
+            optimizer=torch.optim.AdamW(model.parameters()), loss_fn=nan_gradient_loss({1, 2, 3}))
 
 
 # --------------------------------------------------------------- adversarial loss

@@ -12,7 +12,8 @@ from mlflow import MlflowClient
 from conftest import write_toy_csv
 from lib.paths import PROJECT_ROOT
 from lib.sweep import ROLE_TAG
-from services.postgres import mlflow_server, postgres_database, why_not_available
+from services.mlflow_server import mlflow_server
+from services.postgres import postgres_database, why_not_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow,
               pytest.mark.skipif(why_not_available() is not None, reason=str(why_not_available()))]
@@ -102,7 +103,7 @@ def test_a_server_restart_during_a_sweep_loses_nothing_silently(tmp_path, tmp_pa
     import threading
     import time
 
-    from services.postgres import free_port, start_mlflow_server, stop
+    from services.mlflow_server import free_port, start_mlflow_server, stop
 
     toy = write_toy_csv(tmp_path / "toy.csv", n_per_class=600)  # ~30 logged steps per job
     artifacts, port = tmp_path_factory.mktemp("pg-restart-artifacts"), free_port()

@@ -1,46 +1,21 @@
 """A real MLflow tracking server on loopback (SQLite backend): parallel jobs lose nothing; a server
 that does not answer fails the command at once with one line."""
-import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 from mlflow import MlflowClient
 
 from lib.paths import PROJECT_ROOT
 from lib.sweep import ROLE_TAG
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from services.mlflow_server import free_port, mlflow_server
 
 
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                             "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2).read()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start within 90 s")
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "server-artifacts") as url:
+        yield url
 
 
 def _sweep(tmp_path, toy_csv, uri, *extra):
@@ -66,7 +41,7 @@ def test_four_parallel_jobs_against_a_server_lose_nothing(tmp_path, toy_csv, ser
 
 
 def test_unreachable_server_fails_fast_with_one_line(tmp_path, toy_csv):
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     start = time.time()
     done = _sweep(tmp_path, toy_csv, uri)
     assert time.time() - start < 60

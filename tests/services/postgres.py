@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL cluster and an MLflow tracking server on it, both on 127.0.0.1.
+"""A throwaway PostgreSQL cluster on 127.0.0.1, as the backend of an MLflow server
+(tests/services/mlflow_server.py).
 
 The cluster lives in a temporary folder owned by the ``postgres`` system user (initdb refuses to
 run as root), trusts local connections only, and is removed when the context exits. Tests skip
@@ -9,29 +10,23 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from services.mlflow_server import free_port
+
 SERVICE_USER = "postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_bin(name: str) -> str | None:
     """A PostgreSQL server binary: on PATH, else Debian's versioned folder."""
-    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found if isinstance(found, str) else (found[-1] if found else None)
+    if shutil.which(name):
+        return shutil.which(name)
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return versions[-1] if versions else None
 
 
 def why_not_available() -> str | None:
@@ -76,38 +71,3 @@ def postgres_database(name: str = "mlflow") -> Iterator[str]:
             _as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, port: int | None = None) -> Iterator[str]:
-    """An ``mlflow server`` on 127.0.0.1 over ``backend_uri``; yields its URL once /health answers."""
-    port = port or free_port()
-    proc = start_mlflow_server(backend_uri, artifacts, port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
-
-
-def start_mlflow_server(backend_uri: str, artifacts: Path, port: int, timeout: float = 120) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
-                             "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server on {backend_uri.split('@')[-1]} exited with status {proc.returncode}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-            return proc
-        except OSError:
-            time.sleep(0.5)
-    stop(proc)
-    raise RuntimeError(f"mlflow server did not answer within {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
