@@ -5,6 +5,10 @@
     python experiments/compare.py model=scibert            # every scibert run, across sweeps
     python experiments/compare.py sweep=latest loss=focal out=reports/  experiment=titlesweep
     python experiments/compare.py tracking.uri=http://127.0.0.1:5000
+    python experiments/compare.py rank_by=cross_source_accuracy
+        # a sweep over trainer.seed (e.g. +experiment=offline_five) is also grouped by recipe: mean +- std
+        # per recipe, ranked by mean validation F1 (rank_by=...), and a paired bootstrap 95% interval of
+        # the top two recipes' accuracy difference on every extra evaluation set (lib/recipes.py)
     python experiments/compare.py register=true [name=titlesweep-best] [alias=champion] [metric=best_val_f1]
         # also register the pyfunc model of the run with the best validation F1 in the MLflow model
         # registry, alias pointed at it; its test F1 is printed beside (chosen on test, it would be biased)
@@ -17,14 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mlflow import MlflowClient  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from lib import compare  # noqa: E402
+from lib import compare, recipes  # noqa: E402
 from lib.cli import compose_config, parse_key_values  # noqa: E402
-from lib.errors import exit_on_user_error  # noqa: E402
+from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
-USAGE = ("compare.py [sweep=NAME|ID|latest] [experiment=NAME] [out=DIR] [register=true [name=MODEL_NAME] "
+USAGE = ("compare.py [sweep=NAME|ID|latest] [experiment=NAME] [out=DIR] [rank_by=METRIC] [register=true [name=MODEL_NAME] "
          "[alias=ALIAS] [metric=KEY]] [KEY=VALUE filters] [tracking.*=... paths.*=...]")
-OPTIONS = ("sweep", "experiment", "out", "register", "name", "alias", "metric")
+OPTIONS = ("sweep", "experiment", "out", "rank_by", "register", "name", "alias", "metric")
 
 
 def main(args: list[str]) -> None:
@@ -39,8 +43,13 @@ def main(args: list[str]) -> None:
     comparison = compare.build_comparison(parent, runs)
     console = Console()
     compare.print_table(comparison, console)  # full width in a log file too
+    summary = compare.recipe_summary(client, comparison, options.get("rank_by", recipes.RANK_DEFAULT))
+    if summary is not None:
+        compare.print_recipes(summary, console)
+    elif "rank_by" in options:
+        raise ConfigError(f"rank_by={options['rank_by']}: only used when the compared runs sweep {recipes.SEED_KEY}")
     out_dir = Path(options["out"]) if "out" in options else compare.default_out_dir(comparison, cfg.paths.outputs)
-    for path in compare.write_outputs(client, comparison, out_dir):
+    for path in compare.write_outputs(client, comparison, out_dir, summary):
         console.print(f"wrote {path}", soft_wrap=True)  # a long path on one line, also in a log file
     if registration:
         version, best = compare.register_best(client, comparison, **registration)

@@ -24,6 +24,7 @@ from rich.console import Console  # noqa: E402
 from rich.measure import Measurement  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from lib import plots, recipes  # noqa: E402
 from lib.errors import ConfigError, UserError  # noqa: E402
 from lib.sweep import ROLE_TAG  # noqa: E402
 
@@ -107,6 +108,53 @@ def _extra_columns(runs) -> list[tuple[str, str, str | None]]:
     return [(f"{n}_{suffix}", f"{n} {header}", better) for n in names for suffix, header, better in EXTRA_SUFFIXES]
 
 
+def extra_sets(comparison: Comparison) -> list[str]:
+    """Names of the extra evaluation sets among the comparison's columns (cross_source, citeseer_dev, ...)."""
+    return [key[: -len("_accuracy")] for key, _, _ in comparison.columns
+            if key.endswith("_accuracy") and key != "test_accuracy"]
+
+
+def recipe_summary(client: MlflowClient, comparison: Comparison, rank_by: str = recipes.RANK_DEFAULT):
+    """Runs grouped by recipe across seeds (lib/recipes.py); None when the runs do not sweep the seed."""
+    sets = extra_sets(comparison)
+    metrics = ["test_accuracy", "test_f1", *[f"{n}_{m}" for n in sets for m in ("accuracy", "roc_auc")]]
+    # roc_auc and the ranking metric are not table columns: read from the runs
+    with_metrics = _with_run_metrics(client, comparison, [*metrics, rank_by])
+    return recipes.summarise(client, with_metrics, metrics, sets, rank_by)
+
+
+def _with_run_metrics(client: MlflowClient, comparison: Comparison, keys: list[str]) -> Comparison:
+    """The comparison with ``keys`` added as table columns, read from each run where missing."""
+    missing = [k for k in keys if k not in comparison.table]
+    if not missing:
+        return comparison
+    table = comparison.table.copy()
+    logged = [client.get_run(run_id).data.metrics for run_id in table["run_id"]]
+    for key in missing:
+        table[key] = [m.get(key, math.nan) for m in logged]
+    return Comparison(comparison.sweep, table, comparison.columns, comparison.overrides)
+
+
+RECIPE_HEADERS = {"test_accuracy": "test acc", "test_f1": "test F1", "best_val_f1": "val F1"}
+
+
+def recipe_headers(summary) -> dict[str, str]:
+    return {**RECIPE_HEADERS, **{k: k.replace("_accuracy", " acc").replace("_roc_auc", " AUC")
+                                 for k in summary.metrics if k not in RECIPE_HEADERS}}
+
+
+def print_recipes(summary, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="recipes across seeds (mean ± std; ranked by mean " + summary.rank_by + ")")
+    for i, header in enumerate(recipes.headers(summary, recipe_headers(summary))):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for cells in recipes.rows(summary):
+        table.add_row(*cells)
+    print_wide(table, console)
+    for line in recipes.interval_lines(summary):
+        console.print(line, soft_wrap=True)
+
+
 def best_rows(comparison: Comparison) -> dict[str, set[int]]:
     """{metric key: row indices holding the best value (ties all marked)} for columns with a direction."""
     best = {}
@@ -136,8 +184,10 @@ def _fmt(key: str, value) -> str:
 def print_table(comparison: Comparison, console: Console | None = None) -> None:
     """The rich table on a terminal; in a log file or pipe at its full natural width, because
     rich would otherwise fold it into 80 columns and cut every cell to a few characters."""
-    console = console or Console()
-    table = _rich_table(comparison)
+    print_wide(_rich_table(comparison), console or Console())
+
+
+def print_wide(table: Table, console: Console) -> None:
     if not console.is_terminal:
         width = Measurement.get(console, console.options.update_width(100_000), table).maximum
         console = Console(file=console.file, width=max(width, 80), force_terminal=False)
@@ -204,14 +254,22 @@ def validation_curves(client: MlflowClient, comparison: Comparison, path: Path, 
     return path
 
 
-def write_outputs(client: MlflowClient, comparison: Comparison, out_dir: Path) -> list[Path]:
-    """comparison.md / .csv and two PNGs in ``out_dir``; also logged to the sweep run when there is one."""
+def write_outputs(client: MlflowClient, comparison: Comparison, out_dir: Path, summary=None) -> list[Path]:
+    """comparison.md / .csv and two PNGs in ``out_dir`` (and recipes.md / .csv / .png when runs were
+    grouped by recipe); also logged to the sweep run when there is one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.md").write_text(to_markdown(comparison))
     comparison.table.to_csv(out_dir / "comparison.csv", index=False)
     files = [out_dir / "comparison.md", out_dir / "comparison.csv",
              bar_chart(comparison, out_dir / "comparison_scores.png"),
              validation_curves(client, comparison, out_dir / "validation_curves.png")]
+    if summary is not None:
+        headers = recipe_headers(summary)
+        (out_dir / "recipes.md").write_text(recipes.to_markdown(summary, headers))
+        summary.table.to_csv(out_dir / "recipes.csv", index=False)
+        bars = [(k, headers[k]) for k in summary.metrics if k.endswith(("_accuracy", "_roc_auc"))]
+        files += [out_dir / "recipes.md", out_dir / "recipes.csv",
+                  plots.recipe_bars_png(summary.table, bars, out_dir / "recipes.png")]
     if comparison.sweep is not None:
         for path in files:
             client.log_artifact(comparison.sweep.info.run_id, str(path), "comparison")

@@ -107,3 +107,21 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def recipe_bars_png(table, metrics: list[tuple[str, str]], path: Path) -> Path:
+    """Mean per recipe with a one-standard-deviation bar across its seeds, one group of bars per metric."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(metrics) * max(1, len(table)) / 3), 4))
+    width = 0.8 / max(1, len(table))
+    for i, (_, row) in enumerate(table.iterrows()):
+        means = [row[f"{key}_mean"] for key, _ in metrics]
+        stds = [0.0 if np.isnan(row[f"{key}_std"]) else row[f"{key}_std"] for key, _ in metrics]
+        ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=stds, capsize=3,
+               label=f"{row['recipe']} (n={row['runs']})")
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(table) - 1) / 2, [header for _, header in metrics])
+    low = float(np.nanmin([table[f"{key}_mean"].min() for key, _ in metrics]))
+    ax.set_ylim(max(0.0, low - 0.08), 1.0)
+    ax.set_ylabel("mean over seeds (bar: ± 1 std)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("recipes across seeds")
+    return _save(fig, path)
