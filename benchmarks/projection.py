@@ -19,7 +19,8 @@ from rich.table import Table
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 from benchmarks.variants import Setup, _our_loader
-from lib.loop import autocast, predict, to_device
+from lib.device import autocast, to_device
+from lib.loop import predict
 
 VAL_FRACTION = 0.1  # the original runs held 10% of the titles out for validation
 

@@ -32,7 +32,7 @@ from benchmarks import machine, report  # noqa: E402
 from benchmarks.variants import Setup, variants  # noqa: E402
 from lib.batching import encode  # noqa: E402
 from lib.data import load_data  # noqa: E402
-from lib.loop import resolve_device, resolve_precision  # noqa: E402
+from lib.device import resolve_device, resolve_precision  # noqa: E402
 from lib.losses import build_loss  # noqa: E402
 from lib.models import build_model  # noqa: E402
 

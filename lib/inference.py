@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lib.batching import encode, make_loader
 from lib.data import CITESEER_TEXT, read_lines, read_table
 from lib.errors import ConfigError, DataError, UserError
-from lib.loop import resolve_device
+from lib.device import resolve_device
 from lib.pyfunc import DEFAULT_MAX_LENGTH, HF_ARTIFACT, SETTINGS_FILE
 from lib.tracking import redact
 

@@ -11,51 +11,9 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from lib.device import autocast, to_device
 from lib.errors import ConfigError, UserError
 from lib.metrics import compute_metrics, metrics_at_threshold
-
-# --------------------------------------------------------------- device and precision
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name}: no CUDA GPU is visible; use trainer.device=cpu or auto")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"trainer.device={name}: only {torch.cuda.device_count()} CUDA GPU(s) visible "
-                          f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
-    return device
-
-
-# Native bf16 tensor cores start with Ampere (compute capability 8.0). torch.cuda.is_bf16_supported()
-# also says yes on older GPUs that emulate bf16 (slowly), so the capability decides.
-BF16_MIN_CAPABILITY = (8, 0)
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """'auto' -> bf16 on a CUDA GPU with native bf16 (capability >= 8.0), fp16 + grad scaler on
-    older CUDA GPUs, fp32 on CPU. The capability is read from ``device`` itself (cuda:N)."""
-    if name == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.get_device_capability(device) >= BF16_MIN_CAPABILITY else "fp16"
-    if name not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"trainer.precision={name}: choose auto, fp32, bf16 or fp16")
-    if name == "fp16" and device.type != "cuda":
-        raise ConfigError("trainer.precision=fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
-    return name
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "index"}
-
 
 # --------------------------------------------------------------- evaluation
 

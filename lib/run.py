@@ -26,7 +26,8 @@ from lib.batching import encode, make_loader
 from lib.data import Splits, check_training_set, load_data
 from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG, TrainingInterrupted
 from lib.errors import DataError, UserError, exit_on_user_error
-from lib.loop import LoopState, evaluate, resolve_device, resolve_precision, train
+from lib.device import resolve_device, resolve_precision, why_precision
+from lib.loop import LoopState, evaluate, train
 from lib.losses import build_loss
 from lib.metrics import best_threshold, class_report, confusion
 from lib.models import build_model
@@ -78,6 +79,8 @@ def run_training(cfg) -> dict[str, float]:
         log.info("MLflow run %s, outputs in %s", run.info.run_id, output_dir)
         device = resolve_device(cfg.trainer.device)
         precision = resolve_precision(cfg.trainer.precision, device)
+        log.info("device %s, precision %s (%s), %d torch threads", device, precision,
+                 why_precision(cfg.trainer.precision, device, precision), cfg.trainer.num_threads or torch.get_num_threads())
         mlflow.set_tags({"device": str(device), "precision": precision})
         return _train_and_report(cfg, output_dir, device, precision, saved)
 

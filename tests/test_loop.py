@@ -9,7 +9,7 @@ import transformers
 from omegaconf import OmegaConf
 
 from faulty_losses import nan_gradient_loss
-from lib import loop
+from lib import device, loop
 from lib.batching import make_loader
 from lib.loop import evaluate, train
 from lib.optim import build_param_groups
@@ -195,16 +195,36 @@ def test_auto_precision_follows_the_configured_gpus_compute_capability(monkeypat
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
     # is_bf16_supported() says yes on a T4 or V100 too (emulated): it must not decide.
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert loop.resolve_precision("auto", torch.device("cuda:1")) == expected
+    assert device.resolve_precision("auto", torch.device("cuda:1")) == expected
     assert asked == [torch.device("cuda:1")]  # the configured device, not the current one
-    assert loop.resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
+CPU_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbugs\t\t: none\n"
+
+
+@pytest.mark.parametrize("extra, expected", [("", "fp32"), ("avx512_bf16", "bf16"), ("amx_tile amx_bf16", "bf16"),
+                                             ("avx512bw", "fp32")])
+def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_computes_it_natively(tmp_path, monkeypatch, extra, expected):
+    # AVX2/AVX-512 without BF16 emulate bf16 (measured ~30x slower): fp32 there.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPU_FLAGS.format(extra=extra))
+    monkeypatch.setattr(device, "CPUINFO", cpuinfo)
+    assert device.resolve_precision("auto", torch.device("cpu")) == expected
+    assert device.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    reason = device.why_precision("auto", torch.device("cpu"), expected)
+    assert (extra.split()[-1] in reason) if expected == "bf16" else ("no native bf16" in reason)
+
+
+def test_no_cpuinfo_means_fp32(tmp_path, monkeypatch):
+    monkeypatch.setattr(device, "CPUINFO", tmp_path / "missing")
+    assert device.resolve_precision("auto", torch.device("cpu")) == "fp32"
 
 
 def test_a_gpu_index_beyond_the_visible_gpus_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(loop.ConfigError, match=r"trainer.device=cuda:3: only 1 CUDA GPU\(s\) visible"):
-        loop.resolve_device("cuda:3")
+        device.resolve_device("cuda:3")
 
 
 # --------------------------------------------------------------- torch.compile
