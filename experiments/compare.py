@@ -28,11 +28,22 @@ from lib.tracking import tracking_uri  # noqa: E402
 
 USAGE = ("compare.py [sweep=NAME|ID|latest] [experiment=NAME] [out=DIR] [rank_by=METRIC] [register=true [name=MODEL_NAME] "
          "[alias=ALIAS] [metric=KEY]] [KEY=VALUE filters] [tracking.*=... paths.*=...]")
-OPTIONS = ("sweep", "experiment", "out", "rank_by", "register", "name", "alias", "metric")
+OPTIONS = {
+    "sweep": "a sweep's run name or id, or latest (default: latest, unless filters are given)",
+    "experiment": "MLflow experiment (default: tracking.experiment, titlesweep)",
+    "out": "folder for comparison.md/.csv/.png (default: <sweep folder>/comparison)",
+    "rank_by": f"metric ranking recipes in a seed sweep (default {recipes.RANK_DEFAULT})",
+    "register": "true: register the best run's model in the MLflow registry",
+    "name": f"registered model name (default {compare.REGISTER_DEFAULTS['name']})",
+    "alias": f"alias pointed at the new version (default {compare.REGISTER_DEFAULTS['alias']})",
+    "metric": f"metric choosing the run to register (default {compare.REGISTER_DEFAULTS['metric']})",
+    "KEY=VALUE": "filter on the runs' config: model=scibert (model.name), loss.gamma=2.0",
+    "tracking.*, paths.*": "config overrides, e.g. tracking.uri=http://127.0.0.1:5000",
+}
 
 
 def main(args: list[str]) -> None:
-    options = parse_key_values(args, USAGE)
+    options = parse_key_values(args, USAGE, OPTIONS, __doc__)
     config_overrides = [f"{k}={v}" for k, v in options.items() if k.startswith(("tracking.", "paths."))]
     filters = {k: v for k, v in options.items() if k not in OPTIONS and not k.startswith(("tracking.", "paths."))}
     registration = compare.registration_options(options)

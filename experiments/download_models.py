@@ -14,12 +14,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rich.console import Console  # noqa: E402
 
+from lib.cli import HELP_FLAGS, help_text  # noqa: E402
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.models import download_hub_model, hub_models  # noqa: E402
 from lib.paths import CONF_DIR  # noqa: E402
 
 
+USAGE = "download_models.py [model=NAME[,NAME...]] [to=DIR]"
+OPTIONS = {"model": "hub model options of conf/model/ to fetch (default: every one)",
+           "to": "save plain model folders under DIR/<name> (default: the Hugging Face cache)"}
+
+
 def parse(args: list[str]) -> dict[str, str]:
+    if any(a in HELP_FLAGS for a in args):
+        print(help_text(USAGE, OPTIONS, __doc__))
+        raise SystemExit(0)
     options = dict(arg.split("=", 1) for arg in args if "=" in arg)
     unknown = set(options) - {"model", "to"} | {a for a in args if "=" not in a}
     if unknown:

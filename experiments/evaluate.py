@@ -32,12 +32,20 @@ from lib.tracking import tracking_uri  # noqa: E402
 USAGE = ("evaluate.py (run=RUN_ID | model=NAME[@ALIAS]) (input=LABELLED_FILE | data=csv data.train=FILE "
          "[data.test=FILE] | data=citeseer data.dir=DIR) [batch_size=N] [device=auto|cpu|cuda] "
          "[tracking.*=... paths.*=...]")
-OPTIONS = ("run", "model", "input", "batch_size", "device")
+OPTIONS = {
+    "run": "MLflow run id of a training run: its logged model",
+    "model": "registered model, NAME or NAME@ALIAS",
+    "input": "a labelled file (CiteSeer test format, or text / label columns)",
+    "data=..., data.*": "instead of input: the test split as train.py builds it from these options",
+    "batch_size": f"titles per forward pass (default {DEFAULT_BATCH_SIZE})",
+    "device": "auto | cpu | cuda | cuda:N (default auto)",
+    "tracking.*, paths.*": "config overrides, e.g. tracking.uri=http://127.0.0.1:5000",
+}
 CONFIG_PREFIXES = ("tracking.", "paths.", "data")  # "data" covers data= and data.*
 
 
 def main(args: list[str]) -> None:
-    options, overrides = split_options(parse_key_values(args, USAGE), OPTIONS, USAGE, CONFIG_PREFIXES)
+    options, overrides = split_options(parse_key_values(args, USAGE, OPTIONS, __doc__), OPTIONS, CONFIG_PREFIXES)
     data_options = [o for o in overrides if o.startswith("data")]
     if ("input" in options) == bool(data_options):
         raise ConfigError("give the labelled data as input=FILE or as data=... options, not both or neither; "

@@ -22,11 +22,22 @@ from lib.tracking import tracking_uri  # noqa: E402
 
 USAGE = ("predict.py (run=RUN_ID | model=NAME[@ALIAS] | model_dir=DIR) input=FILE [output=CSV] [threshold=P] "
          "[text_column=NAME] [batch_size=N] [device=auto|cpu|cuda] [tracking.*=... paths.*=...]")
-OPTIONS = ("run", "model", "model_dir", "input", "output", "threshold", "text_column", "batch_size", "device")
+OPTIONS = {
+    "run": "MLflow run id of a training run: its logged model",
+    "model": "registered model, NAME or NAME@ALIAS (e.g. titlesweep-best@champion)",
+    "model_dir": "a model folder saved by a run (outputs/runs/<date>/<time>/model)",
+    "input": "titles to score: .txt (one per line), .csv / .tsv / .xlsx (required)",
+    "output": "CSV to write (default: <input>.predictions.csv)",
+    "threshold": "decision threshold in [0, 1] (default: the one stored with the model)",
+    "text_column": "column holding the titles (default: title, else text)",
+    "batch_size": f"titles per forward pass (default {inference.DEFAULT_BATCH_SIZE})",
+    "device": "auto | cpu | cuda | cuda:N (default auto)",
+    "tracking.*, paths.*": "config overrides, e.g. tracking.uri=http://127.0.0.1:5000",
+}
 
 
 def main(args: list[str]) -> None:
-    options, overrides = split_options(parse_key_values(args, USAGE), OPTIONS, USAGE)
+    options, overrides = split_options(parse_key_values(args, USAGE, OPTIONS, __doc__), OPTIONS)
     if "input" not in options:
         raise ConfigError(f"input=FILE is required; usage: {USAGE}")
     source = Path(options["input"])

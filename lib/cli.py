@@ -9,12 +9,27 @@ from pathlib import Path
 from lib.errors import ConfigError
 
 
-def parse_key_values(args: list[str], usage: str) -> dict[str, str]:
-    """["sweep=x", "model=scibert"] -> {"sweep": "x", "model": "scibert"}; anything else is refused."""
+HELP_FLAGS = ("-h", "--help")
+
+
+def parse_key_values(args: list[str], usage: str, options: dict[str, str] | None = None,
+                     about: str = "") -> dict[str, str]:
+    """["sweep=x", "model=scibert"] -> {"sweep": "x", "model": "scibert"}; anything else is refused.
+    -h / --help prints the usage, ``about`` (the entry point's docstring) and one line per option, and exits 0."""
+    if any(a in HELP_FLAGS for a in args):
+        print(help_text(usage, options or {}, about))
+        raise SystemExit(0)
     bad = [a for a in args if "=" not in a or a.startswith("=")]
     if bad:
         raise ConfigError(f"cannot read argument(s) {', '.join(bad)}; usage: {usage}")
     return dict(a.split("=", 1) for a in args)
+
+
+def help_text(usage: str, options: dict[str, str], about: str = "") -> str:
+    width = max((len(k) for k in options), default=0) + 2
+    about = [about.strip("\n").rstrip(), ""] if about.strip() else []
+    lines = [f"usage: {usage}", "", *about, "options:"] + [f"  {k.ljust(width)}{v}" for k, v in options.items()]
+    return "\n".join(lines)
 
 
 def preflight(args: list[str], conf_dir: Path, default_outputs: Path) -> None:
@@ -85,12 +100,16 @@ def compose_config(overrides: list[str]):
         raise ConfigError(f"cannot compose the config from {' '.join(overrides)}: {first_line}") from None
 
 
-def split_options(options: dict[str, str], allowed: tuple[str, ...], usage: str,
-                  config_prefixes: tuple[str, ...] = ("tracking.", "paths.")) -> tuple[dict[str, str], list[str]]:
-    """(this command's options, Hydra overrides); anything else is refused with the usage line."""
+def split_options(options: dict[str, str], allowed, config_prefixes: tuple[str, ...] = ("tracking.", "paths.")
+                  ) -> tuple[dict[str, str], list[str]]:
+    """(this command's options, Hydra overrides); anything else is refused with the valid names.
+    ``allowed``: option names (keys of an entry point's OPTIONS help; keys such as "tracking.*" are labels)."""
+    names = [k for k in allowed if k.isidentifier()]
     overrides = [f"{k}={v}" for k, v in options.items() if k.startswith(config_prefixes)]
     own = {k: v for k, v in options.items() if not k.startswith(config_prefixes)}
-    unknown = [k for k in own if k not in allowed]
+    unknown = [k for k in own if k not in names]
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; usage: {usage}")
+        prefixes = ", ".join(p + ("*" if p.endswith(".") else "=...") for p in config_prefixes)
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(names)}, {prefixes} "
+                          "(--help describes them)")
     return own, overrides

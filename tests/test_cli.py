@@ -43,3 +43,36 @@ def test_bad_input_exits_2_with_one_error_line(tmp_path, toy_csv, overrides, exp
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0]
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def _entry_point(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"entry_{name}", PROJECT_ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["predict", "evaluate", "compare", "download_models"])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_option_with_one_line_each(name, flag, capsys):
+    module = _entry_point(name)
+    with pytest.raises(SystemExit) as done:
+        module.main([flag])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {name}.py")
+    option_lines = out.split("options:\n", 1)[1].splitlines()
+    assert [line.split()[0].rstrip(",") for line in option_lines] == [k.split(",")[0] for k in module.OPTIONS]
+    assert all(len(line.split(None, 1)[1]) > 10 for line in option_lines if "," not in line.split()[0])
+
+
+@pytest.mark.parametrize("name, valid", [("predict", "run, model, model_dir, input, output, threshold"),
+                                         ("evaluate", "run, model, input, batch_size, device")])
+def test_an_unknown_option_names_the_valid_ones(name, valid):
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / f"{name}.py"), "colour=red", "input=x"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: unknown option(s) colour; valid: " + valid)
