@@ -23,8 +23,16 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_TAG = "checkpoint"  # MLflow tag of an interrupted run: where its checkpoint is
 
 
+# submitit's time-limit / pre-emption warning (sbatch --signal=USR2@signal_delay_s): the loop stops with
+# a checkpoint like on SIGTERM, then lib/run.py hands the signal back to submitit, which requeues the job.
+# (None on Windows, which has no SIGUSR2 and no SLURM.)
+REQUEUE_SIGNAL = getattr(signal, "SIGUSR2", None)
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, REQUEUE_SIGNAL) if s is not None)
+
+
 class TrainingInterrupted(Exception):
-    """SIGINT / SIGTERM arrived; the run stopped at a step boundary and saved ``path``."""
+    """SIGINT / SIGTERM / SIGUSR2 arrived; the run stopped at a step boundary and saved ``path``.
+    ``signal_name`` says which ("SIGUSR2": the job is to be requeued)."""
 
     def __init__(self, path: Path, signal_name: str):
         super().__init__(f"{signal_name} received: checkpoint saved to {path}; resume with trainer.resume={path}")
@@ -75,7 +83,7 @@ def set_rng_state(state: dict) -> None:
 
 
 class StopRequest:
-    """Set by SIGINT / SIGTERM while installed; the loop polls it between optimiser steps."""
+    """Set by SIGINT / SIGTERM / SIGUSR2 while installed; the loop polls it between optimiser steps."""
 
     def __init__(self):
         self.event = threading.Event()
@@ -97,26 +105,28 @@ def _raise_interrupt(signum, frame):
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM outside the training loop (loading data, evaluating) ends the job like Ctrl-C does,
-    so its MLflow run is closed KILLED instead of being left RUNNING."""
+    """SIGTERM (or SIGUSR2) outside the training loop (loading data, evaluating) ends the job like
+    Ctrl-C does, so its MLflow run is closed KILLED instead of being left RUNNING (or FAILED by
+    submitit's own SIGUSR2 handler raising in the middle of it)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = {s: signal.signal(s, _raise_interrupt) for s in STOP_SIGNALS if s != signal.SIGINT}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
-    """Turn SIGINT / SIGTERM into a polite stop request for the duration of training."""
+    """Turn SIGINT / SIGTERM / SIGUSR2 into a polite stop request for the duration of training."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
         yield request
         return
-    previous = {s: signal.signal(s, request._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, request._handle) for s in STOP_SIGNALS}
     try:
         yield request
     finally:

@@ -9,6 +9,7 @@ import errno
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -46,11 +47,13 @@ def run_job(cfg) -> float:
             metrics = run_training(cfg)
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
+        _requeue_with_submitit(err.signal_name)
         raise SystemExit(128 + getattr(signal, err.signal_name, signal.SIGINT).value) from None
     except KeyboardInterrupt as err:
         name = str(err) or "SIGINT"
         print(f"interrupted by {name} outside the training loop: no checkpoint; its MLflow run (if started) is "
               "marked KILLED", file=sys.stderr)
+        _requeue_with_submitit(name)
         raise SystemExit(128 + getattr(signal, name, signal.SIGINT).value) from None
     except Exception as err:
         if not in_multirun():
@@ -71,9 +74,8 @@ def run_training(cfg) -> dict[str, float]:
     parent = parent_run_id()
     if parent:
         tags.update({"mlflow.parentRunId": parent, ROLE_TAG: "job"})
-    saved = _resume_checkpoint(cfg)
-    if saved:
-        tags["resumed_from"] = str(cfg.trainer.resume)
+    saved, resume_tags = _resume_checkpoint(cfg, output_dir)
+    tags.update(resume_tags)
     with mlflow_run(cfg, tags, default_name=child_run_name(overrides) if parent else None,
                     resume_run_id=saved["run_id"] if saved else None) as run:
         log.info("MLflow run %s, outputs in %s", run.info.run_id, output_dir)
@@ -150,11 +152,41 @@ def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkp
                      state=state, stop_requested=lambda: bool(stop), on_interrupt=save_and_stop)
 
 
-def _resume_checkpoint(cfg) -> dict | None:
-    """trainer.resume -> the checkpoint dict: a checkpoint path, or an interrupted MLflow run's id."""
+def _requeue_with_submitit(signal_name: str) -> None:
+    """In a submitit job, SIGUSR2 is its time-limit / pre-emption warning: ours stopped the loop (with a
+    checkpoint when inside it); now run submitit's handler, restored since, which requeues the job and
+    exits (or raises UncompletedJobError once max_num_timeout is spent). The requeued job resumes from
+    the checkpoint (_resume_checkpoint)."""
+    requeue = checkpoint.REQUEUE_SIGNAL
+    if requeue is None or signal_name != requeue.name or "SUBMITIT_FOLDER" not in os.environ:
+        return
+    handler = signal.getsignal(requeue)
+    if not callable(handler):
+        return
+    print(f"{signal_name}: handing over to submitit to requeue the job", file=sys.stderr)
+    handler(requeue, None)
+
+
+def _resume_checkpoint(cfg, output_dir: Path) -> tuple[dict | None, dict[str, str]]:
+    """The checkpoint to continue from, and the tags saying so: trainer.resume (a checkpoint path,
+    or an interrupted MLflow run's id), else, in a sweep job that SLURM requeued, the checkpoint
+    the interrupted job left in its output folder (the requeued job has the same one)."""
     target = cfg.trainer.resume
     if not target:
-        return None
+        return _requeued_checkpoint(output_dir)
+    return _checkpoint_of(cfg, target), {"resumed_from": str(target)}
+
+
+def _requeued_checkpoint(output_dir: Path) -> tuple[dict | None, dict[str, str]]:
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    path = output_dir / "checkpoint" / CHECKPOINT_NAME
+    if not (restarts and in_multirun() and path.is_file()):
+        return None, {}
+    log.info("requeued by SLURM (restart %d): resuming from %s", restarts, path)
+    return checkpoint.load(path), {"resumed_from": str(path), "requeued": str(restarts)}
+
+
+def _checkpoint_of(cfg, target) -> dict:
     if Path(str(target)).exists():
         return checkpoint.load(Path(str(target)))
     mlflow.set_tracking_uri(tracking_uri(cfg))
