@@ -106,7 +106,7 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
 
     final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
     threshold = best_threshold([label for _, label, _ in loaders["val"].dataset], result.best_val_probs,
-                               cfg.trainer.threshold_metric)
+                               cfg.trainer.threshold_metric, cfg.trainer.threshold_tolerance)
     final.update(decision_threshold=threshold, best_epoch=result.best_epoch, best_step=result.best_step,
                  train_seconds=result.train_seconds, train_samples_per_s=result.samples_per_second,
                  stopped_early=float(result.stopped_early), skipped_steps=result.skipped_steps)

@@ -45,3 +45,24 @@ def test_best_threshold_maximises_f1_and_accuracy():
 
 def test_best_threshold_prefers_one_half_on_ties():
     assert best_threshold([0, 1], [0.2, 0.8], "f1") == 0.5
+
+
+def test_a_cut_off_nearly_as_good_and_nearer_one_half_wins_within_the_tolerance():
+    # 400 positives at 0.6-0.9, 400 negatives at 0.05-0.2, and in the gap 3 positives (0.30, 0.32, 0.34)
+    # with 1 negative (0.31): cutting near 0.3 catches 2-3 more positives for 0-1 false positive.
+    rng = np.random.default_rng(0)
+    probs = np.concatenate([rng.uniform(0.6, 0.9, 400), rng.uniform(0.05, 0.2, 400), [0.30, 0.32, 0.34, 0.31]])
+    labels = np.array([1] * 400 + [0] * 400 + [1, 1, 1, 0])
+    low = best_threshold(labels, probs, "f1")
+    assert 0.2 < low < 0.35  # the bare arg-max chases four titles
+    within = best_threshold(labels, probs, "f1", tolerance=0.005)
+    assert within == 0.5  # a cut-off in the empty 0.34-0.6 gap loses 0.0025 F1: inside the tolerance
+    f1 = {t: compute_metrics(labels, probs, t)["f1"] for t in (low, within)}
+    assert 0 < f1[low] - f1[within] <= 0.005
+    # a smaller tolerance only admits 0.315 (F1 0.000003 below the arg-max), not 0.5
+    assert best_threshold(labels, probs, "f1", tolerance=0.001) == pytest.approx(0.315)
+
+
+def test_a_tolerance_outside_0_1_is_refused():
+    with pytest.raises(Exception, match=r"trainer.threshold_tolerance=1.5: must be in \[0, 1\)"):
+        best_threshold([0, 1], [0.2, 0.8], "f1", tolerance=1.5)
