@@ -111,6 +111,7 @@ class MlflowSweepCallback(Callback):
         client.set_terminated(self.parent, status)
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEPT_ENV, None)
+        _show_comparison(client, self.parent)
         if status == "FAILED":
             print(f"error: {failed} of {total} sweep jobs failed (sweep run {self.parent}); "
                   "see each failed run's error/traceback.txt", file=sys.stderr)
@@ -148,6 +149,36 @@ def _when_the_store_answers(record, uri: str, wait: float = OUTCOME_WAIT_SECONDS
                             "outcome", wait)
                 warned = True
             time.sleep(2)
+
+
+def _show_comparison(client: MlflowClient, parent: str) -> None:
+    """What `python experiments/compare.py` would print and write for this sweep, at its end: the
+    table (and recipes across seeds), each failed job's one-line error, where the files went. A
+    comparison that cannot be made is a warning, never a failed sweep."""
+    from rich.console import Console
+
+    from lib import compare
+
+    try:
+        experiment = client.get_experiment(client.get_run(parent).info.experiment_id).name
+        comparison = compare.build_comparison(*compare.select_runs(client, experiment, parent, {}))
+        console = Console()
+        compare.print_table(comparison, console)
+        summary = compare.recipe_summary(client, comparison)
+        if summary is not None:
+            compare.print_recipes(summary, console)
+        out_dir = compare.default_out_dir(comparison, Path("outputs"))
+        compare.write_outputs(client, comparison, out_dir, summary)
+    except Exception as err:  # noqa: BLE001 - the sweep's outcome is already recorded
+        log.warning("could not compare the sweep's runs (%s); try `python experiments/compare.py`", err)
+        return
+    for row in comparison.table.itertuples():
+        if row.status != "FINISHED":
+            error = client.get_run(row.run_id).data.tags.get("error", "no error recorded")
+            console.print(f"{row.status.lower()}: {row.run} ({row.run_id}): {error}", soft_wrap=True, markup=False)
+    console.print(f"comparison of sweep {comparison.sweep.info.run_name} (run {parent}) written to {out_dir} and "
+                  f"logged to the sweep run; again: python experiments/compare.py sweep={parent}",
+                  soft_wrap=True, markup=False)
 
 
 def _fail_orphans(client: MlflowClient, children) -> list[str]:

@@ -1,6 +1,7 @@
 """Sweeps as users run them: one MLflow parent run per --multirun, a child per job, with the
 sequential, parallel (joblib) and submitit-local launchers and the Optuna sweeper; compare.py."""
 import math
+from pathlib import Path
 import subprocess
 import sys
 
@@ -56,6 +57,10 @@ def test_sequential_sweep_makes_one_parent_and_a_child_per_job(tmp_path, toy_csv
     assert "loss=ce,focal" in parent.data.tags["sweep_command"]
     _check_children(parent, children, 2)
     assert sorted(c.info.run_name for c in children) == ["loss=ce", "loss=focal"]
+    # the sweep's end prints the comparison and writes it beside the jobs, as compare.py would
+    assert "(* best per column)" in done.stdout and "loss=focal" in done.stdout
+    assert f"(run {parent.info.run_id}) written to {parent.data.tags['sweep_dir']}/comparison" in done.stdout
+    assert (Path(parent.data.tags["sweep_dir"]) / "comparison" / "comparison.md").is_file()
 
     # compare.py on that store: table printed, files written and logged on the sweep run
     out = subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / "compare.py"),
@@ -73,6 +78,8 @@ def test_failing_job_fails_the_sweep_but_not_the_other_jobs(tmp_path, toy_csv):
     assert parent.info.status == "FAILED" and parent.data.metrics["jobs_failed"] == 1
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
     assert "1 of 2 sweep jobs failed" in done.stderr
+    (failed,) = [c for c in children if c.info.status == "FAILED"]
+    assert f"failed: {failed.info.run_name} ({failed.info.run_id}): DataError" in done.stdout  # its one-line error
 
 
 def test_parallel_launcher_loses_no_run_or_metric(tmp_path, toy_csv):
