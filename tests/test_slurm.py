@@ -241,10 +241,11 @@ def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_
         cluster.run("scancel", "--signal=USR2", job_id)
         # Requeued (by submitit's `scontrol requeue`), SLURM holds a job until its old credential expires
         # (AuthInfo cred_expire, 120 s; set once the old job has ended): let this one start at once.
-        _poll(lambda: (lambda j: j["JobState"] == "PENDING" and j["Restarts"] == "1")(cluster.job(job_id)), 60,
+        # Generous upper bounds: with 60 s / 300 s the test failed once on a heavily loaded machine.
+        _poll(lambda: (lambda j: j["JobState"] == "PENDING" and j["Restarts"] == "1")(cluster.job(job_id)), 240,
               "the job to be requeued", every=0.5)
         cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
-        sweep.wait(timeout=300)
+        sweep.wait(timeout=600)
     finally:
         if sweep.poll() is None:
             sweep.kill()
