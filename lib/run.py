@@ -33,6 +33,7 @@ from lib.losses import build_loss
 from lib.metrics import best_threshold, class_report, confusion
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
+from lib.summary import print_end_of_run
 from lib.sweep import ROLE_TAG, child_run_name, in_multirun, parent_run_id
 from lib.tracking import mlflow_run, provenance_tags, redact, tracking_uri
 
@@ -84,7 +85,10 @@ def run_training(cfg) -> dict[str, float]:
         log.info("device %s, precision %s (%s), %d torch threads", device, precision,
                  why_precision(cfg.trainer.precision, device, precision), cfg.trainer.num_threads or torch.get_num_threads())
         mlflow.set_tags({"device": str(device), "precision": precision})
-        return _train_and_report(cfg, output_dir, device, precision, saved)
+        final = _train_and_report(cfg, output_dir, device, precision, saved)
+        if not parent:  # a sweep prints its comparison at the end instead
+            print_end_of_run(final, run.info.run_id, mlflow.get_tracking_uri(), run.info.experiment_id)
+        return final
 
 
 def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict | None) -> dict[str, float]:

@@ -23,6 +23,14 @@ def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_cs
     (run,) = mlflow.search_runs(experiment_names=["titlesweep"], output_format="list")
     assert run.info.status == "FINISHED"
     assert "adversarial=fgm" in run.data.tags["hydra_overrides"] and run.data.params["loss.name"] == "focal"
+    # it ends with the decisive numbers and the next commands, ready to paste, also in a log file
+    out = done.stdout
+    assert "results at the decision threshold" in out and "validation (best, at 0.5)" in out
+    test_row = next(line for line in out.splitlines() if line.strip("│ ").startswith("test "))
+    assert f"{run.data.metrics['test_accuracy']:.4f}" in test_row and f"{run.data.metrics['test_f1']:.4f}" in test_row
+    assert f"python experiments/predict.py run={run.info.run_id} input=" in out
+    assert f"python experiments/evaluate.py run={run.info.run_id} input=" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'outputs'}/mlflow.db" in out
     assert run.data.metrics["test_accuracy"] >= 0.8 and run.data.metrics["test_f1"] >= 0.8  # chance: 0.5
     assert run.data.metrics["skipped_steps"] == 0
     assert float(run.data.params["adversarial.epsilon"]) < 1.0  # the tiny option's own, not fgm.yaml's 1.0

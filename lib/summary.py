@@ -1,0 +1,54 @@
+"""What a single run prints when it ends: the decisive metrics in one table, where the run is, and
+the next commands ready to paste (single runs; a sweep prints its comparison at its end instead)."""
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from lib.tracking import redact
+
+COLUMNS = (("accuracy", "accuracy"), ("f1", "F1"), ("roc_auc", "ROC-AUC"))
+
+
+def end_of_run_table(final: dict[str, float]) -> Table:
+    """Best validation, test and every extra set: accuracy / F1 / ROC-AUC (test and extra sets at the
+    stored threshold)."""
+    sets = ["test", *sorted({k.rsplit("_", 1)[0] for k in final if k.endswith("_accuracy")}
+                            - {"test", "best_val"})]
+    table = Table(title=f"results at the decision threshold {final.get('decision_threshold', math.nan):.3f}")
+    table.add_column("set")
+    for _, header in COLUMNS:
+        table.add_column(header, justify="right")
+    # validation is scored at 0.5 during training (the threshold is chosen on it afterwards)
+    rows = [("validation (best, at 0.5)", "best_val")] + [(name, name) for name in sets]
+    for label, prefix in rows:
+        values = [final.get(f"{prefix}_{key}", math.nan) for key, _ in COLUMNS]
+        table.add_row(label, *["-" if math.isnan(v) else f"{v:.4f}" for v in values])
+    return table
+
+
+def next_commands(run_id: str, uri: str, experiment_id: str) -> list[str]:
+    shown = redact(uri)
+    if uri.startswith(("http://", "https://")):
+        ui = f"open {shown.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        store = f" tracking.uri={shown}"
+    else:
+        ui = f"mlflow ui --backend-store-uri {shown} --host 127.0.0.1   # then the run {run_id}"
+        store = ""
+    return [ui,
+            f"python experiments/predict.py run={run_id} input=titles.txt{store}",
+            f"python experiments/evaluate.py run={run_id} input=labelled.csv{store}"]
+
+
+def print_end_of_run(final: dict[str, float], run_id: str, uri: str, experiment_id: str,
+                     console: Console | None = None) -> None:
+    console = console or Console()
+    table = end_of_run_table(final)
+    if not console.is_terminal:
+        console = Console(file=console.file, width=max(console.width, 100))
+    console.print(table)
+    console.print(f"MLflow run {run_id} in {redact(uri)}; next:", soft_wrap=True, markup=False)
+    for line in next_commands(run_id, uri, experiment_id):
+        console.print(f"  {line}", soft_wrap=True, markup=False)
