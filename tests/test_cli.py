@@ -25,6 +25,8 @@ def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_cs
     assert "adversarial=fgm" in run.data.tags["hydra_overrides"] and run.data.params["loss.name"] == "focal"
     # it ends with the decisive numbers and the next commands, ready to paste, also in a log file
     out = done.stdout
+    progress_lines = [line for line in out.splitlines() if line.startswith("train ")]  # not a terminal: lines
+    assert len(progress_lines) >= 2 and "(100%)" in progress_lines[-1], progress_lines
     assert "results at the decision threshold" in out and "validation (best, at 0.5)" in out
     test_row = next(line for line in out.splitlines() if line.strip("│ ").startswith("test "))
     assert f"{run.data.metrics['test_accuracy']:.4f}" in test_row and f"{run.data.metrics['test_f1']:.4f}" in test_row

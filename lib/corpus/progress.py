@@ -1,10 +1,13 @@
-"""Rich progress display for corpus builds; silent when disabled (tests, library callers)."""
+"""Progress display for corpus builds (lib/progress.py: a bar on a terminal, lines in a log file);
+silent when disabled (tests, library callers)."""
 from __future__ import annotations
 
 import contextlib
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from lib.progress import progress
 
 
 class BuildProgress:
@@ -12,7 +15,7 @@ class BuildProgress:
         self.enabled, self.title = enabled, title
         self._progress = None
         if enabled:
-            self._progress = Progress(
+            self._progress = progress(
                 SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                 MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
             )
