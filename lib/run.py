@@ -33,7 +33,7 @@ from lib.losses import build_loss
 from lib.metrics import best_threshold, class_report, confusion
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
-from lib.summary import print_end_of_run
+from lib.summary import print_config_tree, print_end_of_run
 from lib.sweep import ROLE_TAG, child_run_name, in_multirun, parent_run_id
 from lib.tracking import mlflow_run, provenance_tags, redact, tracking_uri
 
@@ -80,6 +80,8 @@ def run_training(cfg) -> dict[str, float]:
     with mlflow_run(cfg, tags, default_name=child_run_name(overrides) if parent else None,
                     resume_run_id=saved["run_id"] if saved else None) as run:
         log.info("MLflow run %s, outputs in %s", run.info.run_id, output_dir)
+        if not parent:
+            print_config_tree(cfg, overrides, str(output_dir / ".hydra" / "config.yaml"))
         device = resolve_device(cfg.trainer.device)
         precision = resolve_precision(cfg.trainer.precision, device)
         log.info("device %s, precision %s (%s), %d torch threads", device, precision,

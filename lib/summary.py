@@ -1,15 +1,52 @@
-"""What a single run prints when it ends: the decisive metrics in one table, where the run is, and
-the next commands ready to paste (single runs; a sweep prints its comparison at its end instead)."""
+"""What a single run prints: at its start the composed recipe as a tree (each config group's choice,
+command-line overrides highlighted); at its end the decisive metrics in one table, where the run
+is, and the next commands ready to paste (a sweep prints its comparison at its end instead)."""
 from __future__ import annotations
 
 import math
 
 from rich.console import Console
 from rich.table import Table
+from rich.tree import Tree
 
 from lib.tracking import redact
 
 COLUMNS = (("accuracy", "accuracy"), ("f1", "F1"), ("roc_auc", "ROC-AUC"))
+GROUPS = ("model", "data", "loss", "adversarial", "schedule", "trainer")  # the recipe, in reading order
+
+
+def config_tree(cfg, overrides: list[str], config_file: str) -> Tree:
+    """Each group with its chosen option; under it, the values set on the command line (highlighted).
+    Everything else is the option's defaults, written in full to ``config_file``."""
+    changed: dict[str, list[tuple[str, str]]] = {}
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        group, _, rest = key.partition(".")
+        changed.setdefault(group, []).append((rest, value))
+    tree = Tree(f"config (command-line overrides in [bold yellow]yellow[/]; all values: {config_file})")
+    for group in GROUPS:
+        node = cfg.get(group)
+        if node is None:
+            continue
+        name = node.get("name", "") if hasattr(node, "get") else ""
+        set_here = [(k, v) for k, v in changed.pop(group, []) if k]
+        picked = any(not k for k, _ in changed.get(group, [])) or any(
+            o.lstrip("+~").startswith(f"{group}=") for o in overrides)
+        label = f"[bold yellow]{group}: {name}[/]" if picked else f"{group}: {name}" if name else group
+        branch = tree.add(label)
+        for key, value in set_here:
+            branch.add(f"[bold yellow]{key} = {value}[/]")
+    for group, values in changed.items():  # recipe=..., +experiment=..., extra_eval=..., hydra.*
+        for key, value in values:
+            tree.add(f"[bold yellow]{group}{'.' + key if key else ''} = {value}[/]")
+    return tree
+
+
+def print_config_tree(cfg, overrides: list[str], config_file: str, console: Console | None = None) -> None:
+    console = console or Console()
+    if not console.is_terminal:  # a log file: long paths on one line, not cut at 80 columns
+        console = Console(file=console.file, width=max(console.width, 240))
+    console.print(config_tree(cfg, overrides, config_file))
 
 
 def end_of_run_table(final: dict[str, float]) -> Table:

@@ -1,4 +1,5 @@
 """The command-line entry as users run it: Hydra overrides, exit codes, one-line errors."""
+import re
 import subprocess
 import sys
 
@@ -25,8 +26,13 @@ def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_cs
     assert "adversarial=fgm" in run.data.tags["hydra_overrides"] and run.data.params["loss.name"] == "focal"
     # it ends with the decisive numbers and the next commands, ready to paste, also in a log file
     out = done.stdout
+    # it starts with the recipe as a tree: every group's choice, the values set on the command line under it
+    for line in ("├── model: tiny_roberta", "├── loss: focal", "├── adversarial: fgm", "├── schedule: cosine",
+                 f"│   └── train = {toy_csv}", "│   └── epochs = 1"):
+        assert line in out, line
     progress_lines = [line for line in out.splitlines() if line.startswith("train ")]  # not a terminal: lines
-    assert len(progress_lines) >= 2 and "(100%)" in progress_lines[-1], progress_lines
+    # (a run of seconds gets its last line only; tests/test_progress.py checks the 10% / 30 s lines)
+    assert progress_lines and re.match(r"train (\d+)/\1 \(100%\) epoch 1 loss", progress_lines[-1]), progress_lines
     assert "results at the decision threshold" in out and "validation (best, at 0.5)" in out
     test_row = next(line for line in out.splitlines() if line.strip("│ ").startswith("test "))
     assert f"{run.data.metrics['test_accuracy']:.4f}" in test_row and f"{run.data.metrics['test_f1']:.4f}" in test_row
@@ -86,3 +92,14 @@ def test_an_unknown_option_names_the_valid_ones(name, valid):
     assert done.returncode != 0
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: unknown option(s) colour; valid: " + valid)
+
+
+def test_the_config_tree_highlights_what_the_command_line_chose(make_cfg):
+    from lib.summary import config_tree
+
+    overrides = ["model=tiny_bert", "loss.gamma=1.0", "recipe=focal"]
+    tree = config_tree(make_cfg(*overrides), overrides, "cfg.yaml")
+    labels = {str(node.label): [str(child.label) for child in node.children] for node in tree.children}
+    assert labels["[bold yellow]model: tiny_bert[/]"] == []            # chosen on the command line
+    assert labels["loss: focal"] == ["[bold yellow]gamma = 1.0[/]"]    # the recipe chose focal; gamma set here
+    assert labels["adversarial: none"] == [] and "[bold yellow]recipe = focal[/]" in labels
