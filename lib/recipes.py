@@ -9,6 +9,7 @@ both sources of noise: the evaluation titles (the same draw for both recipes: pa
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,8 @@ def correctness(client: MlflowClient, run_ids: list[str], data: str) -> np.ndarr
     """(runs, rows) array of 1 where a run classified a row of ``data`` correctly; None when a run did not
     log that set. Refuses runs scored on different rows, which cannot be paired."""
     frames = []
+    # MLflow draws a progress bar per download: dozens of lines in the middle of the comparison
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="titlesweep-recipes-") as tmp:
         for run_id in run_ids:
             try:

@@ -126,6 +126,7 @@ def test_compare_command_prints_and_writes_the_recipe_view(seed_sweep):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "recipes across seeds" in done.stdout and "0.9000 ± 0.0200" in done.stdout  # focal's citeseer acc
     assert "citeseer_dev (200 rows): +0.1000, 95% interval [+0.0" in done.stdout
+    assert "Downloading artifacts" not in done.stdout + done.stderr  # one bar per run's predictions otherwise
     markdown = (out / "recipes.md").read_text()
     assert "| loss=focal | 3 |" in markdown and "loss=focal is better" in markdown
     assert (out / "recipes.png").stat().st_size > 5000
