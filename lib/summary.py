@@ -29,9 +29,9 @@ def config_tree(cfg, overrides: list[str], config_file: str) -> Tree:
         if node is None:
             continue
         name = node.get("name", "") if hasattr(node, "get") else ""
-        set_here = [(k, v) for k, v in changed.pop(group, []) if k]
-        picked = any(not k for k, _ in changed.get(group, [])) or any(
-            o.lstrip("+~").startswith(f"{group}=") for o in overrides)
+        values = changed.pop(group, [])
+        set_here = [(k, v) for k, v in values if k]
+        picked = len(set_here) < len(values)  # `group=option` itself was on the command line
         label = f"[bold yellow]{group}: {name}[/]" if picked else f"{group}: {name}" if name else group
         branch = tree.add(label)
         for key, value in set_here:
