@@ -116,6 +116,8 @@ def extra_sets(comparison: Comparison) -> list[str]:
 
 def recipe_summary(client: MlflowClient, comparison: Comparison, rank_by: str = recipes.RANK_DEFAULT):
     """Runs grouped by recipe across seeds (lib/recipes.py); None when the runs do not sweep the seed."""
+    if recipes.SEED_KEY not in comparison.overrides:
+        return None  # before reading every run's metrics for nothing
     sets = extra_sets(comparison)
     metrics = ["test_accuracy", "test_f1", *[f"{n}_{m}" for n in sets for m in ("accuracy", "roc_auc")]]
     # roc_auc and the ranking metric are not table columns: read from the runs
@@ -329,14 +331,11 @@ def register_best(client: MlflowClient, comparison: Comparison, name: str = REGI
 
 def best_run(client: MlflowClient, comparison: Comparison, metric: str) -> pd.Series:
     """The finished run with the best ``metric`` (lower is better for losses and times, as in METRICS)."""
-    table = comparison.table[comparison.table["status"] == "FINISHED"].copy()
-    if metric not in table:  # not a table column (e.g. best_val_f1): read it from the runs
-        table[metric] = [client.get_run(run_id).data.metrics.get(metric, math.nan) for run_id in table["run_id"]]
-    table = table[table[metric].notna()]
+    table = _with_run_metrics(client, comparison, [metric]).table  # e.g. best_val_f1 is not a table column
+    table = table[(table["status"] == "FINISHED") & table[metric].notna()]
     if table.empty:
         raise ConfigError(f"metric={metric}: no finished compared run has this metric")
-    lower_is_better = {k: b for k, _, b in METRICS}.get(metric) == "min" or metric.endswith(("loss", "_seconds"))
-    return table.loc[table[metric].idxmin() if lower_is_better else table[metric].idxmax()]
+    return table.loc[table[metric].idxmin() if recipes.lower_is_better(metric) else table[metric].idxmax()]
 
 
 def _pyfunc_model_of(client: MlflowClient, run_id: str, run_name: str):

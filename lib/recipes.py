@@ -67,16 +67,15 @@ def recipe_names(table: pd.DataFrame, overrides: list[str]) -> pd.Series | None:
 def summarise(client: MlflowClient, comparison, metrics: list[str], extra_sets: list[str],
               rank_by: str = RANK_DEFAULT, seed: int = 0) -> RecipeSummary | None:
     """Mean/std per recipe of ``metrics`` over its finished runs, ranked by ``rank_by``, with the top two
-    compared on every set in ``extra_sets``. None when the compared runs do not sweep the seed."""
+    compared on every set in ``extra_sets``. None when the compared runs do not sweep the seed.
+    ``comparison.table`` carries ``metrics`` and ``rank_by`` as columns (lib/compare.recipe_summary)."""
     names = recipe_names(comparison.table, comparison.overrides)
     if names is None:
         return None
     finished = comparison.table.assign(recipe=names)[comparison.table["status"] == "FINISHED"].copy()
     if finished.empty:
         raise ConfigError("no finished runs to group by recipe")
-    if rank_by not in finished:
-        finished[rank_by] = [_metric(client, run_id, rank_by) for run_id in finished["run_id"]]
-    if finished[rank_by].isna().all():
+    if rank_by not in finished or finished[rank_by].isna().all():
         raise ConfigError(f"rank_by={rank_by}: no finished run has this metric")
     keys = list(dict.fromkeys([*metrics, rank_by]))
     grouped = finished.groupby("recipe", sort=False)
@@ -99,10 +98,6 @@ def summarise(client: MlflowClient, comparison, metrics: list[str], extra_sets: 
 
 def lower_is_better(metric: str) -> bool:
     return metric.endswith(("loss", "_seconds"))
-
-
-def _metric(client: MlflowClient, run_id: str, key: str) -> float:
-    return client.get_run(run_id).data.metrics.get(key, math.nan)
 
 
 def correctness(client: MlflowClient, run_ids: list[str], data: str) -> np.ndarray | None:
