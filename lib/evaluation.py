@@ -78,9 +78,11 @@ def _source_run(run_id: str):
         raise UserError(f"run={run_id}: the model's training run is not in {store}") from None
 
 
-def write_evaluation_files(frame: pd.DataFrame, probs: np.ndarray, vectors: np.ndarray, threshold: float,
+def write_evaluation_files(frame: pd.DataFrame, probs: np.ndarray, vectors: np.ndarray | None, threshold: float,
                            folder: Path) -> list[Path]:
-    """Report (txt, json), confusion matrix, PR curve, embedding map, predictions.csv, errors.csv."""
+    """Report (txt, json), confusion matrix, PR curve, embedding map (when ``vectors`` are given),
+    predictions.csv and errors.csv of one labelled split: what training (lib/run.py, per held-out
+    split) and evaluate.py both write."""
     labels, preds = frame["label"].to_numpy(), labels_at(probs, threshold)
     text, as_dict = class_report(labels, preds)
     files = [folder / "classification_report.txt", folder / "classification_report.json"]
@@ -90,7 +92,8 @@ def write_evaluation_files(frame: pd.DataFrame, probs: np.ndarray, vectors: np.n
     files.append(plots.confusion_png(confusion(labels, preds), folder / "confusion_matrix.png",
                                      f"threshold {threshold:.3f}: accuracy {accuracy:.4f}"))
     files.append(plots.pr_curve_png(labels, probs, threshold, folder / "precision_recall_curve.png"))
-    files.append(plots.embedding_map_png(vectors, labels, preds, folder / "embedding_map.png"))
+    if vectors is not None:
+        files.append(plots.embedding_map_png(vectors, labels, preds, folder / "embedding_map.png"))
     scored = frame[["text", "label"]].assign(probability=probs, prediction=preds)
     scored.to_csv(folder / "predictions.csv", index=False)
     scored[scored["prediction"] != scored["label"]].to_csv(folder / "errors.csv", index=False)

@@ -30,12 +30,13 @@ from lib.errors import DataError, UserError, exit_on_user_error
 from lib.device import resolve_device, resolve_precision, why_precision
 from lib.loop import LoopState, evaluate, train
 from lib.losses import build_loss
-from lib.metrics import best_threshold, class_report, confusion
+from lib.evaluation import write_evaluation_files
+from lib.metrics import best_threshold
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
-from lib.summary import print_config_tree, print_end_of_run
+from lib.summary import TimeSplit, print_config_tree, print_end_of_run, run_description
 from lib.sweep import ROLE_TAG, child_run_name, in_multirun, parent_run_id
-from lib.tracking import mlflow_run, provenance_tags, redact, tracking_uri
+from lib.tracking import NOTE_TAG, mlflow_run, provenance_tags, redact, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def run_training(cfg) -> dict[str, float]:
                  why_precision(cfg.trainer.precision, device, precision), cfg.trainer.num_threads or torch.get_num_threads())
         mlflow.set_tags({"device": str(device), "precision": precision})
         final = _train_and_report(cfg, output_dir, device, precision, saved)
+        mlflow.set_tag(NOTE_TAG, run_description(cfg, final, overrides))  # the run page's description
         if not parent:  # a sweep prints its comparison at the end instead
             print_end_of_run(final, run.info.run_id, mlflow.get_tracking_uri(), run.info.experiment_id)
         return final
@@ -97,8 +99,10 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     transformers.set_seed(cfg.trainer.seed)
+    clock = TimeSplit()
     splits = _limited(load_data(cfg), cfg.trainer, cfg.trainer.seed)
     _log_data(splits)
+    clock.lap("data")
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
     model.to(device)
     # The compiled wrapper runs the steps; `model` (same parameters, names without the wrapper's
@@ -106,9 +110,11 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     net = torch.compile(model) if cfg.trainer.compile else model
     loaders = _loaders(cfg, splits, tokenizer, device)
     loss_fn = build_loss(cfg.loss).to(device)
+    clock.lap("setup")
 
     result = _fit(cfg, model, net, loaders, loss_fn, device, precision,
                   output_dir / "checkpoint" / CHECKPOINT_NAME, saved)
+    clock.lap("training")
 
     final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
     threshold = best_threshold([label for _, label, _ in loaders["val"].dataset], result.best_val_probs,
@@ -119,12 +125,15 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     for name, loader in loaders.items():
         if name not in ("train", "val"):
             final.update(_report_split(name, loader, splits, net, loss_fn, device, threshold, output_dir))
+    clock.lap("evaluation")
     mlflow.log_metrics(final)
     mlflow.log_artifact(str(plots.training_curves_png(result.history, output_dir / "training_curves.png")))
     _log_config(output_dir)
     if cfg.tracking.log_model:
         _log_model(model, tokenizer, output_dir, final["decision_threshold"], cfg.model.max_length)
-    return final
+    clock.lap("logging")
+    mlflow.log_metrics(clock.metrics())
+    return {**final, **clock.metrics()}
 
 
 def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkpoint_path: Path,
@@ -268,20 +277,13 @@ def _log_step_metrics(metrics: dict, step: int) -> None:
 
 
 def _report_split(name, loader, splits, model, loss_fn, device, threshold: float, output_dir: Path) -> dict:
-    """Metrics at the validation-chosen ``threshold`` (and at 0.5, as ``*_at_0.5``), classification
-    report, confusion matrix and predictions of one held-out split: what predict/evaluate will see."""
+    """Metrics at the validation-chosen ``threshold`` (and at 0.5, as ``*_at_0.5``) and the files of
+    one held-out split (lib/evaluation.write_evaluation_files): what predict/evaluate will see."""
     metrics, probs = evaluate(model, loader, loss_fn, device, threshold)
     frame = splits.test if name == "test" else splits.extra[name]
-    preds = (probs >= threshold).astype(int)
     folder = output_dir / "reports" / name
     folder.mkdir(parents=True, exist_ok=True)
-    text, as_dict = class_report(frame["label"], preds)
-    (folder / "classification_report.txt").write_text(text)
-    (folder / "classification_report.json").write_text(json.dumps(as_dict, indent=2))
-    plots.confusion_png(confusion(frame["label"], preds), folder / "confusion_matrix.png",
-                        f"{name}: accuracy {metrics['accuracy']:.4f} at threshold {threshold:.3f}")
-    frame.assign(probability=probs, prediction=preds)[["text", "label", "probability", "prediction"]].to_csv(
-        folder / "predictions.csv", index=False)
+    write_evaluation_files(frame, probs, None, threshold, folder)
     mlflow.log_artifacts(str(folder), f"reports/{name}")
     log.info("%s: %s", name, {k: round(v, 4) for k, v in metrics.items()})
     return {f"{name}_{k}": v for k, v in metrics.items()}

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from lib.errors import UserError
-from lib.tracking import experiment_id, redact, tracking_uri
+from lib.tracking import NOTE_TAG, experiment_id, redact, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def _show_comparison(client: MlflowClient, parent: str) -> None:
             compare.print_recipes(summary, console)
         out_dir = compare.default_out_dir(comparison, Path("outputs"))
         compare.write_outputs(client, comparison, out_dir, summary)
+        client.set_tag(parent, NOTE_TAG, sweep_description(comparison, summary))
     except Exception as err:  # noqa: BLE001 - the sweep's outcome is already recorded
         log.warning("could not compare the sweep's runs (%s); try `python experiments/compare.py`", err)
         return
@@ -179,6 +180,20 @@ def _show_comparison(client: MlflowClient, parent: str) -> None:
     console.print(f"comparison of sweep {comparison.sweep.info.run_name} (run {parent}) written to {out_dir} and "
                   f"logged to the sweep run; again: python experiments/compare.py sweep={parent}",
                   soft_wrap=True, markup=False)
+
+
+def sweep_description(comparison, summary=None) -> str:
+    """Markdown for the sweep run's page in the MLflow UI: its command, the comparison table of its
+    jobs (best per column in bold) and, when seeds were swept, the recipes across seeds."""
+    from lib import compare, recipes
+
+    tags = comparison.sweep.data.tags
+    parts = [f"**Sweep** `{tags.get('sweep_command', '?')}` ({len(comparison.table)} jobs, launcher "
+             f"{tags.get('launcher', '?')}); compare again: `python experiments/compare.py "
+             f"sweep={comparison.sweep.info.run_id}`", "", compare.to_markdown(comparison)]
+    if summary is not None:
+        parts += ["", recipes.to_markdown(summary, compare.recipe_headers(summary))]
+    return "\n".join(parts)
 
 
 def _fail_orphans(client: MlflowClient, children) -> list[str]:

@@ -21,6 +21,9 @@ from omegaconf import OmegaConf
 from lib.errors import ConfigError
 from lib.paths import PROJECT_ROOT
 
+NOTE_TAG = "mlflow.note.content"  # a run's description: rendered as markdown on its page in the UI
+# Without this experiment tag MLflow 3's UI opens an experiment in its GenAI view (an empty traces page).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
 # Alembic logs every schema migration of a new SQLite store at INFO level.
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -120,12 +123,14 @@ def experiment_id(cfg) -> str:
     name = cfg.tracking.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
+        if not set(EXPERIMENT_KIND) & set(experiment.tags):  # made by an older version or by hand
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return experiment.experiment_id
     artifacts = None
     if tracking_uri(cfg).startswith("sqlite:"):  # keep artifacts beside the store, not in ./mlruns
         artifacts = (Path(cfg.paths.outputs).resolve() / "mlartifacts").as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=artifacts)
+        return mlflow.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
     except mlflow.exceptions.MlflowException:  # another job created it meanwhile
         return mlflow.get_experiment_by_name(name).experiment_id
 

@@ -36,6 +36,15 @@ def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_cs
     assert "results at the decision threshold" in out and "validation (best, at 0.5)" in out
     test_row = next(line for line in out.splitlines() if line.strip("│ ").startswith("test "))
     assert f"{run.data.metrics['test_accuracy']:.4f}" in test_row and f"{run.data.metrics['test_f1']:.4f}" in test_row
+    # where the time went, on the console and in MLflow; the run page's description says the same
+    split = re.search(r"time: data (\d+) s, setup (\d+) s, training (\d+) s, evaluation (\d+) s, logging (\d+) s", out)
+    assert split and int(split[3]) >= 1, out[-1500:]
+    assert run.data.metrics["time_training_s"] >= run.data.metrics["train_seconds"] > 0
+    note = run.data.tags["mlflow.note.content"]
+    assert "model tiny_roberta · data csv · loss focal · adversarial fgm · schedule cosine" in note
+    assert "model=tiny_roberta loss=focal adversarial=fgm schedule=cosine" in note  # the overrides
+    note_test = next(line for line in note.splitlines() if line.startswith("| test |"))
+    assert f"{run.data.metrics['test_accuracy']:.4f}" in note_test and f"{run.data.metrics['test_f1']:.4f}" in note_test
     assert f"python experiments/predict.py run={run.info.run_id} input=" in out
     assert f"python experiments/evaluate.py run={run.info.run_id} input=" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'outputs'}/mlflow.db" in out

@@ -61,6 +61,15 @@ def test_sequential_sweep_makes_one_parent_and_a_child_per_job(tmp_path, toy_csv
     assert "(* best per column)" in done.stdout and "loss=focal" in done.stdout
     assert f"(run {parent.info.run_id}) written to {parent.data.tags['sweep_dir']}/comparison" in done.stdout
     assert (Path(parent.data.tags["sweep_dir"]) / "comparison" / "comparison.md").is_file()
+    # the MLflow UI tells the same story: the sweep's page describes it with the command and the table
+    note = client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    assert parent.data.tags["sweep_command"] in note and "2 jobs" in note
+    for child in children:
+        row = next(line for line in note.splitlines() if line.startswith(f"| {child.info.run_name} |"))
+        assert f"{child.data.metrics['test_accuracy']:.4f}" in row, row
+        assert f"{child.data.metrics['test_accuracy']:.4f}" in child.data.tags["mlflow.note.content"]
+    experiment = client.get_experiment_by_name("titlesweep")  # opens in the runs view, not the GenAI one
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     # compare.py on that store: table printed, files written and logged on the sweep run
     out = subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / "compare.py"),

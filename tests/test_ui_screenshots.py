@@ -1,0 +1,45 @@
+"""experiments/ui_screenshots.py against a real `mlflow ui` and headless Chromium: the README's
+pictures of a sweep, and the sweep run's page listing its jobs (skipped where Chromium is missing)."""
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from lib.paths import PROJECT_ROOT
+from lib.screenshots import find_chromium
+
+pytest.importorskip("playwright", reason="Playwright is not installed (pip install -e '.[dev]')")
+pytestmark = pytest.mark.skipif(find_chromium() is None, reason="no Chromium (apt-get install -y chromium)")
+
+EXPERIMENTS = PROJECT_ROOT / "experiments"
+
+
+def _png_size(path):
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", header[16:24])
+
+
+def test_screenshots_show_a_sweep_and_its_jobs(tmp_path, toy_csv):
+    outputs = tmp_path / "out"
+    sweep = subprocess.run([sys.executable, str(EXPERIMENTS / "train.py"), "--multirun", f"paths.outputs={outputs}",
+                            "data=csv", f"data.train={toy_csv}", "model=tiny_bert", "trainer.epochs=1",
+                            "trainer.limit_eval=48", "tracking.log_model=false", "extra_eval=null", "loss=ce,focal"],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    shots = tmp_path / "shots"
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "ui_screenshots.py"), f"paths.outputs={outputs}",
+                           f"out={shots}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "the sweep run's page lists 2 of its 2 child runs: loss=ce, loss=focal" in done.stdout
+    for name in ("mlflow_sweep_run.png", "mlflow_experiment_runs.png", "mlflow_compare_jobs.png"):
+        assert _png_size(shots / name) == (1440, 1000), name
+        assert (shots / name).stat().st_size > 30_000, name  # a rendered page, not a blank one
+
+
+def test_an_unknown_option_is_one_line_naming_the_valid_ones(tmp_path):
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "ui_screenshots.py"), f"paths.outputs={tmp_path}",
+                           "colour=red"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "unknown option colour" in done.stderr and "sweep" in done.stderr
