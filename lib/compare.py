@@ -26,7 +26,7 @@ from rich.table import Table  # noqa: E402
 
 from lib import plots, recipes  # noqa: E402
 from lib.errors import ConfigError, UserError  # noqa: E402
-from lib.sweep import ROLE_TAG  # noqa: E402
+from lib.tracking import ROLE_TAG  # noqa: E402
 
 # Metric columns: (MLflow key, header, better). better None: shown, never marked best.
 METRICS = [("test_accuracy", "test acc", "max"), ("test_f1", "test F1", "max"), ("test_macro_f1", "macro F1", "max"),
@@ -286,7 +286,6 @@ def default_out_dir(comparison: Comparison, outputs: Path) -> Path:
 
 # ------------------------------------------------------------------- registry
 
-PYFUNC_MODEL = "pyfunc_model"  # the name lib/pyfunc.log_pyfunc_model gives each run's pyfunc model
 # Chosen on validation: picking the best of N runs by a test score biases that score upwards.
 REGISTER_DEFAULTS = {"name": "titlesweep-best", "alias": "champion", "metric": "best_val_f1"}
 REPORTED_BESIDE = "test_f1"  # printed and tagged beside the selection metric: an unbiased look
@@ -339,12 +338,14 @@ def best_run(client: MlflowClient, comparison: Comparison, metric: str) -> pd.Se
 
 
 def _pyfunc_model_of(client: MlflowClient, run_id: str, run_name: str):
+    from lib.pyfunc import PYFUNC_ARTIFACT  # imported when needed: it loads torch
+
     experiment = client.get_run(run_id).info.experiment_id
     found = client.search_logged_models(
-        [experiment], filter_string=f"source_run_id = '{run_id}' AND name = '{PYFUNC_MODEL}'",
+        [experiment], filter_string=f"source_run_id = '{run_id}' AND name = '{PYFUNC_ARTIFACT}'",
         order_by=[{"field_name": "creation_timestamp", "ascending": False}], max_results=1)
     if not found:
-        raise UserError(f"run {run_name} ({run_id}) is the best but has no {PYFUNC_MODEL} to register "
+        raise UserError(f"run {run_name} ({run_id}) is the best but has no {PYFUNC_ARTIFACT} to register "
                         "(trained with tracking.log_model=false, or before models were logged as pyfunc)")
     return found[0]
 

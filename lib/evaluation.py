@@ -18,8 +18,7 @@ from lib.data import CITESEER_LABEL, CITESEER_TEXT, drop_empty, eval_table, load
 from lib.errors import ConfigError, DataError, UserError
 from lib.inference import DEFAULT_BATCH_SIZE, Predictor, labels_at
 from lib.metrics import class_report, confusion, metrics_at_threshold
-from lib.sweep import ROLE_TAG
-from lib.tracking import redact
+from lib.tracking import ROLE_TAG, redact
 
 def labelled_file(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
     """Every row of a labelled file (CiteSeer test format or text/label columns), empties dropped."""

@@ -14,7 +14,6 @@ Empty titles are never scored: they keep their row with probability NaN and labe
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -33,11 +32,10 @@ from lib.data import CITESEER_TEXT, read_lines, read_table
 from lib.errors import ConfigError, DataError, UserError
 from lib.progress import progress
 from lib.device import resolve_device
-from lib.pyfunc import DEFAULT_MAX_LENGTH, HF_ARTIFACT, SETTINGS_FILE
+from lib.pyfunc import HF_ARTIFACT, MODEL_ARTIFACT, read_settings
 from lib.tracking import redact
 
 
-MODEL_ARTIFACT = "model"                 # where lib/run.py logs the HF folder in a training run
 TITLE_COLUMNS = ("title", "text", CITESEER_TEXT)  # tried in this order when no text_column is given
 TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xls", ".jsonl")
 DEFAULT_BATCH_SIZE = 128
@@ -168,17 +166,14 @@ def _from_folder(folder: Path, source: str, run_id: str | None, device: str) -> 
 
     if not (folder / "config.json").is_file():
         raise UserError(f"{source}: not a Hugging Face model folder (no config.json in {folder})")
-    settings_file = folder / SETTINGS_FILE
-    # Folders from elsewhere lack the file: 0.5 is the untuned cut-off, 128 covers every recipe's max_length.
-    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    threshold, max_length = read_settings(folder)
     try:
         torch_device = resolve_device(device)
     except ConfigError:  # its message names trainer.device; here the option is device=
         raise ConfigError(f"device={device}: no CUDA GPU is visible; use device=cpu or device=auto") from None
     model = AutoModelForSequenceClassification.from_pretrained(folder).to(torch_device).eval()
     return Predictor(model=model, tokenizer=AutoTokenizer.from_pretrained(folder),
-                     threshold=float(settings.get("decision_threshold", 0.5)),
-                     max_length=int(settings.get("max_length", DEFAULT_MAX_LENGTH)),
+                     threshold=threshold, max_length=max_length,
                      source=source, run_id=run_id, device=torch_device)
 
 

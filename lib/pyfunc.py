@@ -22,9 +22,15 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
+# A training run's model, in one place (this file may import nothing from lib: see above).
+MODEL_ARTIFACT = "model"            # the run artifact holding the HF model folder (predict.py, evaluate.py)
+PYFUNC_ARTIFACT = "pyfunc_model"    # the same folder wrapped as this pyfunc model (runs:/<id>/pyfunc_model)
 HF_ARTIFACT = "hf_model"            # key of the Hugging Face model folder among the pyfunc's artifacts
-SETTINGS_FILE = "titlesweep.json"   # written by lib/run.py: decision_threshold, max_length
-DEFAULT_MAX_LENGTH = 128            # for folders without titlesweep.json (longest max_length of any recipe)
+SETTINGS_FILE = "titlesweep.json"   # in the HF folder: decision_threshold, max_length
+# Folders from elsewhere lack the settings file: 0.5 is the untuned cut-off, 128 the longest
+# max_length of any recipe.
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_MAX_LENGTH = 128
 BATCH_SIZE = 64
 
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "title")]),
@@ -41,10 +47,7 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         folder = Path(context.artifacts[HF_ARTIFACT])
-        settings_file = folder / SETTINGS_FILE
-        settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-        self.threshold = float(settings.get("decision_threshold", 0.5))
-        self.max_length = int(settings.get("max_length", DEFAULT_MAX_LENGTH))
+        self.threshold, self.max_length = read_settings(folder)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForSequenceClassification.from_pretrained(folder).to(self.device).eval()
@@ -74,6 +77,18 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
         return probs
 
 
+def write_settings(folder: Path, threshold: float, max_length: int) -> None:
+    (Path(folder) / SETTINGS_FILE).write_text(json.dumps({"decision_threshold": threshold, "max_length": max_length}))
+
+
+def read_settings(folder: Path) -> tuple[float, int]:
+    """(decision threshold, max_length) stored with the model folder, or the defaults above."""
+    settings_file = Path(folder) / SETTINGS_FILE
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    return (float(settings.get("decision_threshold", DEFAULT_THRESHOLD)),
+            int(settings.get("max_length", DEFAULT_MAX_LENGTH)))
+
+
 def pip_requirements() -> list[str]:
     """Pinned to what trained the model; explicit so MLflow never resolves them over the network."""
     import transformers
@@ -82,7 +97,7 @@ def pip_requirements() -> list[str]:
             f"transformers=={transformers.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
 
 
-def log_pyfunc_model(model_folder: Path, artifact_path: str = "pyfunc_model"):
+def log_pyfunc_model(model_folder: Path, artifact_path: str = PYFUNC_ARTIFACT):
     """Log ``model_folder`` (HF model + tokenizer + titlesweep.json) as a pyfunc model of the active
     run, named ``artifact_path`` (``runs:/<run id>/pyfunc_model``). Returns MLflow's ModelInfo."""
     with warnings.catch_warnings():

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import os
@@ -35,8 +34,8 @@ from lib.metrics import best_threshold
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
 from lib.summary import TimeSplit, print_config_tree, print_end_of_run, run_description
-from lib.sweep import ROLE_TAG, child_run_name, in_multirun, parent_run_id
-from lib.tracking import NOTE_TAG, mlflow_run, provenance_tags, redact, tracking_uri
+from lib.sweep import child_run_name, in_multirun, parent_run_id
+from lib.tracking import NOTE_TAG, ROLE_TAG, mlflow_run, provenance_tags, redact, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -299,13 +298,13 @@ def _log_model(model, tokenizer, output_dir: Path, threshold: float, max_length:
     """The HF model folder plus what inference needs to match training (titlesweep.json), as run
     artifacts ``model/`` (experiments/predict.py, evaluate.py), and the same folder wrapped as the
     pyfunc model ``pyfunc_model`` (mlflow.pyfunc.load_model, `mlflow models`, the model registry)."""
-    from lib.pyfunc import log_pyfunc_model  # imported here: its module registers the pyfunc model object
+    from lib.pyfunc import MODEL_ARTIFACT, log_pyfunc_model, write_settings  # here: it registers the pyfunc model object
 
-    folder = output_dir / "model"
+    folder = output_dir / MODEL_ARTIFACT
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "titlesweep.json").write_text(json.dumps({"decision_threshold": threshold, "max_length": max_length}))
-    mlflow.log_artifacts(str(folder), "model")
+    write_settings(folder, threshold, max_length)
+    mlflow.log_artifacts(str(folder), MODEL_ARTIFACT)
     log_pyfunc_model(folder)
 
 

@@ -23,13 +23,12 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from lib.errors import UserError
-from lib.tracking import NOTE_TAG, experiment_id, redact, tracking_uri
+from lib.tracking import NOTE_TAG, ROLE_TAG, experiment_id, redact, tracking_uri
 
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "TITLESWEEP_PARENT_RUN_ID"
 SWEPT_ENV = "TITLESWEEP_SWEPT_KEYS"  # the override keys that vary, to name child runs by them
-ROLE_TAG = "titlesweep.role"  # "sweep" on parents, "job" on children
 
 
 def in_multirun() -> bool:

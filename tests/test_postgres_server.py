@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from conftest import write_toy_csv
 from lib.paths import PROJECT_ROOT
-from lib.sweep import ROLE_TAG
+from lib.tracking import ROLE_TAG
 from services.mlflow_server import mlflow_server
 from services.postgres import postgres_database, why_not_available
 

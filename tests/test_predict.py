@@ -20,7 +20,7 @@ from lib import inference
 from lib.errors import UserError
 from lib.paths import CONF_DIR, PROJECT_ROOT
 from lib.run import run_training
-from lib.sweep import ROLE_TAG
+from lib.tracking import ROLE_TAG
 
 TRAIN = ["model=tiny_bert", "data=csv", "trainer.epochs=2", "schedule.lr=1e-3", "schedule.warmup_ratio=0.0",
          "trainer.batch_size=16", "trainer.log_every_steps=5", "tracking.log_model=true", "extra_eval=null"]

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from lib import compare
 from lib.paths import PROJECT_ROOT
 from lib.recipes import paired_bootstrap
-from lib.sweep import ROLE_TAG
+from lib.tracking import ROLE_TAG
 
 
 def test_identical_recipes_differ_by_nothing_beyond_their_seeds():

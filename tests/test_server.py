@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from lib.paths import PROJECT_ROOT
-from lib.sweep import ROLE_TAG
+from lib.tracking import ROLE_TAG
 from services.mlflow_server import free_port, mlflow_server
 
 

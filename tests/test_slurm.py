@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from conftest import write_toy_csv
 from lib.paths import PROJECT_ROOT
-from lib.sweep import ROLE_TAG
+from lib.tracking import ROLE_TAG
 from services.slurm import slurm_cluster, why_not_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
