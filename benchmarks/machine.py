@@ -1,4 +1,5 @@
 """What the numbers were measured on, and how much memory a variant used."""
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ multiplied out. SciBERT/RoBERTa/DeBERTa tokenizers and the CiteSeer titles give 
 DeBERTa's attention costs more, early stopping may end runs sooner, and a GPU has different
 ratios (its cost grows less with padding at these small shapes). Use it for orders of magnitude.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,14 +33,16 @@ def bert_base_sized(setup: Setup) -> torch.nn.Module:
 
 def _truncate(ids: list[list[int]], length: int) -> list[list[int]]:
     """Cut to ``length`` tokens keeping the final [SEP], as the tokenizer's truncation would."""
-    return [i if len(i) <= length else i[:length - 1] + i[-1:] for i in ids]
+    return [i if len(i) <= length else i[: length - 1] + i[-1:] for i in ids]
 
 
 def modes(max_lengths: list[int], dynamic_length: int) -> dict[str, dict]:
     """Padding modes to time: ours, the Trainer's (random batches padded to their longest), and
     the original pad-to-max_length at every max_length the five experiments used."""
-    out = {"ours": {"bucketing": True, "pad_to": None, "length": dynamic_length},
-           "random_dynamic": {"bucketing": False, "pad_to": None, "length": dynamic_length}}
+    out = {
+        "ours": {"bucketing": True, "pad_to": None, "length": dynamic_length},
+        "random_dynamic": {"bucketing": False, "pad_to": None, "length": dynamic_length},
+    }
     for length in sorted(set(max_lengths)):
         out[f"pad_to_{length}"] = {"bucketing": False, "pad_to": length, "length": length}
     return out
@@ -49,8 +52,16 @@ def _train_seconds_per_title(setup: Setup, model, mode: dict, steps: int) -> flo
     """The lib.loop step (autocast forward, loss, backward, clip, AdamW step) timed over
     ``steps`` steps after one untimed step; no validation, no weight snapshots."""
     ids = _truncate(setup.train_ids, mode["length"])
-    loader = _our_loader(setup, ids, setup.train_labels, setup.batch_size, shuffle=True, seed=0,
-                         bucketing=mode["bucketing"], pad_to=mode["pad_to"])
+    loader = _our_loader(
+        setup,
+        ids,
+        setup.train_labels,
+        setup.batch_size,
+        shuffle=True,
+        seed=0,
+        bucketing=mode["bucketing"],
+        pad_to=mode["pad_to"],
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
     model.train()
     batches, seen, start = iter(loader), 0, 0.0
@@ -72,10 +83,24 @@ def _train_seconds_per_title(setup: Setup, model, mode: dict, steps: int) -> flo
 
 def _infer_seconds_per_title(setup: Setup, model, mode: dict, titles: int) -> float:
     ids = _truncate(setup.val_ids[:titles], mode["length"])
-    loader = _our_loader(setup, ids, setup.val_labels[:titles], setup.eval_batch_size, shuffle=False, seed=0,
-                         bucketing=mode["bucketing"], pad_to=mode["pad_to"])
-    predict(model, _our_loader(setup, ids[:8], setup.val_labels[:8], 8, shuffle=False, seed=0,
-                               bucketing=True, pad_to=mode["pad_to"]), setup.device, setup.precision)  # warm-up
+    loader = _our_loader(
+        setup,
+        ids,
+        setup.val_labels[:titles],
+        setup.eval_batch_size,
+        shuffle=False,
+        seed=0,
+        bucketing=mode["bucketing"],
+        pad_to=mode["pad_to"],
+    )
+    predict(
+        model,
+        _our_loader(
+            setup, ids[:8], setup.val_labels[:8], 8, shuffle=False, seed=0, bucketing=True, pad_to=mode["pad_to"]
+        ),
+        setup.device,
+        setup.precision,
+    )  # warm-up
     start = time.perf_counter()
     predict(model, loader, setup.device, setup.precision)
     return (time.perf_counter() - start) / len(ids)
@@ -103,31 +128,50 @@ def project(setup: Setup, cfg_projection, threads: int) -> dict:
             m = measured[f"pad_to_{length}" if approach == "pad_to_max_length" else approach]
             per_exp.append(_hours(m["train_s_per_title"], m["infer_s_per_title"], cfg_projection))
         approaches[approach] = {"hours_per_experiment": per_exp, "hours_total": sum(per_exp)}
-    return {"label": "ESTIMATE from CPU measurements of a randomly initialised bert-base-sized BERT; "
-                     "not a measurement of the five runs", "parameters": sum(p.numel() for p in model.parameters()),
-            "device": str(setup.device), "precision": setup.precision, "threads": threads,
-            "train_titles": cfg_projection.train_titles, "epochs": cfg_projection.epochs,
-            "max_lengths": list(cfg_projection.max_lengths), "measured": measured, "approaches": approaches}
+    return {
+        "label": "ESTIMATE from CPU measurements of a randomly initialised bert-base-sized BERT; "
+        "not a measurement of the five runs",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "device": str(setup.device),
+        "precision": setup.precision,
+        "threads": threads,
+        "train_titles": cfg_projection.train_titles,
+        "epochs": cfg_projection.epochs,
+        "max_lengths": list(cfg_projection.max_lengths),
+        "measured": measured,
+        "approaches": approaches,
+    }
 
 
 def projection_rows(projection: dict) -> list[list[str]]:
     """One row per approach: measured rates per mode, estimated hours per experiment and in all."""
     out = []
     for approach, row in projection["approaches"].items():
-        modes_used = [approach] if approach != "pad_to_max_length" else \
-            [f"pad_to_{n}" for n in sorted(set(projection["max_lengths"]))]
-        out.append([approach, _rates(projection, modes_used, "train_s_per_title"),
-                    _rates(projection, modes_used, "infer_s_per_title"),
-                    " / ".join(f"{h:.0f}" for h in row["hours_per_experiment"]), f"{row['hours_total']:.0f}"])
+        modes_used = (
+            [approach]
+            if approach != "pad_to_max_length"
+            else [f"pad_to_{n}" for n in sorted(set(projection["max_lengths"]))]
+        )
+        out.append(
+            [
+                approach,
+                _rates(projection, modes_used, "train_s_per_title"),
+                _rates(projection, modes_used, "infer_s_per_title"),
+                " / ".join(f"{h:.0f}" for h in row["hours_per_experiment"]),
+                f"{row['hours_total']:.0f}",
+            ]
+        )
     return out
 
 
 def print_projection(projection: dict, console: Console) -> None:
     from benchmarks.report import PROJECTION_HEADERS
 
-    table = Table(title=f"ESTIMATE: five original experiments, {projection['epochs']} epochs on "
-                        f"{projection['train_titles']:,} titles, bert-base-sized, {projection['device']} "
-                        f"{projection['threads']} threads")
+    table = Table(
+        title=f"ESTIMATE: five original experiments, {projection['epochs']} epochs on "
+        f"{projection['train_titles']:,} titles, bert-base-sized, {projection['device']} "
+        f"{projection['threads']} threads"
+    )
     for header in PROJECTION_HEADERS:
         table.add_column(header, justify="left" if header == "approach" else "right")
     for row in projection_rows(projection):

@@ -1,4 +1,5 @@
 """Runs -> medians, ratios, target checks; printed as rich tables, written as JSON (+ Markdown)."""
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,20 @@ def _spread(values: list[float]) -> dict:
 
 def summarize(runs: dict[str, list[dict]]) -> dict:
     """{variant: {metric: {median, min, max}}} over the timed repetitions."""
-    keys = ("train_samples_per_s", "infer_titles_per_s", "accuracy", "f1", "padded_tokens", "real_tokens",
-            "peak_rss_mb", "rss_growth_mb", "gpu_peak_mb")
-    return {name: {k: _spread([r[k] for r in reps]) for k in keys if k in reps[0]}
-            for name, reps in runs.items() if reps}
+    keys = (
+        "train_samples_per_s",
+        "infer_titles_per_s",
+        "accuracy",
+        "f1",
+        "padded_tokens",
+        "real_tokens",
+        "peak_rss_mb",
+        "rss_growth_mb",
+        "gpu_peak_mb",
+    )
+    return {
+        name: {k: _spread([r[k] for r in reps]) for k in keys if k in reps[0]} for name, reps in runs.items() if reps
+    }
 
 
 def ratios(summary: dict, base: str = "ours") -> dict:
@@ -35,8 +46,9 @@ def ratios(summary: dict, base: str = "ours") -> dict:
     out = {}
     for name, s in summary.items():
         if name != base and base in summary:
-            out[name] = {k: summary[base][k]["median"] / s[k]["median"]
-                         for k in ("train_samples_per_s", "infer_titles_per_s")}
+            out[name] = {
+                k: summary[base][k]["median"] / s[k]["median"] for k in ("train_samples_per_s", "infer_titles_per_s")
+            }
     return out
 
 
@@ -59,8 +71,13 @@ def check_targets(summary: dict, labels: dict[str, str], titles: int) -> list[di
         for name, s in summary.items():
             if name != "ours":
                 gap = s["accuracy"]["median"] - base
-                checks.append({"target": f"accuracy {name} - ours within +-{noise:.3f} (2 s.e.)",
-                               "measured": round(gap, 4), "met": abs(gap) <= noise})
+                checks.append(
+                    {
+                        "target": f"accuracy {name} - ours within +-{noise:.3f} (2 s.e.)",
+                        "measured": round(gap, 4),
+                        "met": abs(gap) <= noise,
+                    }
+                )
     return checks
 
 
@@ -79,16 +96,31 @@ def rows(summary: dict, rel: dict) -> list[list[str]]:
         mem = f"{s['peak_rss_mb']['max']:.0f} (+{s['rss_growth_mb']['max']:.0f})"
         if "gpu_peak_mb" in s:
             mem += f", GPU {s['gpu_peak_mb']['max']:.0f}"
-        out.append([name, _fmt(s["train_samples_per_s"], 1),
-                    f"{r['train_samples_per_s']:.2f}x" if r else "-",
-                    _fmt(s["infer_titles_per_s"]), f"{r['infer_titles_per_s']:.2f}x" if r else "-",
-                    _fmt(s["accuracy"], 3), f"{s['padded_tokens']['median']:.1f} / {s['real_tokens']['median']:.1f}",
-                    mem])
+        out.append(
+            [
+                name,
+                _fmt(s["train_samples_per_s"], 1),
+                f"{r['train_samples_per_s']:.2f}x" if r else "-",
+                _fmt(s["infer_titles_per_s"]),
+                f"{r['infer_titles_per_s']:.2f}x" if r else "-",
+                _fmt(s["accuracy"], 3),
+                f"{s['padded_tokens']['median']:.1f} / {s['real_tokens']['median']:.1f}",
+                mem,
+            ]
+        )
     return out
 
 
-HEADERS = ["variant", "train samples/s", "ours ÷ this", "infer titles/s", "ours ÷ this", "val accuracy",
-           "tokens/example padded / real", "peak RSS MB (+growth)"]
+HEADERS = [
+    "variant",
+    "train samples/s",
+    "ours ÷ this",
+    "infer titles/s",
+    "ours ÷ this",
+    "val accuracy",
+    "tokens/example padded / real",
+    "peak RSS MB (+growth)",
+]
 
 
 def print_tables(result: dict, console: Console | None = None) -> None:
@@ -120,8 +152,13 @@ def markdown(result: dict) -> str:
     if "projection" in result:
         from benchmarks.projection import projection_rows
 
-        lines += ["", "ESTIMATE (bert-base-sized, CPU): " + result["projection"]["label"], "",
-                  "| " + " | ".join(PROJECTION_HEADERS) + " |", "|" + "---|" * len(PROJECTION_HEADERS)]
+        lines += [
+            "",
+            "ESTIMATE (bert-base-sized, CPU): " + result["projection"]["label"],
+            "",
+            "| " + " | ".join(PROJECTION_HEADERS) + " |",
+            "|" + "---|" * len(PROJECTION_HEADERS),
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in projection_rows(result["projection"])]
     return "\n".join(lines) + "\n"
 

@@ -13,6 +13,7 @@ starts from the same weights; run i of every variant uses seed trainer.seed + i.
 of medians and ratios and writes JSON (and the same tables as Markdown beside it).
 Settings: benchmarks/conf/throughput.yaml; needs the `bench` extra (accelerate) for the Trainer.
 """
+
 import gc
 import os
 import sys
@@ -49,8 +50,19 @@ def build_setup(cfg, device: torch.device, precision: str) -> Setup:
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
     max_length = _max_length(cfg.bench.max_length, model)
     tokens = lambda frame: encode(tokenizer, frame["text"].tolist(), max_length)  # noqa: E731
-    return Setup(cfg, device, precision, model.cpu(), tokenizer, tokens(splits.train), splits.train["label"].tolist(),
-                 tokens(val), val["label"].tolist(), build_loss(cfg.loss).to(device), max_length)
+    return Setup(
+        cfg,
+        device,
+        precision,
+        model.cpu(),
+        tokenizer,
+        tokens(splits.train),
+        splits.train["label"].tolist(),
+        tokens(val),
+        val["label"].tolist(),
+        build_loss(cfg.loss).to(device),
+        max_length,
+    )
 
 
 def _max_length(wanted: int, model) -> int:
@@ -58,8 +70,9 @@ def _max_length(wanted: int, model) -> int:
     + 4, of which RoBERTa's offset takes 2)."""
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and wanted > positions - 2:
-        console.print(f"[yellow]bench.max_length={wanted} > this model's {positions - 2} positions; "
-                      f"using {positions - 2}")
+        console.print(
+            f"[yellow]bench.max_length={wanted} > this model's {positions - 2} positions; using {positions - 2}"
+        )
         return positions - 2
     return wanted
 
@@ -85,18 +98,32 @@ def run_rounds(cfg, runs_by_label: dict, device: torch.device, threads: int) -> 
             console.print(f"[bold]round {rep + 1}/{bench.reps}: {label}")
             results[label].append(timed_run(run, seed + rep, bench.steps, device, threads))
             r = results[label][-1]
-            console.print(f"  {r['train_samples_per_s']:.1f} samples/s, {r['infer_titles_per_s']:.0f} titles/s, "
-                          f"accuracy {r['accuracy']:.4f}")
+            console.print(
+                f"  {r['train_samples_per_s']:.1f} samples/s, {r['infer_titles_per_s']:.0f} titles/s, "
+                f"accuracy {r['accuracy']:.4f}"
+            )
     return results
 
 
 def settings(cfg, setup: Setup, threads: int) -> dict:
-    return {"model": cfg.model.name, "data": cfg.data.name, "train_titles": len(setup.train_ids),
-            "val_titles": len(setup.val_ids), "batch_size": setup.batch_size,
-            "eval_batch_size": setup.eval_batch_size, "lr": float(cfg.schedule.lr), "schedule": cfg.schedule.name,
-            "precision": setup.precision, "threads": threads, "steps": cfg.bench.steps, "reps": cfg.bench.reps,
-            "warmup_steps": cfg.bench.warmup_steps, "max_length": setup.max_length,
-            "attn_implementation": cfg.model.attn_implementation, "compile": cfg.trainer.compile}
+    return {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "train_titles": len(setup.train_ids),
+        "val_titles": len(setup.val_ids),
+        "batch_size": setup.batch_size,
+        "eval_batch_size": setup.eval_batch_size,
+        "lr": float(cfg.schedule.lr),
+        "schedule": cfg.schedule.name,
+        "precision": setup.precision,
+        "threads": threads,
+        "steps": cfg.bench.steps,
+        "reps": cfg.bench.reps,
+        "warmup_steps": cfg.bench.warmup_steps,
+        "max_length": setup.max_length,
+        "attn_implementation": cfg.model.attn_implementation,
+        "compile": cfg.trainer.compile,
+    }
 
 
 def output_path(cfg, info: dict) -> Path:
@@ -109,10 +136,17 @@ def output_path(cfg, info: dict) -> Path:
 def assemble(cfg, setup: Setup, info: dict, runs: dict, labels: dict, started: str, threads: int) -> dict:
     """Everything the JSON holds: command, machine, settings, medians, ratios, targets, every run."""
     summary = report.summarize(runs)
-    result = {"command": " ".join(["python benchmarks/throughput.py", *sys.argv[1:]]), "started": started,
-              "machine": info, "settings": settings(cfg, setup, threads), "summary": summary,
-              "ratios": report.ratios(summary), "targets": report.check_targets(summary, labels, len(setup.val_ids)),
-              "runs": runs, "config": OmegaConf.to_container(cfg, resolve=True)}
+    result = {
+        "command": " ".join(["python benchmarks/throughput.py", *sys.argv[1:]]),
+        "started": started,
+        "machine": info,
+        "settings": settings(cfg, setup, threads),
+        "summary": summary,
+        "ratios": report.ratios(summary),
+        "targets": report.check_targets(summary, labels, len(setup.val_ids)),
+        "runs": runs,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
     if cfg.bench.projection.enabled:
         from benchmarks.projection import print_projection, project
 

@@ -8,6 +8,7 @@ validation titles (timed, and scored for accuracy).
 * pad_to_max  the original approach: our loop, random batches, every batch padded to max_length
 * ours_alt    ours again at another precision (bf16 on CPU)
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,6 +31,7 @@ from lib.optim import build_optimizer, build_scheduler
 @dataclass
 class Setup:
     """Everything the variants share, built once: config, weights, tokenized titles."""
+
     cfg: object
     device: torch.device
     precision: str
@@ -40,7 +42,7 @@ class Setup:
     val_ids: list[list[int]]
     val_labels: list[int]
     loss_fn: torch.nn.Module
-    max_length: int              # truncation of every variant, and the width pad_to_max pads to
+    max_length: int  # truncation of every variant, and the width pad_to_max pads to
 
     @property
     def batch_size(self) -> int:
@@ -53,18 +55,21 @@ class Setup:
 
 @dataclass
 class Outcome:
-    train_seconds: float   # the step loop only: no set-up, no validation
+    train_seconds: float  # the step loop only: no set-up, no validation
     train_samples: int
     infer_seconds: float
     infer_titles: int
     accuracy: float
     f1: float
-    padded_tokens: float   # per training example: batch width, padding included
-    real_tokens: float     # per training example: attention-mask ones
+    padded_tokens: float  # per training example: batch width, padding included
+    real_tokens: float  # per training example: attention-mask ones
 
     def as_dict(self) -> dict:
-        return {**self.__dict__, "train_samples_per_s": self.train_samples / self.train_seconds,
-                "infer_titles_per_s": self.infer_titles / self.infer_seconds}
+        return {
+            **self.__dict__,
+            "train_samples_per_s": self.train_samples / self.train_seconds,
+            "infer_titles_per_s": self.infer_titles / self.infer_seconds,
+        }
 
 
 class Tally:
@@ -111,47 +116,109 @@ def _loop_cfg(cfg_trainer, steps: int, batches_per_epoch: int):
     """cfg.trainer for a fixed-length run: enough epochs for ``steps``, no mid-run evaluation,
     no early stopping."""
     epochs = math.ceil(steps * cfg_trainer.grad_accum_steps / batches_per_epoch)
-    return OmegaConf.merge(cfg_trainer, {"epochs": epochs, "max_steps": steps, "eval_every_steps": None,
-                                         "early_stopping": {"patience": None}})
+    return OmegaConf.merge(
+        cfg_trainer,
+        {"epochs": epochs, "max_steps": steps, "eval_every_steps": None, "early_stopping": {"patience": None}},
+    )
 
 
-def _our_loader(setup: Setup, ids, labels, batch_size: int, *, shuffle: bool, seed: int, bucketing: bool,
-                pad_to: int | None):
+def _our_loader(
+    setup: Setup, ids, labels, batch_size: int, *, shuffle: bool, seed: int, bucketing: bool, pad_to: int | None
+):
     """make_loader with the arguments lib.run._loaders gives it."""
-    return make_loader(ids, labels, batch_size, shuffle=shuffle, pad_id=setup.tokenizer.pad_token_id, seed=seed,
-                       bucketing=bucketing, pad_to=pad_to, num_workers=setup.cfg.trainer.num_workers,
-                       pin_memory=setup.device.type == "cuda")
+    return make_loader(
+        ids,
+        labels,
+        batch_size,
+        shuffle=shuffle,
+        pad_id=setup.tokenizer.pad_token_id,
+        seed=seed,
+        bucketing=bucketing,
+        pad_to=pad_to,
+        num_workers=setup.cfg.trainer.num_workers,
+        pin_memory=setup.device.type == "cuda",
+    )
 
 
-def run_ours(setup: Setup, seed: int, steps: int, *, bucketing: bool = True, pad_to: int | None = None,
-             precision: str | None = None) -> Outcome:
+def run_ours(
+    setup: Setup,
+    seed: int,
+    steps: int,
+    *,
+    bucketing: bool = True,
+    pad_to: int | None = None,
+    precision: str | None = None,
+) -> Outcome:
     """lib.loop.train for ``steps`` steps, then lib.loop.predict on the validation titles."""
     precision = precision or setup.precision
     transformers.set_seed(seed)  # dropout; the batch order comes from the sampler's own seed
     model = _fresh_model(setup)
     net = torch.compile(model) if setup.cfg.trainer.compile else model
-    loader = _our_loader(setup, setup.train_ids, setup.train_labels, setup.batch_size, shuffle=True, seed=seed,
-                         bucketing=bucketing, pad_to=pad_to)
+    loader = _our_loader(
+        setup,
+        setup.train_ids,
+        setup.train_labels,
+        setup.batch_size,
+        shuffle=True,
+        seed=seed,
+        bucketing=bucketing,
+        pad_to=pad_to,
+    )
     tally = loader.collate_fn = Tally(loader.collate_fn)
     # train() ends with a validation pass that LoopResult times separately; one batch is enough.
-    probe = _our_loader(setup, setup.val_ids[:setup.eval_batch_size], setup.val_labels[:setup.eval_batch_size],
-                        setup.eval_batch_size, shuffle=False, seed=seed, bucketing=bucketing, pad_to=pad_to)
+    probe = _our_loader(
+        setup,
+        setup.val_ids[: setup.eval_batch_size],
+        setup.val_labels[: setup.eval_batch_size],
+        setup.eval_batch_size,
+        shuffle=False,
+        seed=seed,
+        bucketing=bucketing,
+        pad_to=pad_to,
+    )
     optimizer = build_optimizer(setup.cfg.schedule, net)
     scheduler = build_scheduler(setup.cfg.schedule, optimizer, steps)
-    result = train(net, loader, probe, setup.loss_fn, optimizer, scheduler, None,
-                   _loop_cfg(setup.cfg.trainer, steps, len(loader)), setup.device, precision, steps)
+    result = train(
+        net,
+        loader,
+        probe,
+        setup.loss_fn,
+        optimizer,
+        scheduler,
+        None,
+        _loop_cfg(setup.cfg.trainer, steps, len(loader)),
+        setup.device,
+        precision,
+        steps,
+    )
     padded, real = tally.per_sample()
 
-    eval_loader = _our_loader(setup, setup.val_ids, setup.val_labels, setup.eval_batch_size, shuffle=False,
-                              seed=seed, bucketing=bucketing, pad_to=pad_to)
+    eval_loader = _our_loader(
+        setup,
+        setup.val_ids,
+        setup.val_labels,
+        setup.eval_batch_size,
+        shuffle=False,
+        seed=seed,
+        bucketing=bucketing,
+        pad_to=pad_to,
+    )
     _sync(setup.device)
     start = time.perf_counter()
     logits = predict(net, eval_loader, setup.device, precision)
     _sync(setup.device)
     infer_seconds = time.perf_counter() - start
     accuracy, f1 = _scores(logits, setup.val_labels)
-    return Outcome(result.train_seconds - result.eval_seconds, result.train_samples, infer_seconds,
-                   len(setup.val_ids), accuracy, f1, padded, real)
+    return Outcome(
+        result.train_seconds - result.eval_seconds,
+        result.train_samples,
+        infer_seconds,
+        len(setup.val_ids),
+        accuracy,
+        f1,
+        padded,
+        real,
+    )
 
 
 # --------------------------------------------------------------- Hugging Face Trainer
@@ -207,14 +274,26 @@ def trainer_arguments(setup: Setup, seed: int, steps: int, output_dir: str, prec
     cfg = setup.cfg
     schedule = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[cfg.schedule.name]
     return TrainingArguments(
-        output_dir=output_dir, per_device_train_batch_size=setup.batch_size,
-        per_device_eval_batch_size=setup.eval_batch_size, gradient_accumulation_steps=cfg.trainer.grad_accum_steps,
-        max_steps=steps, learning_rate=float(cfg.schedule.lr), weight_decay=float(cfg.schedule.weight_decay),
-        warmup_steps=_warmup_steps(cfg.schedule, steps), lr_scheduler_type=schedule,
+        output_dir=output_dir,
+        per_device_train_batch_size=setup.batch_size,
+        per_device_eval_batch_size=setup.eval_batch_size,
+        gradient_accumulation_steps=cfg.trainer.grad_accum_steps,
+        max_steps=steps,
+        learning_rate=float(cfg.schedule.lr),
+        weight_decay=float(cfg.schedule.weight_decay),
+        warmup_steps=_warmup_steps(cfg.schedule, steps),
+        lr_scheduler_type=schedule,
         max_grad_norm=cfg.trainer.max_grad_norm or 0.0,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=setup.device.type == "cpu", seed=seed,
-        logging_steps=cfg.trainer.log_every_steps, save_strategy="no", report_to="none",
-        dataloader_num_workers=cfg.trainer.num_workers, torch_compile=bool(cfg.trainer.compile))
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=setup.device.type == "cpu",
+        seed=seed,
+        logging_steps=cfg.trainer.log_every_steps,
+        save_strategy="no",
+        report_to="none",
+        dataloader_num_workers=cfg.trainer.num_workers,
+        torch_compile=bool(cfg.trainer.compile),
+    )
 
 
 def _samples_in(batches: int, rows: int, batch_size: int) -> int:
@@ -232,10 +311,14 @@ def run_hf_trainer(setup: Setup, seed: int, steps: int) -> Outcome:
     tally = Tally(DataCollatorWithPadding(setup.tokenizer))
     clock = _clock_callback()
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as output_dir:
-        trainer = Trainer(model=_fresh_model(setup),
-                          args=trainer_arguments(setup, seed, steps, output_dir, setup.precision),
-                          train_dataset=Encoded(setup.train_ids, setup.train_labels), data_collator=tally,
-                          processing_class=setup.tokenizer, callbacks=[clock])
+        trainer = Trainer(
+            model=_fresh_model(setup),
+            args=trainer_arguments(setup, seed, steps, output_dir, setup.precision),
+            train_dataset=Encoded(setup.train_ids, setup.train_labels),
+            data_collator=tally,
+            processing_class=setup.tokenizer,
+            callbacks=[clock],
+        )
         torch.set_num_threads(threads)  # the same threads as every other variant, whatever accelerate did
         trainer.train()
         batches = trainer.state.global_step * setup.cfg.trainer.grad_accum_steps
@@ -258,12 +341,16 @@ def variants(setup: Setup, names: list[str], alt_precision: str | None) -> dict:
     table = {
         "ours": ("ours", lambda seed, steps: run_ours(setup, seed, steps)),
         "hf_trainer": ("hf_trainer", lambda seed, steps: run_hf_trainer(setup, seed, steps)),
-        "pad_to_max": (f"pad_to_{setup.max_length}",
-                       lambda seed, steps: run_ours(setup, seed, steps, bucketing=False, pad_to=setup.max_length)),
+        "pad_to_max": (
+            f"pad_to_{setup.max_length}",
+            lambda seed, steps: run_ours(setup, seed, steps, bucketing=False, pad_to=setup.max_length),
+        ),
     }
     if alt_precision and alt_precision != setup.precision:
-        table["ours_alt"] = (f"ours_{alt_precision}",
-                             lambda seed, steps: run_ours(setup, seed, steps, precision=alt_precision))
+        table["ours_alt"] = (
+            f"ours_{alt_precision}",
+            lambda seed, steps: run_ours(setup, seed, steps, precision=alt_precision),
+        )
     unknown = set(names) - {*table, "ours_alt"}
     if unknown:
         known = ", ".join(sorted({*table, "ours_alt"}))

@@ -1,8 +1,9 @@
 """Build (or find in the cache) the default corpus and print where it is and what it holds.
 
-    python experiments/build_corpus.py                  # default: conf/data/titles.yaml
-    python experiments/build_corpus.py data.size=20000 data.seed=1
+python experiments/build_corpus.py                  # default: conf/data/titles.yaml
+python experiments/build_corpus.py data.size=20000 data.seed=1
 """
+
 import sys
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import lib.paths  # noqa: E402,F401  (registers the ${project_root:} resolver before Hydra composes)
-from lib.corpus.report import print_manifest  # noqa: E402
 from lib.corpus import ensure_corpus  # noqa: E402
+from lib.corpus.report import print_manifest  # noqa: E402
 from lib.errors import exit_on_user_error  # noqa: E402
 
 

@@ -1,18 +1,19 @@
 """Compare the runs of a sweep (or any runs) from MLflow: table, markdown, CSV, plots.
 
-    python experiments/compare.py                          # the latest sweep
-    python experiments/compare.py sweep=sweep-2026-11-25_15-44-11
-    python experiments/compare.py model=scibert            # every scibert run, across sweeps
-    python experiments/compare.py sweep=latest loss=focal out=reports/  experiment=titlesweep
-    python experiments/compare.py tracking.uri=http://127.0.0.1:5000
-    python experiments/compare.py rank_by=cross_source_accuracy
-        # a sweep over trainer.seed (e.g. +experiment=offline_five) is also grouped by recipe: mean +- std
-        # per recipe, ranked by mean validation F1 (rank_by=...), and a paired bootstrap 95% interval of
-        # the top two recipes' accuracy difference on every extra evaluation set (lib/recipes.py)
-    python experiments/compare.py register=true [name=titlesweep-best] [alias=champion] [metric=best_val_f1]
-        # also register the pyfunc model of the run with the best validation F1 in the MLflow model
-        # registry, alias pointed at it; its test F1 is printed beside (chosen on test, it would be biased)
+python experiments/compare.py                          # the latest sweep
+python experiments/compare.py sweep=sweep-2026-11-25_15-44-11
+python experiments/compare.py model=scibert            # every scibert run, across sweeps
+python experiments/compare.py sweep=latest loss=focal out=reports/  experiment=titlesweep
+python experiments/compare.py tracking.uri=http://127.0.0.1:5000
+python experiments/compare.py rank_by=cross_source_accuracy
+    # a sweep over trainer.seed (e.g. +experiment=offline_five) is also grouped by recipe: mean +- std
+    # per recipe, ranked by mean validation F1 (rank_by=...), and a paired bootstrap 95% interval of
+    # the top two recipes' accuracy difference on every extra evaluation set (lib/recipes.py)
+python experiments/compare.py register=true [name=titlesweep-best] [alias=champion] [metric=best_val_f1]
+    # also register the pyfunc model of the run with the best validation F1 in the MLflow model
+    # registry, alias pointed at it; its test F1 is printed beside (chosen on test, it would be biased)
 """
+
 import sys
 from pathlib import Path
 
@@ -26,8 +27,10 @@ from lib.cli import compose_config, parse_key_values  # noqa: E402
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
-USAGE = ("compare.py [sweep=NAME|ID|latest] [experiment=NAME] [out=DIR] [rank_by=METRIC] [register=true [name=MODEL_NAME] "
-         "[alias=ALIAS] [metric=KEY]] [KEY=VALUE filters] [tracking.*=... paths.*=...]")
+USAGE = (
+    "compare.py [sweep=NAME|ID|latest] [experiment=NAME] [out=DIR] [rank_by=METRIC] [register=true [name=MODEL_NAME] "
+    "[alias=ALIAS] [metric=KEY]] [KEY=VALUE filters] [tracking.*=... paths.*=...]"
+)
 OPTIONS = {
     "sweep": "a sweep's run name or id, or latest (default: latest, unless filters are given)",
     "experiment": "MLflow experiment (default: tracking.experiment, titlesweep)",
@@ -49,8 +52,9 @@ def main(args: list[str]) -> None:
     registration = compare.registration_options(options)
     cfg = compose_config(config_overrides)
     client = MlflowClient(tracking_uri(cfg))
-    parent, runs = compare.select_runs(client, options.get("experiment", cfg.tracking.experiment),
-                                       options.get("sweep"), filters)
+    parent, runs = compare.select_runs(
+        client, options.get("experiment", cfg.tracking.experiment), options.get("sweep"), filters
+    )
     comparison = compare.build_comparison(parent, runs)
     console = Console()
     compare.print_table(comparison, console)  # full width in a log file too
@@ -64,10 +68,12 @@ def main(args: list[str]) -> None:
         console.print(f"wrote {path}", soft_wrap=True)  # a long path on one line, also in a log file
     if registration:
         version, best = compare.register_best(client, comparison, **registration)
-        console.print(f"registered {version.name} version {version.version} (alias {registration['alias']}: "
-                      f"models:/{version.name}@{registration['alias']}) from run {best['run']} "
-                      f"({registration['metric']} = {best[registration['metric']]:.4f}, "
-                      f"{compare.REPORTED_BESIDE} = {best[compare.REPORTED_BESIDE]:.4f})")
+        console.print(
+            f"registered {version.name} version {version.version} (alias {registration['alias']}: "
+            f"models:/{version.name}@{registration['alias']}) from run {best['run']} "
+            f"({registration['metric']} = {best[registration['metric']]:.4f}, "
+            f"{compare.REPORTED_BESIDE} = {best[compare.REPORTED_BESIDE]:.4f})"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ file of ``extra_eval`` that exists here (the real CiteSeer sample).
 
 Writes corpus_report.md into the Hydra run folder and prints the same table.
 """
+
 import sys
 from pathlib import Path
 

@@ -7,6 +7,7 @@
 
 Copy ~/.cache/huggingface (or the `to=` folders) to the offline machine afterwards.
 """
+
 import sys
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.models import download_hub_model, hub_models  # noqa: E402
 from lib.paths import CONF_DIR  # noqa: E402
 
-
 USAGE = "download_models.py [model=NAME[,NAME...]] [to=DIR]"
-OPTIONS = {"model": "hub model options of conf/model/ to fetch (default: every one)",
-           "to": "save plain model folders under DIR/<name> (default: the Hugging Face cache)"}
+OPTIONS = {
+    "model": "hub model options of conf/model/ to fetch (default: every one)",
+    "to": "save plain model folders under DIR/<name> (default: the Hugging Face cache)",
+}
 
 
 def parse(args: list[str]) -> dict[str, str]:

@@ -15,6 +15,7 @@ experiment; it holds metrics at the stored threshold and at 0.5 (`f1`, `f1_at_0.
 the classification report, confusion matrix, precision-recall curve, an embedding map,
 predictions.csv and errors.csv.
 """
+
 import sys
 from pathlib import Path
 
@@ -23,15 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import mlflow  # noqa: E402
 
 from lib import evaluation, inference  # noqa: E402
-from lib.inference import DEFAULT_BATCH_SIZE  # noqa: E402
 from lib.cli import compose_config, parse_batch_size, parse_key_values, split_options  # noqa: E402
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
+from lib.inference import DEFAULT_BATCH_SIZE  # noqa: E402
 from lib.metrics import THRESHOLD_METRICS  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
-USAGE = ("evaluate.py (run=RUN_ID | model=NAME[@ALIAS]) (input=LABELLED_FILE | data=csv data.train=FILE "
-         "[data.test=FILE] | data=citeseer data.dir=DIR) [batch_size=N] [device=auto|cpu|cuda] "
-         "[tracking.*=... paths.*=...]")
+USAGE = (
+    "evaluate.py (run=RUN_ID | model=NAME[@ALIAS]) (input=LABELLED_FILE | data=csv data.train=FILE "
+    "[data.test=FILE] | data=citeseer data.dir=DIR) [batch_size=N] [device=auto|cpu|cuda] "
+    "[tracking.*=... paths.*=...]"
+)
 OPTIONS = {
     "run": "MLflow run id of a training run: its logged model",
     "model": "registered model, NAME or NAME@ALIAS",
@@ -48,8 +51,9 @@ def main(args: list[str]) -> None:
     options, overrides = split_options(parse_key_values(args, USAGE, OPTIONS, __doc__), OPTIONS, CONFIG_PREFIXES)
     data_options = [o for o in overrides if o.startswith("data")]
     if ("input" in options) == bool(data_options):
-        raise ConfigError("give the labelled data as input=FILE or as data=... options, not both or neither; "
-                          f"usage: {USAGE}")
+        raise ConfigError(
+            f"give the labelled data as input=FILE or as data=... options, not both or neither; usage: {USAGE}"
+        )
     if data_options and not any(o.startswith("data=") for o in data_options):
         raise ConfigError("data.* options need data=csv or data=citeseer (or data=titles) to say which reader")
     batch_size = parse_batch_size(options.get("batch_size"), DEFAULT_BATCH_SIZE)
@@ -61,13 +65,16 @@ def main(args: list[str]) -> None:
         frame, stats = evaluation.config_test_split(cfg)
         data_name = f"data={cfg.data.name} test split ({' '.join(data_options)})"
     mlflow.set_tracking_uri(tracking_uri(cfg))
-    predictor = inference.load_predictor(run=options.get("run"), model=options.get("model"),
-                                         device=options.get("device", "auto"))
+    predictor = inference.load_predictor(
+        run=options.get("run"), model=options.get("model"), device=options.get("device", "auto")
+    )
     run_id, metrics = evaluation.evaluate_in_mlflow(predictor, frame, data_name, stats, batch_size, progress=True)
     print(f"evaluation run {run_id} ({len(frame)} rows, source run {predictor.run_id})")
     for name in THRESHOLD_METRICS:
-        print(f"  {name:<10} {metrics[name]:.4f} at threshold {predictor.threshold:.4f}   "
-              f"{metrics[f'{name}_at_0.5']:.4f} at 0.5")
+        print(
+            f"  {name:<10} {metrics[name]:.4f} at threshold {predictor.threshold:.4f}   "
+            f"{metrics[f'{name}_at_0.5']:.4f} at 0.5"
+        )
     print(f"  roc_auc    {metrics['roc_auc']:.4f}   average_precision {metrics['average_precision']:.4f}")
 
 

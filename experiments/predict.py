@@ -8,6 +8,7 @@ Input: .txt (one title per line), .csv / .tsv / .xlsx with a `title` (else `text
 text_column=NAME. Every input row is written, in input order; empty titles get no probability and
 label 0. The threshold defaults to the one stored with the model. Default output: <input>.predictions.csv.
 """
+
 import sys
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from lib.cli import compose_config, parse_batch_size, parse_key_values, parse_th
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
-USAGE = ("predict.py (run=RUN_ID | model=NAME[@ALIAS] | model_dir=DIR) input=FILE [output=CSV] [threshold=P] "
-         "[text_column=NAME] [batch_size=N] [device=auto|cpu|cuda] [tracking.*=... paths.*=...]")
+USAGE = (
+    "predict.py (run=RUN_ID | model=NAME[@ALIAS] | model_dir=DIR) input=FILE [output=CSV] [threshold=P] "
+    "[text_column=NAME] [batch_size=N] [device=auto|cpu|cuda] [tracking.*=... paths.*=...]"
+)
 OPTIONS = {
     "run": "MLflow run id of a training run: its logged model",
     "model": "registered model, NAME or NAME@ALIAS (e.g. titlesweep-best@champion)",
@@ -46,15 +49,21 @@ def main(args: list[str]) -> None:
     batch_size = parse_batch_size(options.get("batch_size"), inference.DEFAULT_BATCH_SIZE)
     titles = inference.read_titles(source, options.get("text_column"))  # bad input fails before loading a model
     mlflow.set_tracking_uri(tracking_uri(compose_config(overrides)))
-    predictor = inference.load_predictor(run=options.get("run"), model=options.get("model"),
-                                         model_dir=options.get("model_dir"), device=options.get("device", "auto"))
+    predictor = inference.load_predictor(
+        run=options.get("run"),
+        model=options.get("model"),
+        model_dir=options.get("model_dir"),
+        device=options.get("device", "auto"),
+    )
     threshold = predictor.threshold if threshold is None else threshold
     probs = predictor.predict_titles(titles, batch_size, progress=True)
     frame = inference.predictions_frame(titles, probs, threshold)
     inference.write_csv_atomic(frame, output)
     empty = int(frame["probability"].isna().sum())
-    print(f"wrote {output}: {len(frame)} rows, {int(frame['label'].sum())} predicted correct at threshold "
-          f"{threshold:.4f}" + (f"; {empty} empty titles left unscored (label 0)" if empty else ""))
+    print(
+        f"wrote {output}: {len(frame)} rows, {int(frame['label'].sum())} predicted correct at threshold "
+        f"{threshold:.4f}" + (f"; {empty} empty titles left unscored (label 0)" if empty else "")
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Train and evaluate one recipe, tracked in MLflow.
 
-    python experiments/train.py model=scibert loss=focal adversarial=fgm schedule=cosine
-    python experiments/train.py --multirun model=bert,scibert,roberta,deberta
+python experiments/train.py model=scibert loss=focal adversarial=fgm schedule=cosine
+python experiments/train.py --multirun model=bert,scibert,roberta,deberta
 """
+
 import os
 import sys
 from pathlib import Path

@@ -7,6 +7,7 @@ and Playwright (pip install -e '.[dev]').
     python experiments/ui_screenshots.py sweep=<run id or name> out=/tmp/shots
     python experiments/ui_screenshots.py paths.outputs=/elsewhere/outputs
 """
+
 import sys
 from pathlib import Path
 
@@ -37,15 +38,19 @@ def main(args: list[str]) -> None:
         raise ConfigError(f"unknown option {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
     chromium = screenshots.find_chromium()
     if chromium is None:
-        raise ConfigError("no Chromium found (looked for " + ", ".join(screenshots.CHROMIUM_NAMES) +
-                          "); install it: apt-get install -y chromium")
+        raise ConfigError(
+            "no Chromium found (looked for "
+            + ", ".join(screenshots.CHROMIUM_NAMES)
+            + "); install it: apt-get install -y chromium"
+        )
     cfg = compose_config([f"{k}={v}" for k, v in options.items() if k.startswith(("tracking.", "paths."))])
     uri = tracking_uri(cfg)
     if uri.startswith(("http://", "https://")):
         raise ConfigError("tracking.uri names a server: open it in a browser; this command shows a local store")
     client = MlflowClient(uri)
-    parent, _ = compare.select_runs(client, options.get("experiment", cfg.tracking.experiment),
-                                    options.get("sweep", "latest"), {})
+    parent, _ = compare.select_runs(
+        client, options.get("experiment", cfg.tracking.experiment), options.get("sweep", "latest"), {}
+    )
     out_dir = Path(options.get("out", PROJECT_ROOT / "docs"))
     port = int(options.get("port", screenshots.free_port()))
     with screenshots.mlflow_ui(uri, port, Path(cfg.paths.outputs) / "mlflow_ui.log") as base:
@@ -56,8 +61,10 @@ def main(args: list[str]) -> None:
     listed = screenshots.children_listed(shots)
     print(f"the sweep run's page lists {len(listed)} of its {len(shots.children)} child runs: {', '.join(listed)}")
     if len(listed) != len(shots.children):
-        raise UserError(f"the sweep run's page does not list child run(s) "
-                        f"{', '.join(sorted(set(shots.children) - set(listed)))}; see {shots.pages[0].png}")
+        raise UserError(
+            f"the sweep run's page does not list child run(s) "
+            f"{', '.join(sorted(set(shots.children) - set(listed)))}; see {shots.pages[0].png}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,9 +45,7 @@ def build_adversary(cfg_adv: DictConfig, model: nn.Module) -> Adversary | None:
             step_size=cfg_adv.get("step_size", 0.3),
             steps=cfg_adv.get("steps", 3),
         )
-    raise ConfigError(
-        f"adversarial.name={name!r} is unknown; valid names: {', '.join(ADVERSARY_NAMES)}"
-    )
+    raise ConfigError(f"adversarial.name={name!r} is unknown; valid names: {', '.join(ADVERSARY_NAMES)}")
 
 
 def word_embedding_weight(model: nn.Module) -> nn.Parameter:
@@ -56,8 +54,7 @@ def word_embedding_weight(model: nn.Module) -> nn.Parameter:
     getter = getattr(model, "get_input_embeddings", None)
     if getter is None:
         raise ConfigError(
-            f"adversarial training needs a model with get_input_embeddings(); "
-            f"{type(model).__name__} has none"
+            f"adversarial training needs a model with get_input_embeddings(); {type(model).__name__} has none"
         )
     weight = getter().weight
     if not weight.requires_grad:
@@ -183,11 +180,6 @@ class PGD(Adversary):
 
 
 def _positive(value, field: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{field} must be a positive number, got {value!r}")
     return float(value)

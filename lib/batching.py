@@ -5,10 +5,11 @@ compute, so batches are built from examples of similar length. Training shuffles
 evaluation walks the examples sorted by length and every batch carries the original row
 indices, so predictions can be put back in input order.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -43,10 +44,10 @@ class LengthBucketSampler(Sampler[list[int]]):
         return -(-len(self.lengths) // self.batch_size)
 
     def _chunks(self, order: list[int]) -> list[list[int]]:
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches()[self.skip:])
+        return iter(self._batches()[self.skip :])
 
     def _batches(self) -> list[list[int]]:
         order = list(range(len(self.lengths)))
@@ -61,7 +62,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         pool = self.batch_size * POOL_BATCHES
         batches = []
         for start in range(0, len(order), pool):
-            chunk = sorted(order[start:start + pool], key=lambda i: self.lengths[i])
+            chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
             batches.extend(self._chunks(chunk))
         rng.shuffle(batches)
         return batches
@@ -78,8 +79,8 @@ class Collator:
         input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
         for row, (ids, _, _) in enumerate(items):
-            input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, :len(ids)] = 1
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -88,13 +89,29 @@ class Collator:
         }
 
 
-def make_loader(token_ids: list[list[int]], labels: list[int], batch_size: int, *, shuffle: bool, pad_id: int,
-                seed: int = 0, bucketing: bool = True, pad_to: int | None = None, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    token_ids: list[list[int]],
+    labels: list[int],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    pad_id: int,
+    seed: int = 0,
+    bucketing: bool = True,
+    pad_to: int | None = None,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A DataLoader over pre-tokenized examples; its ``batch_sampler`` has ``set_epoch``."""
     items = [(ids, int(label), index) for index, (ids, label) in enumerate(zip(token_ids, labels))]
     sampler = LengthBucketSampler([len(ids) for ids in token_ids], batch_size, shuffle, seed, bucketing)
     # Its own generator: a DataLoader draws a seed from the global RNG for every new iterator, which
     # would shift the dropout masks after an evaluation or a resume from a checkpoint.
-    return DataLoader(items, batch_sampler=sampler, collate_fn=Collator(pad_id, pad_to), num_workers=num_workers,
-                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        items,
+        batch_sampler=sampler,
+        collate_fn=Collator(pad_id, pad_to),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -4,15 +4,16 @@ A checkpoint is one ``torch.save`` file of tensors, numbers, strings, lists and 
 loads with ``weights_only=True``: opening a checkpoint never runs pickled code. It is written to a
 temporary file and renamed, so a crash while saving leaves the previous checkpoint intact.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -66,9 +67,13 @@ def model_state(saved: dict) -> dict:
 def rng_state() -> dict:
     """Every random stream the loop draws from (dropout, shuffling), as loadable tensors/lists."""
     np_state = np.random.get_state()
-    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
-             "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -1,5 +1,6 @@
 """Command-line helpers: ``key=value`` arguments for the entry points that are not Hydra apps
 (compare, download), and the checks train.py makes before Hydra starts."""
+
 from __future__ import annotations
 
 import os
@@ -8,12 +9,12 @@ from pathlib import Path
 
 from lib.errors import ConfigError
 
-
 HELP_FLAGS = ("-h", "--help")
 
 
-def parse_key_values(args: list[str], usage: str, options: dict[str, str] | None = None,
-                     about: str = "") -> dict[str, str]:
+def parse_key_values(
+    args: list[str], usage: str, options: dict[str, str] | None = None, about: str = ""
+) -> dict[str, str]:
     """["sweep=x", "model=scibert"] -> {"sweep": "x", "model": "scibert"}; anything else is refused.
     -h / --help prints the usage, ``about`` (the entry point's docstring) and one line per option, and exits 0."""
     if any(a in HELP_FLAGS for a in args):
@@ -100,8 +101,9 @@ def compose_config(overrides: list[str]):
         raise ConfigError(f"cannot compose the config from {' '.join(overrides)}: {first_line}") from None
 
 
-def split_options(options: dict[str, str], allowed, config_prefixes: tuple[str, ...] = ("tracking.", "paths.")
-                  ) -> tuple[dict[str, str], list[str]]:
+def split_options(
+    options: dict[str, str], allowed, config_prefixes: tuple[str, ...] = ("tracking.", "paths.")
+) -> tuple[dict[str, str], list[str]]:
     """(this command's options, Hydra overrides); anything else is refused with the valid names.
     ``allowed``: option names (keys of an entry point's OPTIONS help; keys such as "tracking.*" are labels)."""
     names = [k for k in allowed if k.isidentifier()]
@@ -110,6 +112,7 @@ def split_options(options: dict[str, str], allowed, config_prefixes: tuple[str, 
     unknown = [k for k in own if k not in names]
     if unknown:
         prefixes = ", ".join(p + ("*" if p.endswith(".") else "=...") for p in config_prefixes)
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(names)}, {prefixes} "
-                          "(--help describes them)")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(names)}, {prefixes} (--help describes them)"
+        )
     return own, overrides

@@ -5,14 +5,15 @@ Selection: the children of one sweep (default: the latest sweep), optionally nar
 as ``loss.gamma=2.0`` are matched as they are). Filters without a sweep search every job run of
 the experiment, across sweeps.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import matplotlib
 
@@ -29,9 +30,15 @@ from lib.errors import ConfigError, UserError  # noqa: E402
 from lib.tracking import ROLE_TAG  # noqa: E402
 
 # Metric columns: (MLflow key, header, better). better None: shown, never marked best.
-METRICS = [("test_accuracy", "test acc", "max"), ("test_f1", "test F1", "max"), ("test_macro_f1", "macro F1", "max"),
-           ("test_recall", "recall", "max"), ("best_epoch", "best epoch", None),
-           ("train_seconds", "train s", "min"), ("train_samples_per_s", "samples/s", "max")]
+METRICS = [
+    ("test_accuracy", "test acc", "max"),
+    ("test_f1", "test F1", "max"),
+    ("test_macro_f1", "macro F1", "max"),
+    ("test_recall", "recall", "max"),
+    ("best_epoch", "best epoch", None),
+    ("train_seconds", "train s", "min"),
+    ("train_samples_per_s", "samples/s", "max"),
+]
 # Extra evaluation sets (cross-source corpus, the real CiteSeer sample, ...): reported beside test.
 EXTRA_SUFFIXES = [("accuracy", "acc", "max"), ("f1", "F1", "max")]
 NOT_EXTRA = ("test", "best_val", "val", "data", "train")
@@ -40,10 +47,10 @@ NOT_TRAINING_ROLES = ("sweep", "eval")  # ROLE_TAG of sweep parents and of evalu
 
 @dataclass
 class Comparison:
-    sweep: object | None          # the parent run, when one sweep was compared
-    table: pd.DataFrame           # one row per run: run, run_id, differing overrides, metrics
+    sweep: object | None  # the parent run, when one sweep was compared
+    table: pd.DataFrame  # one row per run: run, run_id, differing overrides, metrics
     columns: list[tuple[str, str, str | None]]  # metric columns present, as in METRICS
-    overrides: list[str]          # override keys that differ between the runs
+    overrides: list[str]  # override keys that differ between the runs
 
 
 def select_runs(client: MlflowClient, experiment: str, sweep: str | None, filters: dict[str, str]):
@@ -56,8 +63,9 @@ def select_runs(client: MlflowClient, experiment: str, sweep: str | None, filter
     if sweep or not filters:
         parent = _find_sweep(client, exp.experiment_id, sweep)
         clauses.append(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    runs = client.search_runs([exp.experiment_id], " and ".join(clauses), max_results=10_000,
-                              order_by=["attributes.start_time ASC"])
+    runs = client.search_runs(
+        [exp.experiment_id], " and ".join(clauses), max_results=10_000, order_by=["attributes.start_time ASC"]
+    )
     # Training runs only. Filtered here, not with a `tags.role != ...` clause: MLflow's stores drop
     # every run that lacks the tag from such a clause, i.e. every run trained outside a sweep.
     runs = [r for r in runs if r.data.tags.get(ROLE_TAG) not in NOT_TRAINING_ROLES]
@@ -77,18 +85,24 @@ def _find_sweep(client: MlflowClient, experiment_id: str, sweep: str | None):
     if sweep and sweep != "latest":  # a run name or a run id (MLflow filters have no OR)
         for attribute in ("run_name", "run_id"):
             found = found or client.search_runs(
-                [experiment_id], f"{query} and attributes.{attribute} = '{sweep}'", max_results=1,
-                order_by=["attributes.start_time DESC"])
+                [experiment_id],
+                f"{query} and attributes.{attribute} = '{sweep}'",
+                max_results=1,
+                order_by=["attributes.start_time DESC"],
+            )
     else:
         found = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
     if not found:
-        raise ConfigError(f"sweep={sweep or 'latest'}: no such sweep run; start one with "
-                          "`python experiments/train.py --multirun ...`")
+        raise ConfigError(
+            f"sweep={sweep or 'latest'}: no such sweep run; start one with `python experiments/train.py --multirun ...`"
+        )
     return found[0]
 
 
 def build_comparison(parent, runs) -> Comparison:
-    overrides = [dict(o.split("=", 1) for o in r.data.tags.get("hydra_overrides", "").split() if "=" in o) for r in runs]
+    overrides = [
+        dict(o.split("=", 1) for o in r.data.tags.get("hydra_overrides", "").split() if "=" in o) for r in runs
+    ]
     keys = sorted({k for o in overrides for k in o})
     differing = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
     candidates = METRICS + _extra_columns(runs)  # scanned once, not once per run
@@ -103,15 +117,19 @@ def build_comparison(parent, runs) -> Comparison:
 
 
 def _extra_columns(runs) -> list[tuple[str, str, str | None]]:
-    names = sorted({k.rsplit("_", 1)[0] for r in runs for k in r.data.metrics if k.endswith("_accuracy")}
-                   - set(NOT_EXTRA))
+    names = sorted(
+        {k.rsplit("_", 1)[0] for r in runs for k in r.data.metrics if k.endswith("_accuracy")} - set(NOT_EXTRA)
+    )
     return [(f"{n}_{suffix}", f"{n} {header}", better) for n in names for suffix, header, better in EXTRA_SUFFIXES]
 
 
 def extra_sets(comparison: Comparison) -> list[str]:
     """Names of the extra evaluation sets among the comparison's columns (cross_source, citeseer_dev, ...)."""
-    return [key[: -len("_accuracy")] for key, _, _ in comparison.columns
-            if key.endswith("_accuracy") and key != "test_accuracy"]
+    return [
+        key[: -len("_accuracy")]
+        for key, _, _ in comparison.columns
+        if key.endswith("_accuracy") and key != "test_accuracy"
+    ]
 
 
 def recipe_summary(client: MlflowClient, comparison: Comparison, rank_by: str = recipes.RANK_DEFAULT):
@@ -141,8 +159,14 @@ RECIPE_HEADERS = {"test_accuracy": "test acc", "test_f1": "test F1", "best_val_f
 
 
 def recipe_headers(summary) -> dict[str, str]:
-    return {**RECIPE_HEADERS, **{k: k.replace("_accuracy", " acc").replace("_roc_auc", " AUC")
-                                 for k in summary.metrics if k not in RECIPE_HEADERS}}
+    return {
+        **RECIPE_HEADERS,
+        **{
+            k: k.replace("_accuracy", " acc").replace("_roc_auc", " AUC")
+            for k in summary.metrics
+            if k not in RECIPE_HEADERS
+        },
+    }
 
 
 def print_recipes(summary, console: Console | None = None) -> None:
@@ -220,7 +244,9 @@ def to_markdown(comparison: Comparison) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for i, row in comparison.table.iterrows():
         cells = [row["run"], *[str(row[k]) for k in comparison.overrides]]
-        cells += [f"**{_fmt(k, row[k])}**" if i in best.get(k, ()) else _fmt(k, row[k]) for k, _, _ in comparison.columns]
+        cells += [
+            f"**{_fmt(k, row[k])}**" if i in best.get(k, ()) else _fmt(k, row[k]) for k, _, _ in comparison.columns
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\nBold: best value per column.\n"
 
@@ -262,16 +288,22 @@ def write_outputs(client: MlflowClient, comparison: Comparison, out_dir: Path, s
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.md").write_text(to_markdown(comparison))
     comparison.table.to_csv(out_dir / "comparison.csv", index=False)
-    files = [out_dir / "comparison.md", out_dir / "comparison.csv",
-             bar_chart(comparison, out_dir / "comparison_scores.png"),
-             validation_curves(client, comparison, out_dir / "validation_curves.png")]
+    files = [
+        out_dir / "comparison.md",
+        out_dir / "comparison.csv",
+        bar_chart(comparison, out_dir / "comparison_scores.png"),
+        validation_curves(client, comparison, out_dir / "validation_curves.png"),
+    ]
     if summary is not None:
         headers = recipe_headers(summary)
         (out_dir / "recipes.md").write_text(recipes.to_markdown(summary, headers))
         summary.table.to_csv(out_dir / "recipes.csv", index=False)
         bars = [(k, headers[k]) for k in summary.metrics if k.endswith(("_accuracy", "_roc_auc"))]
-        files += [out_dir / "recipes.md", out_dir / "recipes.csv",
-                  plots.recipe_bars_png(summary.table, bars, out_dir / "recipes.png")]
+        files += [
+            out_dir / "recipes.md",
+            out_dir / "recipes.csv",
+            plots.recipe_bars_png(summary.table, bars, out_dir / "recipes.png"),
+        ]
     if comparison.sweep is not None:
         for path in files:
             client.log_artifact(comparison.sweep.info.run_id, str(path), "comparison")
@@ -305,8 +337,13 @@ def registration_options(options: dict[str, str]) -> dict[str, str] | None:
     return {k: options.get(k, default) for k, default in REGISTER_DEFAULTS.items()}
 
 
-def register_best(client: MlflowClient, comparison: Comparison, name: str = REGISTER_DEFAULTS["name"],
-                  alias: str = REGISTER_DEFAULTS["alias"], metric: str = REGISTER_DEFAULTS["metric"]):
+def register_best(
+    client: MlflowClient,
+    comparison: Comparison,
+    name: str = REGISTER_DEFAULTS["name"],
+    alias: str = REGISTER_DEFAULTS["alias"],
+    metric: str = REGISTER_DEFAULTS["metric"],
+):
     """Register the pyfunc model of the compared run with the best ``metric`` as a new version of
     ``name``, and point ``alias`` at it. Returns (model version, best run's row); the row also
     holds the run's test F1 (REPORTED_BESIDE), which the version's tags and description carry."""
@@ -320,10 +357,14 @@ def register_best(client: MlflowClient, comparison: Comparison, name: str = REGI
     # (a TODO in MLflow's create_model_version): point the global one at this store meanwhile.
     with _global_tracking_uri(client.tracking_uri):
         version = client.create_model_version(
-            name, source=f"models:/{model.model_id}", run_id=row["run_id"], model_id=model.model_id,
+            name,
+            source=f"models:/{model.model_id}",
+            run_id=row["run_id"],
+            model_id=model.model_id,
             tags={"selected_by": metric, metric: f"{row[metric]:.6g}", REPORTED_BESIDE: f"{row[REPORTED_BESIDE]:.6g}"},
             description=f"best {metric} ({row[metric]:.4f}; {beside}) of {len(comparison.table)} compared runs: "
-                        f"{row['run']}")
+            f"{row['run']}",
+        )
     client.set_registered_model_alias(name, alias, version.version)
     return version, row
 
@@ -342,11 +383,16 @@ def _pyfunc_model_of(client: MlflowClient, run_id: str, run_name: str):
 
     experiment = client.get_run(run_id).info.experiment_id
     found = client.search_logged_models(
-        [experiment], filter_string=f"source_run_id = '{run_id}' AND name = '{PYFUNC_ARTIFACT}'",
-        order_by=[{"field_name": "creation_timestamp", "ascending": False}], max_results=1)
+        [experiment],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{PYFUNC_ARTIFACT}'",
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}],
+        max_results=1,
+    )
     if not found:
-        raise UserError(f"run {run_name} ({run_id}) is the best but has no {PYFUNC_ARTIFACT} to register "
-                        "(trained with tracking.log_model=false, or before models were logged as pyfunc)")
+        raise UserError(
+            f"run {run_name} ({run_id}) is the best but has no {PYFUNC_ARTIFACT} to register "
+            "(trained with tracking.log_model=false, or before models were logged as pyfunc)"
+        )
     return found[0]
 
 
@@ -369,4 +415,3 @@ def _global_tracking_uri(uri: str) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
-

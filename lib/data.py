@@ -5,11 +5,12 @@ empty titles dropped and counted, validation carved from training when no file i
 every evaluation set is known (test, the extra sets), the leakage guard removes training titles
 that occur in any of them or in validation, and validation titles that occur in test.
 """
+
 from __future__ import annotations
 
 import logging
-from io import StringIO
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
@@ -56,8 +57,9 @@ def _read_text(path: Path) -> str:
     except UnicodeDecodeError as err:
         # Refuse rather than guess: silently replaced characters would become training text.
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}: not valid UTF-8 (line {line}, byte offset {err.start}); "
-                        "re-save the file as UTF-8") from None
+        raise DataError(
+            f"{path}: not valid UTF-8 (line {line}, byte offset {err.start}); re-save the file as UTF-8"
+        ) from None
 
 
 def read_lines(path: Path) -> list[str]:
@@ -93,24 +95,32 @@ def parse_labels(values: pd.Series, path: Path, column: str) -> pd.Series:
     return keys.map(LABEL_VALUES).astype(int)
 
 
-def labelled_table(path: Path, text_column: str, label_column: str,
-                   hint: str = "set data.text_column / data.label_column") -> pd.DataFrame:
+def labelled_table(
+    path: Path, text_column: str, label_column: str, hint: str = "set data.text_column / data.label_column"
+) -> pd.DataFrame:
     """Read a labelled file into ``text``, ``label`` columns."""
     table = read_table(path)
     missing = [c for c in (text_column, label_column) if c not in table.columns]
     if missing:
-        raise DataError(f"{path}: no column {', '.join(repr(c) for c in missing)} "
-                        f"(columns: {', '.join(map(str, table.columns))}); {hint}")
+        raise DataError(
+            f"{path}: no column {', '.join(repr(c) for c in missing)} "
+            f"(columns: {', '.join(map(str, table.columns))}); {hint}"
+        )
     if table.empty:
         raise DataError(f"{path}: has a header but no rows")
-    return pd.DataFrame({"text": table[text_column].astype(str),
-                         "label": parse_labels(table[label_column], path, label_column)})
+    return pd.DataFrame(
+        {"text": table[text_column].astype(str), "label": parse_labels(table[label_column], path, label_column)}
+    )
 
 
 def citeseer_table(path: Path) -> pd.DataFrame:
     """The testSet-1000 format: ``title given by manchine`` and ``Y/N`` columns."""
-    return labelled_table(path, CITESEER_TEXT, CITESEER_LABEL,
-                          hint=f"expected the testSet-1000 columns '{CITESEER_TEXT}' and '{CITESEER_LABEL}'")
+    return labelled_table(
+        path,
+        CITESEER_TEXT,
+        CITESEER_LABEL,
+        hint=f"expected the testSet-1000 columns '{CITESEER_TEXT}' and '{CITESEER_LABEL}'",
+    )
 
 
 def eval_table(path: Path) -> pd.DataFrame:
@@ -183,14 +193,18 @@ def check_training_set(train: pd.DataFrame, source: str, min_per_class: int = MI
     """Both classes, with at least ``min_per_class`` rows each (fewer after trainer.limit_train is fine)."""
     counts = train["label"].value_counts()
     if len(train) < 2 * min_per_class:
-        raise DataError(f"{source}: only {len(train)} labelled row(s); at least {2 * min_per_class} "
-                        f"({min_per_class} per class) are needed to train and validate")
+        raise DataError(
+            f"{source}: only {len(train)} labelled row(s); at least {2 * min_per_class} "
+            f"({min_per_class} per class) are needed to train and validate"
+        )
     if len(counts) < 2:
         only = "correct (1)" if counts.index[0] == 1 else "wrong (0)"
         raise DataError(f"{source}: training data has only one class ({only}); both labels are needed")
     if counts.min() < min_per_class:
-        raise DataError(f"{source}: only {counts.min()} row(s) of label {counts.idxmin()}; "
-                        f"at least {min_per_class} per class are needed")
+        raise DataError(
+            f"{source}: only {counts.min()} row(s) of label {counts.idxmin()}; "
+            f"at least {min_per_class} per class are needed"
+        )
 
 
 def finish(train, val, test, seed, val_fraction, stats, source) -> Splits:

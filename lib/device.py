@@ -1,5 +1,6 @@
 """Where a run computes and at what precision: the device, the autocast precision and the reason
 for each automatic choice (logged at the start of a run)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,10 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"trainer.device={name}: no CUDA GPU is visible; use trainer.device=cpu or auto")
     device = torch.device(name)
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"trainer.device={name}: only {torch.cuda.device_count()} CUDA GPU(s) visible "
-                          f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+        raise ConfigError(
+            f"trainer.device={name}: only {torch.cuda.device_count()} CUDA GPU(s) visible "
+            f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+        )
     return device
 
 

@@ -1,6 +1,7 @@
 """Evaluate a trained model on labelled data as its own MLflow run beside the training run:
 metrics at the stored threshold and at 0.5, reports, confusion matrix, precision-recall curve,
 a 2-D map of the sentence embeddings, and every misclassified title."""
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,15 @@ from lib.inference import DEFAULT_BATCH_SIZE, Predictor, labels_at
 from lib.metrics import class_report, confusion, metrics_at_threshold
 from lib.tracking import ROLE_TAG, redact
 
+
 def labelled_file(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
     """Every row of a labelled file (CiteSeer test format or text/label columns), empties dropped."""
     columns = [str(c) for c in read_table(Path(path)).columns]
     if CITESEER_LABEL not in columns and not {"text", "label"} <= set(columns):
-        raise DataError(f"{path}: a labelled file needs columns '{CITESEER_TEXT}' and '{CITESEER_LABEL}' (CiteSeer "
-                        f"test format) or 'text' and 'label' (columns: {', '.join(columns)})")
+        raise DataError(
+            f"{path}: a labelled file needs columns '{CITESEER_TEXT}' and '{CITESEER_LABEL}' (CiteSeer "
+            f"test format) or 'text' and 'label' (columns: {', '.join(columns)})"
+        )
     stats: dict[str, int] = {}
     frame = drop_empty(eval_table(Path(path)), stats, "eval")
     return frame, stats
@@ -42,26 +46,49 @@ def config_test_split(cfg) -> tuple[pd.DataFrame, dict[str, int]]:
     return splits.test, splits.stats
 
 
-def evaluate_in_mlflow(predictor: Predictor, frame: pd.DataFrame, data_name: str, stats: dict[str, int],
-                       batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> tuple[str, dict[str, float]]:
+def evaluate_in_mlflow(
+    predictor: Predictor,
+    frame: pd.DataFrame,
+    data_name: str,
+    stats: dict[str, int],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> tuple[str, dict[str, float]]:
     """Score ``frame`` (text, label) and log a new run ``eval-<training run name>`` beside the training
     run, tagged ``source_run_id``: metrics, reports, plots, errors.csv. Returns (run id, metrics)."""
     if predictor.run_id is None:
-        raise ConfigError(f"{predictor.source}: evaluation is logged beside the training run; name the model "
-                          "with run=RUN_ID or model=NAME[@ALIAS]")
+        raise ConfigError(
+            f"{predictor.source}: evaluation is logged beside the training run; name the model "
+            "with run=RUN_ID or model=NAME[@ALIAS]"
+        )
     if frame.empty:
         raise DataError(f"{data_name}: no labelled rows to evaluate")
     source = _source_run(predictor.run_id)
     probs, vectors = predictor.score(frame["text"].tolist(), batch_size, progress, embeddings=True)
     labels = frame["label"].to_numpy()
-    metrics = {**metrics_at_threshold(labels, probs, predictor.threshold), "threshold": predictor.threshold,
-               "rows": float(len(frame)), **{f"data_{k}": float(v) for k, v in stats.items()}}
-    tags = {"source_run_id": predictor.run_id, ROLE_TAG: "eval", "eval_data": data_name,
-            "model_source": predictor.source}
-    with mlflow.start_run(experiment_id=source.info.experiment_id, run_name=f"eval-{source.info.run_name}",
-                          tags=tags) as run:
-        mlflow.log_params({"eval.data": data_name, "eval.rows": len(frame), "eval.threshold": predictor.threshold,
-                           "eval.source_run_id": predictor.run_id})
+    metrics = {
+        **metrics_at_threshold(labels, probs, predictor.threshold),
+        "threshold": predictor.threshold,
+        "rows": float(len(frame)),
+        **{f"data_{k}": float(v) for k, v in stats.items()},
+    }
+    tags = {
+        "source_run_id": predictor.run_id,
+        ROLE_TAG: "eval",
+        "eval_data": data_name,
+        "model_source": predictor.source,
+    }
+    with mlflow.start_run(
+        experiment_id=source.info.experiment_id, run_name=f"eval-{source.info.run_name}", tags=tags
+    ) as run:
+        mlflow.log_params(
+            {
+                "eval.data": data_name,
+                "eval.rows": len(frame),
+                "eval.threshold": predictor.threshold,
+                "eval.source_run_id": predictor.run_id,
+            }
+        )
         mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory(prefix="titlesweep-eval-") as tmp:
             write_evaluation_files(frame, probs, vectors, predictor.threshold, Path(tmp))
@@ -77,8 +104,9 @@ def _source_run(run_id: str):
         raise UserError(f"run={run_id}: the model's training run is not in {store}") from None
 
 
-def write_evaluation_files(frame: pd.DataFrame, probs: np.ndarray, vectors: np.ndarray | None, threshold: float,
-                           folder: Path) -> list[Path]:
+def write_evaluation_files(
+    frame: pd.DataFrame, probs: np.ndarray, vectors: np.ndarray | None, threshold: float, folder: Path
+) -> list[Path]:
     """Report (txt, json), confusion matrix, PR curve, embedding map (when ``vectors`` are given),
     predictions.csv and errors.csv of one labelled split: what training (lib/run.py, per held-out
     split) and evaluate.py both write."""
@@ -88,8 +116,13 @@ def write_evaluation_files(frame: pd.DataFrame, probs: np.ndarray, vectors: np.n
     files[0].write_text(f"decision threshold {threshold:.4f}, {len(frame)} rows\n\n{text}")
     files[1].write_text(json.dumps({"threshold": threshold, **as_dict}, indent=2))
     accuracy = float((labels == preds).mean())
-    files.append(plots.confusion_png(confusion(labels, preds), folder / "confusion_matrix.png",
-                                     f"threshold {threshold:.3f}: accuracy {accuracy:.4f}"))
+    files.append(
+        plots.confusion_png(
+            confusion(labels, preds),
+            folder / "confusion_matrix.png",
+            f"threshold {threshold:.3f}: accuracy {accuracy:.4f}",
+        )
+    )
     files.append(plots.pr_curve_png(labels, probs, threshold, folder / "precision_recall_curve.png"))
     if vectors is not None:
         files.append(plots.embedding_map_png(vectors, labels, preds, folder / "embedding_map.png"))

@@ -12,6 +12,7 @@ with the decision threshold chosen on validation and the training ``max_length``
 MLflow is read through the current tracking URI (the entry points set it from ``tracking.uri``).
 Empty titles are never scored: they keep their row with probability NaN and label 0.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,12 +30,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 
 from lib.batching import encode, make_loader
 from lib.data import CITESEER_TEXT, read_lines, read_table
+from lib.device import resolve_device
 from lib.errors import ConfigError, DataError, UserError
 from lib.progress import progress
-from lib.device import resolve_device
 from lib.pyfunc import HF_ARTIFACT, MODEL_ARTIFACT, read_settings
 from lib.tracking import redact
-
 
 TITLE_COLUMNS = ("title", "text", CITESEER_TEXT)  # tried in this order when no text_column is given
 TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xls", ".jsonl")
@@ -47,12 +47,13 @@ DEFAULT_BATCH_SIZE = 128
 @dataclass
 class Predictor:
     """A loaded classifier: ``predict_titles`` gives P(correct title) per text."""
+
     model: torch.nn.Module
     tokenizer: object
-    threshold: float      # stored with the model; label 1 when probability >= threshold
+    threshold: float  # stored with the model; label 1 when probability >= threshold
     max_length: int
-    source: str           # how it was named on the command line, for messages and tags
-    run_id: str | None    # the training run, when known
+    source: str  # how it was named on the command line, for messages and tags
+    run_id: str | None  # the training run, when known
     device: torch.device
 
     def predict_titles(self, texts, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> np.ndarray:
@@ -60,8 +61,9 @@ class Predictor:
         return self.score(texts, batch_size, progress)[0]
 
     @torch.inference_mode()
-    def score(self, texts, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
-              embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def score(
+        self, texts, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False, embeddings: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities and, with ``embeddings``, the mean-pooled last hidden state of each text
         (NaN rows for empty texts). Batches are sorted by length, so little of each is padding."""
         clean = [str(text).strip() for text in texts]
@@ -80,8 +82,9 @@ class Predictor:
             for batch in loader:
                 mask = batch["attention_mask"].to(self.device)
                 # fp32, as training scored validation when it chose the stored threshold (lib.loop.predict)
-                out = self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=mask,
-                                 output_hidden_states=embeddings)
+                out = self.model(
+                    input_ids=batch["input_ids"].to(self.device), attention_mask=mask, output_hidden_states=embeddings
+                )
                 logits[batch["index"]] = out.logits.float().cpu()
                 if embeddings:
                     pooled[batch["index"]] = _mean_pool(out.hidden_states[-1].float(), mask).cpu()
@@ -98,8 +101,15 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _progress(enabled: bool):
-    return progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+    return progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("batches"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
 
 
 def labels_at(probs: np.ndarray, threshold: float) -> np.ndarray:
@@ -107,14 +117,17 @@ def labels_at(probs: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(np.isnan(probs), 0, probs >= threshold).astype(int)
 
 
-def load_predictor(*, run: str | None = None, model: str | None = None, model_dir: str | None = None,
-                   device: str = "auto") -> Predictor:
+def load_predictor(
+    *, run: str | None = None, model: str | None = None, model_dir: str | None = None, device: str = "auto"
+) -> Predictor:
     """Exactly one of ``run``, ``model``, ``model_dir`` (see the module docstring)."""
     given = {k: v for k, v in {"run": run, "model": model, "model_dir": model_dir}.items() if v}
     if len(given) != 1:
-        raise ConfigError("name the model with exactly one of run=RUN_ID, model=NAME[@ALIAS] or model_dir=FOLDER"
-                          + (f" (got {', '.join(given)})" if given else ""))
-    (kind, value), = given.items()
+        raise ConfigError(
+            "name the model with exactly one of run=RUN_ID, model=NAME[@ALIAS] or model_dir=FOLDER"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    ((kind, value),) = given.items()
     if kind == "model_dir":
         return _from_folder(Path(value), f"model_dir={value}", None, device)
     # Downloads only live until the weights are in memory.
@@ -133,8 +146,10 @@ def _download_run_model(run_id: str, dst: Path) -> Path:
         raise UserError(f"run={run_id}: no such run in {redact(mlflow.get_tracking_uri())}") from None
     names = {Path(item.path).name for item in client.list_artifacts(run_id, MODEL_ARTIFACT)}
     if "config.json" not in names:
-        raise UserError(f"run={run_id}: the run has no logged model (no '{MODEL_ARTIFACT}/' artifacts; "
-                        "was it trained with tracking.log_model=false, or did it fail?)")
+        raise UserError(
+            f"run={run_id}: the run has no logged model (no '{MODEL_ARTIFACT}/' artifacts; "
+            "was it trained with tracking.log_model=false, or did it fail?)"
+        )
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_ARTIFACT, dst_path=str(dst)))
 
 
@@ -172,9 +187,15 @@ def _from_folder(folder: Path, source: str, run_id: str | None, device: str) -> 
     except ConfigError:  # its message names trainer.device; here the option is device=
         raise ConfigError(f"device={device}: no CUDA GPU is visible; use device=cpu or device=auto") from None
     model = AutoModelForSequenceClassification.from_pretrained(folder).to(torch_device).eval()
-    return Predictor(model=model, tokenizer=AutoTokenizer.from_pretrained(folder),
-                     threshold=threshold, max_length=max_length,
-                     source=source, run_id=run_id, device=torch_device)
+    return Predictor(
+        model=model,
+        tokenizer=AutoTokenizer.from_pretrained(folder),
+        threshold=threshold,
+        max_length=max_length,
+        source=source,
+        run_id=run_id,
+        device=torch_device,
+    )
 
 
 # --------------------------------------------------------------- files in and out
@@ -187,8 +208,9 @@ def read_titles(path: Path, text_column: str | None = None) -> list[str]:
     if suffix == ".txt":
         return read_lines(path)
     if suffix not in TABLE_SUFFIXES:
-        raise DataError(f"{path}: cannot read '{suffix or 'no suffix'}' files; use .txt (one title per line), "
-                        ".csv, .tsv or .xlsx")
+        raise DataError(
+            f"{path}: cannot read '{suffix or 'no suffix'}' files; use .txt (one title per line), .csv, .tsv or .xlsx"
+        )
     table = read_table(path)
     return table[_title_column(table, path, text_column)].astype(str).tolist()
 
@@ -201,8 +223,10 @@ def _title_column(table: pd.DataFrame, path: Path, text_column: str | None) -> s
     for name in TITLE_COLUMNS:
         if name in table.columns:
             return name
-    raise DataError(f"{path}: no 'title' or 'text' column (columns: {', '.join(map(str, table.columns))}); "
-                    "name the column with text_column=NAME")
+    raise DataError(
+        f"{path}: no 'title' or 'text' column (columns: {', '.join(map(str, table.columns))}); "
+        "name the column with text_column=NAME"
+    )
 
 
 def default_output(input_path: Path) -> Path:

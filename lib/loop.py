@@ -1,11 +1,12 @@
 """The training loop, plain PyTorch, top to bottom: forward, backward, (adversarial step),
 clip, step, evaluate, early-stop. Reads cfg.trainer; everything else arrives built."""
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -68,8 +69,10 @@ class EarlyStopping:
     def update(self, metrics: dict) -> bool:
         """Record one evaluation; True when it is the best so far."""
         if self.metric not in metrics:
-            raise ConfigError(f"trainer.early_stopping.metric={self.metric}: not a validation metric "
-                              f"(choose from {', '.join(sorted(metrics))})")
+            raise ConfigError(
+                f"trainer.early_stopping.metric={self.metric}: not a validation metric "
+                f"(choose from {', '.join(sorted(metrics))})"
+            )
         value = metrics[self.metric]
         improved = value > self.best if self.mode == "max" else value < self.best
         if improved:
@@ -89,16 +92,16 @@ class EarlyStopping:
 @dataclass
 class LoopResult:
     history: list[dict] = field(default_factory=list)  # one dict per log/eval event, with "step"
-    best_metrics: dict = field(default_factory=dict)   # validation metrics of the restored weights
+    best_metrics: dict = field(default_factory=dict)  # validation metrics of the restored weights
     best_val_probs: list = field(default_factory=list)  # and their validation probabilities (threshold choice)
     best_step: int = 0
     best_epoch: int = 0
     steps: int = 0
     stopped_early: bool = False
     train_seconds: float = 0.0  # wall time of train(), validation included
-    eval_seconds: float = 0.0   # of which validation
-    train_samples: int = 0      # examples passed forward/backward (repeats across epochs counted)
-    skipped_steps: int = 0      # optimiser steps skipped for a non-finite loss or gradient norm
+    eval_seconds: float = 0.0  # of which validation
+    train_samples: int = 0  # examples passed forward/backward (repeats across epochs counted)
+    skipped_steps: int = 0  # optimiser steps skipped for a non-finite loss or gradient norm
 
     @property
     def samples_per_second(self) -> float:
@@ -108,16 +111,17 @@ class LoopResult:
 @dataclass
 class LoopState:
     """Everything that changes while training, beyond model/optimiser/scheduler: what a checkpoint holds."""
+
     result: LoopResult = field(default_factory=LoopResult)
-    step: int = 0               # optimiser steps done
-    epoch: int = 1              # current epoch (1-based)
-    next_batch: int = 0         # position in the current epoch's batch order
+    step: int = 0  # optimiser steps done
+    epoch: int = 1  # current epoch (1-based)
+    next_batch: int = 0  # position in the current epoch's batch order
     best_value: float | None = None
     bad_evals: int = 0
     best_weights: dict | None = None
-    running_loss: float = 0.0   # sum of per-batch mean losses since the last log line
+    running_loss: float = 0.0  # sum of per-batch mean losses since the last log line
     running_adv_loss: float = 0.0  # the same for the adversarial (FGM/PGD) loss
-    running_count: int = 0      # batches in those sums
+    running_count: int = 0  # batches in those sums
     nonfinite_streak: int = 0
     scaler: dict | None = None  # GradScaler state (fp16)
 
@@ -125,7 +129,7 @@ class LoopState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, saved: dict) -> "LoopState":
+    def from_dict(cls, saved: dict) -> LoopState:
         return cls(**{**saved, "result": LoopResult(**saved["result"])})
 
 
@@ -134,15 +138,34 @@ class NonFiniteLoss(UserError):
 
 
 def _progress():
-    return progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    return progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
 
 
-def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, adversary, cfg_trainer,
-          device: torch.device, precision: str, total_steps: int,
-          on_metrics: Callable[[dict, int], None] = lambda metrics, step: None,
-          state: LoopState | None = None, stop_requested=lambda: False,
-          on_interrupt: Callable[[LoopState], None] | None = None) -> LoopResult:
+def train(
+    model,
+    train_loader,
+    val_loader,
+    loss_fn,
+    optimizer,
+    scheduler,
+    adversary,
+    cfg_trainer,
+    device: torch.device,
+    precision: str,
+    total_steps: int,
+    on_metrics: Callable[[dict, int], None] = lambda metrics, step: None,
+    state: LoopState | None = None,
+    stop_requested=lambda: False,
+    on_interrupt: Callable[[LoopState], None] | None = None,
+) -> LoopResult:
     """Train until epochs, max_steps or early stopping; leaves the model holding its best weights.
 
     ``state`` continues a checkpointed run. When ``stop_requested()`` turns true, training stops
@@ -150,8 +173,9 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
     """
     accum = cfg_trainer.grad_accum_steps
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    stopper = EarlyStopping(cfg_trainer.early_stopping.metric, cfg_trainer.early_stopping.mode,
-                            cfg_trainer.early_stopping.patience)
+    stopper = EarlyStopping(
+        cfg_trainer.early_stopping.metric, cfg_trainer.early_stopping.mode, cfg_trainer.early_stopping.patience
+    )
     state = state or LoopState()
     if state.scaler:
         scaler.load_state_dict(state.scaler)
@@ -198,8 +222,11 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
         result.history.append({"step": state.step, "epoch": state.epoch, **logged})
         on_metrics(logged, state.step)
         result.train_seconds = time.perf_counter() - clock
-        bars.update(task, info=f"epoch {state.epoch} loss {logged['train_loss']:.4f} lr {logged['lr']:.2e} "
-                               f"{result.samples_per_second:.0f} samples/s")
+        bars.update(
+            task,
+            info=f"epoch {state.epoch} loss {logged['train_loss']:.4f} lr {logged['lr']:.2e} "
+            f"{result.samples_per_second:.0f} samples/s",
+        )
         window_loss.zero_()
         window_adv_loss.zero_()
         state.running_loss, state.running_adv_loss, state.running_count = 0.0, 0.0, 0
@@ -224,7 +251,7 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
                 scaler.scale(loss).backward()
                 step_loss += loss.detach()
                 if adversary is not None:
-                    adv_loss = adversary.attack(lambda: _backward(scaler, loss_of(inputs, window)))
+                    adv_loss = adversary.attack(lambda: _backward(scaler, loss_of(inputs, window)))  # noqa: B023 - called now
                     if adv_loss is not None:
                         step_adv_loss += adv_loss
                 result.train_samples += len(batch["labels"])
@@ -233,8 +260,14 @@ def train(model, train_loader, val_loader, loss_fn, optimizer, scheduler, advers
                 state.next_batch = i + 1
                 grad_norm = _unscale_and_clip(model, optimizer, scaler, cfg_trainer.max_grad_norm)
                 # fp16: the grad scaler skips steps with inf/NaN gradients itself (and lowers its scale).
-                finite = _finite_step(step_loss + step_adv_loss, None if scaler.is_enabled() else grad_norm,
-                                      state, cfg_trainer, optimizer, scaler)
+                finite = _finite_step(
+                    step_loss + step_adv_loss,
+                    None if scaler.is_enabled() else grad_norm,
+                    state,
+                    cfg_trainer,
+                    optimizer,
+                    scaler,
+                )
                 if finite:
                     window_loss += step_loss * window
                     window_adv_loss += step_adv_loss * window
@@ -276,8 +309,9 @@ def _window_length(batch: int, accum: int, batches: int) -> int:
     return min(accum, batches - batch // accum * accum)
 
 
-def _finite_step(loss: torch.Tensor, grad_norm: torch.Tensor | None, state: LoopState, cfg_trainer,
-                 optimizer, scaler) -> bool:
+def _finite_step(
+    loss: torch.Tensor, grad_norm: torch.Tensor | None, state: LoopState, cfg_trainer, optimizer, scaler
+) -> bool:
     """False (and the gradients dropped) when this step's loss or gradient norm is NaN/inf; too
     many in a row raise. A finite loss can still have a NaN gradient (e.g. an infinite derivative).
 
@@ -291,8 +325,10 @@ def _finite_step(loss: torch.Tensor, grad_norm: torch.Tensor | None, state: Loop
     scaler.update()  # closes this step's unscale_ (fp16); a no-op otherwise
     state.nonfinite_streak += 1
     if state.nonfinite_streak >= cfg_trainer.max_nonfinite_steps:
-        raise NonFiniteLoss(f"the training loss or gradient norm was NaN/inf for {state.nonfinite_streak} optimiser "
-                            f"steps in a row (after step {state.step}); lower schedule.lr, or use trainer.precision=fp32")
+        raise NonFiniteLoss(
+            f"the training loss or gradient norm was NaN/inf for {state.nonfinite_streak} optimiser "
+            f"steps in a row (after step {state.step}); lower schedule.lr, or use trainer.precision=fp32"
+        )
     return False
 
 

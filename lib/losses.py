@@ -97,9 +97,7 @@ def _per_class(values, field: str) -> torch.Tensor:
         raise ConfigError(f"{field} must be a list of {NUM_CLASSES} numbers, got {values!r}")
     numbers = [_number(v, field) for v in values]
     if len(numbers) != NUM_CLASSES or not all(v > 0 for v in numbers):
-        raise ConfigError(
-            f"{field} must be {NUM_CLASSES} positive numbers [wrong, correct], got {list(values)}"
-        )
+        raise ConfigError(f"{field} must be {NUM_CLASSES} positive numbers [wrong, correct], got {list(values)}")
     return torch.tensor(numbers, dtype=torch.float32)
 
 

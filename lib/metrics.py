@@ -1,4 +1,5 @@
 """Classification metrics of the "correct title" class (label 1), from labels and probabilities."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,8 @@ def compute_metrics(labels, probs, threshold: float = 0.5) -> dict[str, float]:
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=float)
     preds = (probs >= threshold).astype(int)
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
-        labels, preds, labels=[1], average=None, zero_division=0)
+        labels, preds, labels=[1], average=None, zero_division=0
+    )
     both_classes = len(np.unique(labels)) == 2
     return {
         "accuracy": float(skm.accuracy_score(labels, preds)),
@@ -40,8 +42,10 @@ def metrics_at_threshold(labels, probs, threshold: float) -> dict[str, float]:
 def class_report(labels, preds) -> tuple[str, dict]:
     """Per-class precision/recall/F1/support, as text and as a dict."""
     kwargs = dict(labels=[0, 1], target_names=CLASS_NAMES, digits=4, zero_division=0)
-    return (skm.classification_report(labels, preds, **kwargs),
-            skm.classification_report(labels, preds, output_dict=True, **kwargs))
+    return (
+        skm.classification_report(labels, preds, **kwargs),
+        skm.classification_report(labels, preds, output_dict=True, **kwargs),
+    )
 
 
 def confusion(labels, preds) -> np.ndarray:

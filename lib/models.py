@@ -4,6 +4,7 @@ Where the weights come from, in order: ``pretrained`` (a local folder), ``packag
 package that ships the model folder), ``hub_id`` (the Hugging Face cache, else the hub), ``tiny``
 (random weights, tokenizer trained on the run's training texts).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,13 +55,15 @@ def _attention(cfg_model) -> dict:
 
 
 def _load(source: str, cfg_model, **kwargs):
-    config = AutoConfig.from_pretrained(source, num_labels=NUM_LABELS, id2label=ID2LABEL,
-                                        label2id={v: k for k, v in ID2LABEL.items()}, **kwargs)
+    config = AutoConfig.from_pretrained(
+        source, num_labels=NUM_LABELS, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, **kwargs
+    )
     _dropout_overrides(config, cfg_model.dropout)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     with _quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, **_attention(cfg_model),
-                                                                   **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, config=config, **_attention(cfg_model), **kwargs
+        )
     return model, tokenizer
 
 
@@ -105,7 +108,9 @@ def _from_hub(cfg_model):
         return _load(cfg_model.hub_id, cfg_model)
     except OSError as err:
         first_line = str(err).strip().splitlines()[0]
-        raise ConfigError(f"model={cfg_model.name}: cannot load '{cfg_model.hub_id}' from the hub ({first_line})") from None
+        raise ConfigError(
+            f"model={cfg_model.name}: cannot load '{cfg_model.hub_id}' from the hub ({first_line})"
+        ) from None
 
 
 class _quiet_transformers:
@@ -134,11 +139,19 @@ def _tiny(cfg_model, train_texts: list[str], cache_dir: Path):
     tokenizer = tiny_tokenizer(arch, train_texts, cfg_model.tiny.vocab_size, cache_dir)
     t = cfg_model.tiny
     config = AutoConfig.for_model(
-        arch, vocab_size=len(tokenizer), hidden_size=t.hidden_size, num_hidden_layers=t.num_layers,
-        num_attention_heads=t.num_heads, intermediate_size=t.intermediate_size,
+        arch,
+        vocab_size=len(tokenizer),
+        hidden_size=t.hidden_size,
+        num_hidden_layers=t.num_layers,
+        num_attention_heads=t.num_heads,
+        intermediate_size=t.intermediate_size,
         max_position_embeddings=cfg_model.max_length + 4,  # RoBERTa offsets positions by pad id + 1
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-        num_labels=NUM_LABELS, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        num_labels=NUM_LABELS,
+        id2label=ID2LABEL,
+        label2id={v: k for k, v in ID2LABEL.items()},
     )
     if arch == "roberta":
         config.type_vocab_size = 1
@@ -153,7 +166,11 @@ def tiny_tokenizer(arch: str, texts: list[str], vocab_size: int, cache_dir: Path
     folder.parent.mkdir(parents=True, exist_ok=True)
     if (folder / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(folder))
-    tokenizer = _train_unigram_deberta(texts, vocab_size) if arch == "deberta-v2" else _train_wordpiece_or_bpe(arch, texts, vocab_size)
+    tokenizer = (
+        _train_unigram_deberta(texts, vocab_size)
+        if arch == "deberta-v2"
+        else _train_wordpiece_or_bpe(arch, texts, vocab_size)
+    )
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tokenizer.save_pretrained(str(tmp))
     try:  # rename last, so a half-written folder is never reused; a parallel job may have won
@@ -175,8 +192,9 @@ def _train_unigram_deberta(texts: list[str], vocab_size: int):
     specials = DEBERTA_SPECIALS
     unigram = Tokenizer(models.Unigram())
     unigram.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]",
-                                      show_progress=False)
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]", show_progress=False
+    )
     unigram.train_from_iterator(texts, trainer)
     vocab = [tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]]
     return transformers.DebertaV2Tokenizer(vocab=vocab, unk_id=specials.index("[UNK]"))
@@ -205,7 +223,9 @@ def download_hub_model(hub_id: str, target: Path | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     if not hub_reachable():
-        raise ConfigError(f"{hub_id}: the Hugging Face hub is unreachable from this machine; run this where there is internet")
+        raise ConfigError(
+            f"{hub_id}: the Hugging Face hub is unreachable from this machine; run this where there is internet"
+        )
     local_dir = str(target) if target else None
     folder = Path(snapshot_download(hub_id, allow_patterns=HUB_FILES, local_dir=local_dir))
     if not any(folder.glob("*.safetensors")):  # older repos (SciBERT) ship only pytorch_model.bin

@@ -69,8 +69,7 @@ def build_param_groups(cfg_schedule: DictConfig, model: nn.Module) -> list[dict]
         decay = param.ndim > 1 and not any(m in name for m in _NO_DECAY_MARKERS)
         key = f"{block}/{'decay' if decay else 'no_decay'}"
         group = groups.setdefault(
-            key, {"params": [], "lr": lr * scale, "weight_decay": weight_decay if decay else 0.0,
-                  "name": key}
+            key, {"params": [], "lr": lr * scale, "weight_decay": weight_decay if decay else 0.0, "name": key}
         )
         group["params"].append(param)
 
@@ -79,8 +78,7 @@ def build_param_groups(cfg_schedule: DictConfig, model: nn.Module) -> list[dict]
     return ordered
 
 
-def build_scheduler(cfg_schedule: DictConfig, optimizer: torch.optim.Optimizer,
-                    total_steps: int) -> LambdaLR:
+def build_scheduler(cfg_schedule: DictConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> LambdaLR:
     """Linear warm-up from 0, then linear decay to 0, cosine decay to 0, or constant.
 
     Call ``scheduler.step()`` once per optimiser step; after ``total_steps`` steps the decaying
@@ -125,7 +123,7 @@ def _place(model: nn.Module, names: list[str], layer_decay: float) -> dict[str, 
         if has_base:
             if not name.startswith(prefix + "."):
                 return None
-            name = name[len(prefix) + 1:]
+            name = name[len(prefix) + 1 :]
         return None if name.startswith("pooler.") else name
 
     relative = {n: body_name(n) for n in names}
@@ -135,13 +133,13 @@ def _place(model: nn.Module, names: list[str], layer_decay: float) -> dict[str, 
         num_layers = num_layers or max(layers.values()) + 1
         if max(layers.values()) >= num_layers:
             raise ValueError(
-                f"parameter of encoder layer {max(layers.values())} but "
-                f"config.num_hidden_layers={num_layers}"
+                f"parameter of encoder layer {max(layers.values())} but config.num_hidden_layers={num_layers}"
             )
     elif any(r is not None for r in relative.values()) and layer_decay != 1.0:
         log.warning(
             "layer-wise lr decay: no 'encoder.layer.<i>.' parameters in %s; using "
-            "'embeddings' (lr * layer_decay^L) and 'other' (lr) groups only", type(model).__name__
+            "'embeddings' (lr * layer_decay^L) and 'other' (lr) groups only",
+            type(model).__name__,
         )
     num_layers = num_layers or 1
 
@@ -164,7 +162,7 @@ def _group_order(key: str) -> tuple:
     block, kind = key.split("/")
     rank = {"embeddings": (0, 0), "other": (2, 0), "head": (3, 0)}
     if block.startswith("layer_"):
-        return (1, int(block[len("layer_"):]), kind)
+        return (1, int(block[len("layer_") :]), kind)
     return (*rank[block], kind)
 
 
@@ -180,8 +178,7 @@ def _warmup_steps(cfg_schedule: DictConfig, total_steps: int) -> int:
         return math.ceil(float(cfg_schedule.get("warmup_ratio", 0.0)) * total_steps)
     if steps > total_steps:
         # Short smoke runs (trainer.max_steps) with the original 500 warm-up steps.
-        log.warning("schedule.warmup_steps=%d > %d total steps; warming up over all steps",
-                    steps, total_steps)
+        log.warning("schedule.warmup_steps=%d > %d total steps; warming up over all steps", steps, total_steps)
         return total_steps
     return steps
 
@@ -189,9 +186,7 @@ def _warmup_steps(cfg_schedule: DictConfig, total_steps: int) -> int:
 def _validate(cfg: DictConfig) -> None:
     name = cfg.get("name")
     if name not in SCHEDULE_NAMES:
-        raise ConfigError(
-            f"schedule.name={name!r} is unknown; valid names: {', '.join(SCHEDULE_NAMES)}"
-        )
+        raise ConfigError(f"schedule.name={name!r} is unknown; valid names: {', '.join(SCHEDULE_NAMES)}")
     checks = [
         ("lr", cfg.get("lr"), lambda v: v > 0, "> 0"),
         ("weight_decay", cfg.get("weight_decay", 0.0), lambda v: v >= 0, ">= 0"),
@@ -208,5 +203,4 @@ def _validate(cfg: DictConfig) -> None:
 
 
 def _is_number(value) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float))
-            and math.isfinite(value))
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)

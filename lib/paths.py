@@ -2,6 +2,7 @@
 
 Importing this module registers the resolver; every entry point imports it before Hydra composes.
 """
+
 from pathlib import Path
 
 from omegaconf import OmegaConf

@@ -1,4 +1,5 @@
 """PNG figures logged with each run. Matplotlib's Agg backend: no display needed."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -92,8 +93,15 @@ def embedding_map_png(vectors: np.ndarray, labels, preds, path: Path) -> Path:
     for value, name, colour in ((0, "wrong title (0)", "tab:orange"), (1, "correct title (1)", "tab:blue")):
         here = labels == value
         ax.scatter(coords[here, 0], coords[here, 1], s=12, c=colour, alpha=0.7, label=name)
-    ax.scatter(coords[wrong, 0], coords[wrong, 1], s=60, facecolors="none", edgecolors="red", linewidths=1.2,
-               label=f"misclassified ({int(wrong.sum())})")
+    ax.scatter(
+        coords[wrong, 0],
+        coords[wrong, 1],
+        s=60,
+        facecolors="none",
+        edgecolors="red",
+        linewidths=1.2,
+        label=f"misclassified ({int(wrong.sum())})",
+    )
     ax.legend(fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -116,8 +124,14 @@ def recipe_bars_png(table, metrics: list[tuple[str, str]], path: Path) -> Path:
     for i, (_, row) in enumerate(table.iterrows()):
         means = [row[f"{key}_mean"] for key, _ in metrics]
         stds = [0.0 if np.isnan(row[f"{key}_std"]) else row[f"{key}_std"] for key, _ in metrics]
-        ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=stds, capsize=3,
-               label=f"{row['recipe']} (n={row['runs']})")
+        ax.bar(
+            np.arange(len(metrics)) + i * width,
+            means,
+            width,
+            yerr=stds,
+            capsize=3,
+            label=f"{row['recipe']} (n={row['runs']})",
+        )
     ax.set_xticks(np.arange(len(metrics)) + width * (len(table) - 1) / 2, [header for _, header in metrics])
     low = float(np.nanmin([table[f"{key}_mean"].min() for key, _ in metrics]))
     ax.set_ylim(max(0.0, low - 0.08), 1.0)

@@ -1,18 +1,19 @@
 """One progress display for long work (training, corpus builds, prediction): a rich bar on a
 terminal; plain periodic lines where output goes to a file or a pipe (CI, nohup, SLURM .out files),
 because a rich bar there is drawn only once, at the end."""
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import Progress
 
 LINE_EVERY_FRACTION = 0.10  # a plain line each time another 10% is done ...
-LINE_EVERY_SECONDS = 30.0   # ... or 30 s have passed, whichever comes first,
-MIN_SECONDS_BETWEEN = 2.0   # but work that takes seconds in all gets its last line only
+LINE_EVERY_SECONDS = 30.0  # ... or 30 s have passed, whichever comes first,
+MIN_SECONDS_BETWEEN = 2.0  # but work that takes seconds in all gets its last line only
 
 
 def progress(*columns, console: Console | None = None, disable: bool = False, **kwargs):
@@ -31,7 +32,7 @@ class LineProgress:
         self.stream, self.clock = stream or sys.stderr, clock
         self.tasks: dict[int, dict] = {}
 
-    def __enter__(self) -> "LineProgress":
+    def __enter__(self) -> LineProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -52,15 +53,29 @@ class LineProgress:
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields) -> int:
         task_id = len(self.tasks)
         now = self.clock()
-        self.tasks[task_id] = {"description": description, "total": total, "completed": completed, "fields": fields,
-                               "started": now, "start_done": completed, "printed_at": completed, "printed_time": now}
+        self.tasks[task_id] = {
+            "description": description,
+            "total": total,
+            "completed": completed,
+            "fields": fields,
+            "started": now,
+            "start_done": completed,
+            "printed_at": completed,
+            "printed_time": now,
+        }
         return task_id
 
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
 
-    def update(self, task_id: int, completed: float | None = None, advance: float | None = None,
-               total: float | None = None, **fields) -> None:
+    def update(
+        self,
+        task_id: int,
+        completed: float | None = None,
+        advance: float | None = None,
+        total: float | None = None,
+        **fields,
+    ) -> None:
         task = self.tasks[task_id]
         if total is not None:
             task["total"] = total
@@ -80,8 +95,9 @@ class LineProgress:
             return True
         since = self.clock() - task["printed_time"]
         step = total * LINE_EVERY_FRACTION if total else None
-        return (bool(step and task["completed"] - task["printed_at"] >= step) and since >= MIN_SECONDS_BETWEEN) or \
-            since >= LINE_EVERY_SECONDS
+        return (
+            bool(step and task["completed"] - task["printed_at"] >= step) and since >= MIN_SECONDS_BETWEEN
+        ) or since >= LINE_EVERY_SECONDS
 
     def _line(self, task_id: int) -> None:
         task = self.tasks[task_id]

@@ -9,6 +9,7 @@ the standard library, and keep the ``set_model`` call at the bottom.
     model.predict(pd.DataFrame({"title": ["Sparse Bayesian inference", "Abstract"]}))
     #    probability  label
 """
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,20 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 # A training run's model, in one place (this file may import nothing from lib: see above).
-MODEL_ARTIFACT = "model"            # the run artifact holding the HF model folder (predict.py, evaluate.py)
-PYFUNC_ARTIFACT = "pyfunc_model"    # the same folder wrapped as this pyfunc model (runs:/<id>/pyfunc_model)
-HF_ARTIFACT = "hf_model"            # key of the Hugging Face model folder among the pyfunc's artifacts
-SETTINGS_FILE = "titlesweep.json"   # in the HF folder: decision_threshold, max_length
+MODEL_ARTIFACT = "model"  # the run artifact holding the HF model folder (predict.py, evaluate.py)
+PYFUNC_ARTIFACT = "pyfunc_model"  # the same folder wrapped as this pyfunc model (runs:/<id>/pyfunc_model)
+HF_ARTIFACT = "hf_model"  # key of the Hugging Face model folder among the pyfunc's artifacts
+SETTINGS_FILE = "titlesweep.json"  # in the HF folder: decision_threshold, max_length
 # Folders from elsewhere lack the settings file: 0.5 is the untuned cut-off, 128 the longest
 # max_length of any recipe.
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MAX_LENGTH = 128
 BATCH_SIZE = 64
 
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "title")]),
-                           outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "label")]))
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "title")]),
+    outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "label")]),
+)
 INPUT_EXAMPLE = pd.DataFrame({"title": ["Sparse Bayesian inference of genome networks", "Abstract"]})
 
 
@@ -70,7 +73,7 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
         # Batches of similar length, each padded to its own longest: titles vary from 2 to 40 pieces.
         order = sorted(range(len(keep)), key=lambda j: len(ids[j]))
         for start in range(0, len(order), BATCH_SIZE):
-            chunk = order[start:start + BATCH_SIZE]
+            chunk = order[start : start + BATCH_SIZE]
             batch = self.tokenizer.pad({"input_ids": [ids[j] for j in chunk]}, return_tensors="pt").to(self.device)
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             probs[[keep[j] for j in chunk]] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
@@ -85,16 +88,23 @@ def read_settings(folder: Path) -> tuple[float, int]:
     """(decision threshold, max_length) stored with the model folder, or the defaults above."""
     settings_file = Path(folder) / SETTINGS_FILE
     settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-    return (float(settings.get("decision_threshold", DEFAULT_THRESHOLD)),
-            int(settings.get("max_length", DEFAULT_MAX_LENGTH)))
+    return (
+        float(settings.get("decision_threshold", DEFAULT_THRESHOLD)),
+        int(settings.get("max_length", DEFAULT_MAX_LENGTH)),
+    )
 
 
 def pip_requirements() -> list[str]:
     """Pinned to what trained the model; explicit so MLflow never resolves them over the network."""
     import transformers
 
-    return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",  # no +cpu local tag
-            f"transformers=={transformers.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",  # no +cpu local tag
+        f"transformers=={transformers.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={np.__version__}",
+    ]
 
 
 def log_pyfunc_model(model_folder: Path, artifact_path: str = PYFUNC_ARTIFACT):
@@ -104,8 +114,13 @@ def log_pyfunc_model(model_folder: Path, artifact_path: str = PYFUNC_ARTIFACT):
         # MLflow's input-example writer compares columns with a range, which pandas 3 deprecates: not ours to fix.
         warnings.filterwarnings("ignore", message="Operation with range is deprecated")
         return mlflow.pyfunc.log_model(
-            name=artifact_path, python_model=Path(__file__).resolve(), artifacts={HF_ARTIFACT: str(model_folder)},
-            signature=SIGNATURE, input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements())
+            name=artifact_path,
+            python_model=Path(__file__).resolve(),
+            artifacts={HF_ARTIFACT: str(model_folder)},
+            signature=SIGNATURE,
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=pip_requirements(),
+        )
 
 
 # MLflow reads the model object from this call when it executes the copied file.

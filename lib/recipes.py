@@ -6,6 +6,7 @@ usually seed noise (the original report ranked its recipes on one run each). The
 both sources of noise: the evaluation titles (the same draw for both recipes: paired) and the seeds
 (each recipe's runs drawn with replacement), so it is wide when the seeds disagree.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,20 +29,20 @@ PREDICTIONS = "reports/{name}/predictions.csv"  # written by lib/run.py for the 
 
 @dataclass
 class RecipeSummary:
-    table: pd.DataFrame             # one row per recipe: recipe, runs, <metric>_mean, <metric>_std
-    metrics: list[str]              # metric keys summarised
-    ranked: list[str]               # recipes, best first by ``rank_by``
+    table: pd.DataFrame  # one row per recipe: recipe, runs, <metric>_mean, <metric>_std
+    metrics: list[str]  # metric keys summarised
+    ranked: list[str]  # recipes, best first by ``rank_by``
     rank_by: str
-    intervals: list["Interval"]     # top two recipes' paired bootstrap, one per extra set
+    intervals: list[Interval]  # top two recipes' paired bootstrap, one per extra set
 
 
 @dataclass
 class Interval:
-    data: str                       # evaluation set, e.g. citeseer_dev
-    first: str                      # recipe ranked first
+    data: str  # evaluation set, e.g. citeseer_dev
+    first: str  # recipe ranked first
     second: str
-    difference: float               # accuracy(first) - accuracy(second), all seeds
-    low: float                      # 95% bootstrap interval of the difference
+    difference: float  # accuracy(first) - accuracy(second), all seeds
+    low: float  # 95% bootstrap interval of the difference
     high: float
     rows: int
 
@@ -64,8 +65,14 @@ def recipe_names(table: pd.DataFrame, overrides: list[str]) -> pd.Series | None:
     return table[keys].astype(str).apply(lambda row: " ".join(f"{k}={v}" for k, v in row.items() if v), axis=1)
 
 
-def summarise(client: MlflowClient, comparison, metrics: list[str], extra_sets: list[str],
-              rank_by: str = RANK_DEFAULT, seed: int = 0) -> RecipeSummary | None:
+def summarise(
+    client: MlflowClient,
+    comparison,
+    metrics: list[str],
+    extra_sets: list[str],
+    rank_by: str = RANK_DEFAULT,
+    seed: int = 0,
+) -> RecipeSummary | None:
     """Mean/std per recipe of ``metrics`` over its finished runs, ranked by ``rank_by``, with the top two
     compared on every set in ``extra_sets``. None when the compared runs do not sweep the seed.
     ``comparison.table`` carries ``metrics`` and ``rank_by`` as columns (lib/compare.recipe_summary)."""
@@ -116,13 +123,16 @@ def correctness(client: MlflowClient, run_ids: list[str], data: str) -> np.ndarr
     texts = frames[0]["text"].tolist()
     for run_id, frame in zip(run_ids, frames):
         if frame["text"].tolist() != texts:
-            raise ConfigError(f"run {run_id} scored other {data} rows than run {run_ids[0]}; recipes can be "
-                              "compared row by row only on the same data (same data.* settings)")
+            raise ConfigError(
+                f"run {run_id} scored other {data} rows than run {run_ids[0]}; recipes can be "
+                "compared row by row only on the same data (same data.* settings)"
+            )
     return np.stack([(f["label"].to_numpy() == f["prediction"].to_numpy()).astype(float) for f in frames])
 
 
-def paired_bootstrap(first: np.ndarray, second: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0,
-                     chunk: int = 500) -> tuple[float, float, float]:
+def paired_bootstrap(
+    first: np.ndarray, second: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0, chunk: int = 500
+) -> tuple[float, float, float]:
     """(difference, low, high): mean accuracy of ``first`` minus ``second`` and its 95% percentile interval.
     Each array is (seeds, rows) of 0/1 correctness on the same rows. A replicate draws the rows once for
     both (paired) and each recipe's seeds with replacement."""
@@ -133,8 +143,9 @@ def paired_bootstrap(first: np.ndarray, second: np.ndarray, reps: int = BOOTSTRA
     diffs = []
     for start in range(0, reps, chunk):
         n = min(chunk, reps - start)
-        per_row = (first[rng.integers(len(first), size=(n, len(first)))].mean(axis=1)
-                   - second[rng.integers(len(second), size=(n, len(second)))].mean(axis=1))  # (n, rows)
+        per_row = first[rng.integers(len(first), size=(n, len(first)))].mean(axis=1) - second[
+            rng.integers(len(second), size=(n, len(second)))
+        ].mean(axis=1)  # (n, rows)
         picked = rng.integers(rows, size=(n, rows))
         diffs.append(np.take_along_axis(per_row, picked, axis=1).mean(axis=1))
     diffs = np.concatenate(diffs)
@@ -156,17 +167,23 @@ def headers(summary: RecipeSummary, header_of: dict[str, str]) -> list[str]:
 
 
 def rows(summary: RecipeSummary) -> list[list[str]]:
-    return [[row["recipe"], str(row["runs"]), *[mean_std(row[f"{k}_mean"], row[f"{k}_std"]) for k in summary.metrics]]
-            for _, row in summary.table.iterrows()]
+    return [
+        [row["recipe"], str(row["runs"]), *[mean_std(row[f"{k}_mean"], row[f"{k}_std"]) for k in summary.metrics]]
+        for _, row in summary.table.iterrows()
+    ]
 
 
 def interval_lines(summary: RecipeSummary) -> list[str]:
     if len(summary.ranked) < 2:
         return []
-    lines = [f"Top two by mean {summary.rank_by}: {summary.ranked[0]} vs {summary.ranked[1]}. Accuracy difference "
-             f"(first - second), paired bootstrap over titles and seeds, {BOOTSTRAP_REPS:,} replicates:"]
-    lines += [f"  {i.data} ({i.rows} rows): {i.difference:+.4f}, 95% interval [{i.low:+.4f}, {i.high:+.4f}]: "
-              f"{i.verdict}" for i in summary.intervals]
+    lines = [
+        f"Top two by mean {summary.rank_by}: {summary.ranked[0]} vs {summary.ranked[1]}. Accuracy difference "
+        f"(first - second), paired bootstrap over titles and seeds, {BOOTSTRAP_REPS:,} replicates:"
+    ]
+    lines += [
+        f"  {i.data} ({i.rows} rows): {i.difference:+.4f}, 95% interval [{i.low:+.4f}, {i.high:+.4f}]: {i.verdict}"
+        for i in summary.intervals
+    ]
     if not summary.intervals:
         lines.append("  (no extra evaluation set was logged by both recipes' runs)")
     return lines
@@ -177,5 +194,7 @@ def to_markdown(summary: RecipeSummary, header_of: dict[str, str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows(summary)]
     notes = interval_lines(summary)
-    return "\n".join(lines) + "\n\nMean ± sample standard deviation over each recipe's seeds; rows ranked by mean " \
+    return (
+        "\n".join(lines) + "\n\nMean ± sample standard deviation over each recipe's seeds; rows ranked by mean "
         f"{summary.rank_by}.\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    )

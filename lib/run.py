@@ -3,6 +3,7 @@
 ``experiments/train.py`` only composes the config and calls ``run_job``, which wraps
 ``run_training`` with what a command needs: exit codes, one-line errors, signals.
 """
+
 from __future__ import annotations
 
 import errno
@@ -23,13 +24,13 @@ from omegaconf import OmegaConf
 from lib import checkpoint, plots
 from lib.adversarial import build_adversary
 from lib.batching import encode, make_loader
-from lib.data import Splits, check_training_set, load_data
 from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG, TrainingInterrupted
-from lib.errors import DataError, UserError, exit_on_user_error
+from lib.data import Splits, check_training_set, load_data
 from lib.device import resolve_device, resolve_precision, why_precision
+from lib.errors import DataError, UserError, exit_on_user_error
+from lib.evaluation import write_evaluation_files
 from lib.loop import LoopState, evaluate, train
 from lib.losses import build_loss
-from lib.evaluation import write_evaluation_files
 from lib.metrics import best_threshold
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
@@ -52,14 +53,17 @@ def run_job(cfg) -> float:
         raise SystemExit(128 + getattr(signal, err.signal_name, signal.SIGINT).value) from None
     except KeyboardInterrupt as err:
         name = str(err) or "SIGINT"
-        print(f"interrupted by {name} outside the training loop: no checkpoint; its MLflow run (if started) is "
-              "marked KILLED", file=sys.stderr)
+        print(
+            f"interrupted by {name} outside the training loop: no checkpoint; its MLflow run (if started) is "
+            "marked KILLED",
+            file=sys.stderr,
+        )
         _requeue_with_submitit(name)
         raise SystemExit(128 + getattr(signal, name, signal.SIGINT).value) from None
     except Exception as err:
         if not in_multirun():
             with exit_on_user_error():
-                raise _as_user_error(err) if isinstance(err, OSError) else err
+                raise _as_user_error(err) if isinstance(err, OSError) else err  # noqa: B904 - the same error
         log.error("job failed: %s", f"{err}" if isinstance(err, UserError) else f"{type(err).__name__}: {err}")
         return float("nan")
     return metrics.get(f"best_val_{cfg.trainer.early_stopping.metric}", float("nan"))  # for HPO sweepers
@@ -77,15 +81,24 @@ def run_training(cfg) -> dict[str, float]:
         tags.update({"mlflow.parentRunId": parent, ROLE_TAG: "job"})
     saved, resume_tags = _resume_checkpoint(cfg, output_dir)
     tags.update(resume_tags)
-    with mlflow_run(cfg, tags, default_name=child_run_name(overrides) if parent else None,
-                    resume_run_id=saved["run_id"] if saved else None) as run:
+    with mlflow_run(
+        cfg,
+        tags,
+        default_name=child_run_name(overrides) if parent else None,
+        resume_run_id=saved["run_id"] if saved else None,
+    ) as run:
         log.info("MLflow run %s, outputs in %s", run.info.run_id, output_dir)
         if not parent:
             print_config_tree(cfg, overrides, str(output_dir / ".hydra" / "config.yaml"))
         device = resolve_device(cfg.trainer.device)
         precision = resolve_precision(cfg.trainer.precision, device)
-        log.info("device %s, precision %s (%s), %d torch threads", device, precision,
-                 why_precision(cfg.trainer.precision, device, precision), cfg.trainer.num_threads or torch.get_num_threads())
+        log.info(
+            "device %s, precision %s (%s), %d torch threads",
+            device,
+            precision,
+            why_precision(cfg.trainer.precision, device, precision),
+            cfg.trainer.num_threads or torch.get_num_threads(),
+        )
         mlflow.set_tags({"device": str(device), "precision": precision})
         final = _train_and_report(cfg, output_dir, device, precision, saved)
         mlflow.set_tag(NOTE_TAG, run_description(cfg, final, overrides))  # the run page's description
@@ -111,16 +124,27 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     loss_fn = build_loss(cfg.loss).to(device)
     clock.lap("setup")
 
-    result = _fit(cfg, model, net, loaders, loss_fn, device, precision,
-                  output_dir / "checkpoint" / CHECKPOINT_NAME, saved)
+    result = _fit(
+        cfg, model, net, loaders, loss_fn, device, precision, output_dir / "checkpoint" / CHECKPOINT_NAME, saved
+    )
     clock.lap("training")
 
     final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
-    threshold = best_threshold([label for _, label, _ in loaders["val"].dataset], result.best_val_probs,
-                               cfg.trainer.threshold_metric, cfg.trainer.threshold_tolerance)
-    final.update(decision_threshold=threshold, best_epoch=result.best_epoch, best_step=result.best_step,
-                 train_seconds=result.train_seconds, train_samples_per_s=result.samples_per_second,
-                 stopped_early=float(result.stopped_early), skipped_steps=result.skipped_steps)
+    threshold = best_threshold(
+        [label for _, label, _ in loaders["val"].dataset],
+        result.best_val_probs,
+        cfg.trainer.threshold_metric,
+        cfg.trainer.threshold_tolerance,
+    )
+    final.update(
+        decision_threshold=threshold,
+        best_epoch=result.best_epoch,
+        best_step=result.best_step,
+        train_seconds=result.train_seconds,
+        train_samples_per_s=result.samples_per_second,
+        stopped_early=float(result.stopped_early),
+        skipped_steps=result.skipped_steps,
+    )
     for name, loader in loaders.items():
         if name not in ("train", "val"):
             final.update(_report_split(name, loader, splits, net, loss_fn, device, threshold, output_dir))
@@ -135,8 +159,7 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     return {**final, **clock.metrics()}
 
 
-def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkpoint_path: Path,
-         saved: dict | None):
+def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkpoint_path: Path, saved: dict | None):
     """Optimiser, schedule and adversary from their config groups, then the training loop, which
     SIGINT / SIGTERM stop at a step boundary with a checkpoint; ``saved`` continues from one.
     ``net`` is ``model`` or its torch.compile wrapper: it trains; ``model`` names the parameters."""
@@ -144,8 +167,13 @@ def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkp
     total_steps = _total_steps(cfg.trainer, len(loaders["train"]))
     scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
     adversary = build_adversary(cfg.adversarial, model)
-    mlflow.log_params({"data.train_rows": len(loaders["train"].dataset), "train.total_steps": total_steps,
-                       "model.parameters": sum(p.numel() for p in model.parameters())})
+    mlflow.log_params(
+        {
+            "data.train_rows": len(loaders["train"].dataset),
+            "train.total_steps": total_steps,
+            "model.parameters": sum(p.numel() for p in model.parameters()),
+        }
+    )
     state = None
     if saved:
         model.load_state_dict(checkpoint.model_state(saved["model"]))
@@ -155,15 +183,37 @@ def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkp
         checkpoint.set_rng_state(saved["rng"])
 
     def save_and_stop(loop_state: LoopState) -> None:
-        path = checkpoint.save({"run_id": mlflow.active_run().info.run_id, "model": model.state_dict(),
-                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                "loop": loop_state.to_dict(), "rng": checkpoint.rng_state()}, checkpoint_path)
+        path = checkpoint.save(
+            {
+                "run_id": mlflow.active_run().info.run_id,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "loop": loop_state.to_dict(),
+                "rng": checkpoint.rng_state(),
+            },
+            checkpoint_path,
+        )
         raise TrainingInterrupted(path, stop.signal_name)
 
     with checkpoint.stop_on_signals() as stop:
-        return train(net, loaders["train"], loaders["val"], loss_fn, optimizer, scheduler, adversary,
-                     cfg.trainer, device, precision, total_steps, on_metrics=_log_step_metrics,
-                     state=state, stop_requested=lambda: bool(stop), on_interrupt=save_and_stop)
+        return train(
+            net,
+            loaders["train"],
+            loaders["val"],
+            loss_fn,
+            optimizer,
+            scheduler,
+            adversary,
+            cfg.trainer,
+            device,
+            precision,
+            total_steps,
+            on_metrics=_log_step_metrics,
+            state=state,
+            stop_requested=lambda: bool(stop),
+            on_interrupt=save_and_stop,
+        )
 
 
 def _requeue_with_submitit(signal_name: str) -> None:
@@ -207,7 +257,9 @@ def _checkpoint_of(cfg, target) -> dict:
     try:
         tags = mlflow.MlflowClient().get_run(str(target)).data.tags
     except mlflow.exceptions.MlflowException:
-        raise UserError(f"trainer.resume={target}: neither a checkpoint file nor a run id in {redact(tracking_uri(cfg))}") from None
+        raise UserError(
+            f"trainer.resume={target}: neither a checkpoint file nor a run id in {redact(tracking_uri(cfg))}"
+        ) from None
     if CHECKPOINT_TAG not in tags:
         raise UserError(f"trainer.resume={target}: that run has no checkpoint (it was not interrupted)")
     return checkpoint.load(Path(tags[CHECKPOINT_TAG]))
@@ -225,6 +277,7 @@ def _as_user_error(err: OSError) -> UserError | OSError:
 
 def _limited(splits: Splits, cfg_trainer, seed: int) -> Splits:
     """Apply trainer.limit_train / limit_eval (smoke runs): a seeded sample of each split."""
+
     def cap(frame: pd.DataFrame, limit) -> pd.DataFrame:
         return frame if limit is None or len(frame) <= limit else frame.sample(limit, random_state=seed)
 
@@ -233,8 +286,10 @@ def _limited(splits: Splits, cfg_trainer, seed: int) -> Splits:
     splits.val, splits.test = cap(splits.val, cfg_trainer.limit_eval), cap(splits.test, cfg_trainer.limit_eval)
     splits.extra = {k: cap(v, cfg_trainer.limit_eval) for k, v in splits.extra.items()}
     if len(splits.train) < cfg_trainer.batch_size:
-        raise DataError(f"{splits.source}: only {len(splits.train)} training rows, fewer than "
-                        f"trainer.batch_size={cfg_trainer.batch_size}; add data or lower the batch size")
+        raise DataError(
+            f"{splits.source}: only {len(splits.train)} training rows, fewer than "
+            f"trainer.batch_size={cfg_trainer.batch_size}; add data or lower the batch size"
+        )
     for name, frame in [("val", splits.val), ("test", splits.test)]:
         if frame.empty:
             raise DataError(f"{splits.source}: the {name} split is empty")
@@ -242,8 +297,10 @@ def _limited(splits: Splits, cfg_trainer, seed: int) -> Splits:
 
 
 def _log_data(splits: Splits) -> None:
-    sizes = {f"data_{name}_rows": len(frame) for name, frame in
-             [("train", splits.train), ("val", splits.val), ("test", splits.test), *splits.extra.items()]}
+    sizes = {
+        f"data_{name}_rows": len(frame)
+        for name, frame in [("train", splits.train), ("val", splits.val), ("test", splits.test), *splits.extra.items()]
+    }
     mlflow.log_metrics({**sizes, **{f"data_{k}": v for k, v in splits.stats.items()}})
     log.info("data: %s; dropped: %s", sizes, splits.stats)
 
@@ -255,11 +312,17 @@ def _loaders(cfg, splits: Splits, tokenizer, device) -> dict:
     for name, frame in frames.items():
         is_train = name == "train"
         loaders[name] = make_loader(
-            encode(tokenizer, frame["text"].tolist(), cfg.model.max_length), frame["label"].tolist(),
-            cfg.trainer.batch_size if is_train else cfg.trainer.eval_batch_size, shuffle=is_train,
-            pad_id=tokenizer.pad_token_id, seed=cfg.trainer.seed, bucketing=cfg.trainer.bucketing,
+            encode(tokenizer, frame["text"].tolist(), cfg.model.max_length),
+            frame["label"].tolist(),
+            cfg.trainer.batch_size if is_train else cfg.trainer.eval_batch_size,
+            shuffle=is_train,
+            pad_id=tokenizer.pad_token_id,
+            seed=cfg.trainer.seed,
+            bucketing=cfg.trainer.bucketing,
             pad_to=cfg.model.max_length if cfg.trainer.pad_to_max_length else None,
-            num_workers=cfg.trainer.num_workers, pin_memory=device.type == "cuda")
+            num_workers=cfg.trainer.num_workers,
+            pin_memory=device.type == "cuda",
+        )
     return loaders
 
 
@@ -298,7 +361,11 @@ def _log_model(model, tokenizer, output_dir: Path, threshold: float, max_length:
     """The HF model folder plus what inference needs to match training (titlesweep.json), as run
     artifacts ``model/`` (experiments/predict.py, evaluate.py), and the same folder wrapped as the
     pyfunc model ``pyfunc_model`` (mlflow.pyfunc.load_model, `mlflow models`, the model registry)."""
-    from lib.pyfunc import MODEL_ARTIFACT, log_pyfunc_model, write_settings  # here: it registers the pyfunc model object
+    from lib.pyfunc import (
+        MODEL_ARTIFACT,
+        log_pyfunc_model,
+        write_settings,
+    )  # here: it registers the pyfunc model object
 
     folder = output_dir / MODEL_ARTIFACT
     model.save_pretrained(folder)

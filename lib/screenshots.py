@@ -2,6 +2,7 @@
 headless Chromium (Playwright, with the system's Chromium) to the sweep run's page (its description
 holds the comparison table; below it, the list of its child runs), the experiment's runs table and
 the compare page of the sweep's jobs, and save one PNG each."""
+
 from __future__ import annotations
 
 import json
@@ -11,22 +12,22 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 from mlflow import MlflowClient
 
-from lib.errors import ConfigError, UserError
 from lib import compare
+from lib.errors import ConfigError, UserError
 from lib.sweep import child_runs
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 VIEWPORT = {"width": 1440, "height": 1000}
-UI_START_SECONDS = 90     # `mlflow ui` imports MLflow and migrates the store before it answers
-PAGE_SETTLE_MS = 2500     # the UI keeps fetching after the first paint (charts, child runs)
+UI_START_SECONDS = 90  # `mlflow ui` imports MLflow and migrates the store before it answers
+PAGE_SETTLE_MS = 2500  # the UI keeps fetching after the first paint (charts, child runs)
 
 
 @dataclass
@@ -34,17 +35,17 @@ class Page:
     name: str
     url: str
     png: Path
-    ready_text: str       # the page has loaded once this text shows
-    text: str = ""        # the rendered page's visible text, for checks
+    ready_text: str  # the page has loaded once this text shows
+    text: str = ""  # the rendered page's visible text, for checks
 
 
 @dataclass
 class Shots:
     parent_run_id: str
     experiment_id: str
-    children: list[str]   # the child runs' names
-    params: list[str]     # the swept config keys, as MLflow params (loss.name, trainer.seed)
-    metrics: list[str]    # the decisive metrics: test and every extra set's accuracy
+    children: list[str]  # the child runs' names
+    params: list[str]  # the swept config keys, as MLflow params (loss.name, trainer.seed)
+    metrics: list[str]  # the decisive metrics: test and every extra set's accuracy
     pages: list[Page] = field(default_factory=list)
 
 
@@ -63,8 +64,22 @@ def mlflow_ui(store_uri: str, port: int, log_file: Path) -> Iterator[str]:
     """``mlflow ui`` on 127.0.0.1:port for the duration of the block; its output goes to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri,
-                                   "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                store_uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_until_up(base, server, log_file)
@@ -101,17 +116,30 @@ def sweep_pages(client: MlflowClient, base: str, parent_run_id: str, out_dir: Pa
     differing = compare.build_comparison(parent, children).overrides  # the swept keys, however they were swept
     params = [key.lstrip("+~") if "." in key else f"{key.lstrip('+~')}.name" for key in differing]
     logged = set().union(*(run.data.metrics for run in children))
-    metrics = ["test_accuracy"] + sorted(k for k in logged if k.endswith("_accuracy")
-                                         and not k.startswith(("test_", "val_", "best_val_")))
+    metrics = ["test_accuracy"] + sorted(
+        k for k in logged if k.endswith("_accuracy") and not k.startswith(("test_", "val_", "best_val_"))
+    )
     shots = Shots(parent_run_id, experiment, [run.info.run_name for run in children], params, metrics)
     ids = quote(json.dumps([run.info.run_id for run in children]))
     shots.pages = [
-        Page("sweep run", f"{base}/#/experiments/{experiment}/runs/{parent_run_id}", out_dir / "mlflow_sweep_run.png",
-             "Child runs"),
-        Page("experiment runs", f"{base}/#/experiments/{experiment}/runs", out_dir / "mlflow_experiment_runs.png",
-             parent.info.run_name),
-        Page("compare jobs", f"{base}/#/compare-runs?runs={ids}&experiments={quote(json.dumps([experiment]))}",
-             out_dir / "mlflow_compare_jobs.png", "Run details"),
+        Page(
+            "sweep run",
+            f"{base}/#/experiments/{experiment}/runs/{parent_run_id}",
+            out_dir / "mlflow_sweep_run.png",
+            "Child runs",
+        ),
+        Page(
+            "experiment runs",
+            f"{base}/#/experiments/{experiment}/runs",
+            out_dir / "mlflow_experiment_runs.png",
+            parent.info.run_name,
+        ),
+        Page(
+            "compare jobs",
+            f"{base}/#/compare-runs?runs={ids}&experiments={quote(json.dumps([experiment]))}",
+            out_dir / "mlflow_compare_jobs.png",
+            "Run details",
+        ),
     ]
     return shots
 
@@ -119,8 +147,11 @@ def sweep_pages(client: MlflowClient, base: str, parent_run_id: str, out_dir: Pa
 # Written to the browser's localStorage before any page loads (keys of MLflow 3.17's UI): the classic
 # "Model training" navigation rather than GenAI's, no assistant panel over the metrics, and in the
 # runs table the sweep expanded to its jobs with the decisive metrics as columns.
-UI_SETTINGS = {"mlflow.workflowType_v1": '"machine_learning"', "mlflow.assistant.panelOpen_v1": "false",
-               "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true"}
+UI_SETTINGS = {
+    "mlflow.workflowType_v1": '"machine_learning"',
+    "mlflow.assistant.panelOpen_v1": "false",
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
+}
 RUNS_TABLE_KEY = 'MLflowLocalStorage-1.1-ExperimentPage-["{experiment}"]-ReactComponentState'
 
 

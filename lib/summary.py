@@ -1,6 +1,7 @@
 """What a single run prints: at its start the composed recipe as a tree (each config group's choice,
 command-line overrides highlighted); at its end the decisive metrics in one table, where the run
 is, and the next commands ready to paste (a sweep prints its comparison at its end instead)."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,7 @@ def print_config_tree(cfg, overrides: list[str], config_file: str, console: Cons
 
 def _result_rows(final: dict[str, float]) -> list[tuple[str, str]]:
     """(label, metric prefix) of best validation, test and every extra set."""
-    sets = ["test", *sorted({k.rsplit("_", 1)[0] for k in final if k.endswith("_accuracy")}
-                            - {"test", "best_val"})]
+    sets = ["test", *sorted({k.rsplit("_", 1)[0] for k in final if k.endswith("_accuracy")} - {"test", "best_val"})]
     # validation is scored at 0.5 during training (the threshold is chosen on it afterwards)
     return [("validation (best, at 0.5)", "best_val")] + [(name, name) for name in sets]
 
@@ -90,9 +90,12 @@ class TimeSplit:
 
 
 def time_line(final: dict[str, float]) -> str:
-    """"time: data 25 s, setup 2 s, training 301 s, evaluation 12 s, logging 9 s (349 s)"."""
-    phases = [(key[len("time_"):-len("_s")], value) for key, value in final.items()
-              if key.startswith("time_") and key.endswith("_s")]
+    """ "time: data 25 s, setup 2 s, training 301 s, evaluation 12 s, logging 9 s (349 s)"."""
+    phases = [
+        (key[len("time_") : -len("_s")], value)
+        for key, value in final.items()
+        if key.startswith("time_") and key.endswith("_s")
+    ]
     if not phases:
         return ""
     parts = ", ".join(f"{phase} {value:.0f} s" for phase, value in phases)
@@ -103,10 +106,16 @@ def run_description(cfg, final: dict[str, float], overrides: list[str]) -> str:
     """Markdown for the MLflow run page's description (``mlflow.note.content``): the recipe in one
     line, the command-line overrides, the end-of-run metrics and the time split."""
     recipe = " · ".join(f"{group} {cfg[group].name}" for group in GROUPS if group in cfg and "name" in cfg[group])
-    lines = [f"**{recipe}**", "", f"overrides: `{' '.join(overrides)}`" if overrides else "overrides: none (defaults)",
-             "", f"Results at the decision threshold {final.get('decision_threshold', math.nan):.3f} "
-             "(validation at 0.5):", "", "| set | " + " | ".join(h for _, h in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
+    lines = [
+        f"**{recipe}**",
+        "",
+        f"overrides: `{' '.join(overrides)}`" if overrides else "overrides: none (defaults)",
+        "",
+        f"Results at the decision threshold {final.get('decision_threshold', math.nan):.3f} (validation at 0.5):",
+        "",
+        "| set | " + " | ".join(h for _, h in COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
+    ]
     for label, prefix in _result_rows(final):
         values = [final.get(f"{prefix}_{key}", math.nan) for key, _ in COLUMNS]
         lines.append(f"| {label} | " + " | ".join("-" if math.isnan(v) else f"{v:.4f}" for v in values) + " |")
@@ -123,13 +132,16 @@ def next_commands(run_id: str, uri: str, experiment_id: str) -> list[str]:
     else:
         ui = f"mlflow ui --backend-store-uri {shown} --host 127.0.0.1   # then the run {run_id}"
         store = ""
-    return [ui,
-            f"python experiments/predict.py run={run_id} input=titles.txt{store}",
-            f"python experiments/evaluate.py run={run_id} input=labelled.csv{store}"]
+    return [
+        ui,
+        f"python experiments/predict.py run={run_id} input=titles.txt{store}",
+        f"python experiments/evaluate.py run={run_id} input=labelled.csv{store}",
+    ]
 
 
-def print_end_of_run(final: dict[str, float], run_id: str, uri: str, experiment_id: str,
-                     console: Console | None = None) -> None:
+def print_end_of_run(
+    final: dict[str, float], run_id: str, uri: str, experiment_id: str, console: Console | None = None
+) -> None:
     console = console or Console()
     table = end_of_run_table(final)
     if not console.is_terminal:

@@ -7,6 +7,7 @@ sweep ends it closes the parent FINISHED only if every child run finished, other
 the count, and makes the command exit non-zero. A sweep that dies before its end (Ctrl-C, a
 launcher crash) leaves the parent KILLED, not RUNNING.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -44,7 +45,7 @@ def parent_run_id() -> str | None:
 
 
 def child_run_name(job_overrides: list[str]) -> str:
-    """"loss=focal,adversarial=fgm": the job's values of the swept keys (all overrides if unknown)."""
+    """ "loss=focal,adversarial=fgm": the job's values of the swept keys (all overrides if unknown)."""
     swept = set(filter(None, os.environ.get(SWEPT_ENV, "").split(",")))
     chosen = [o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in swept]
     return ",".join(chosen or job_overrides)
@@ -76,11 +77,14 @@ class MlflowSweepCallback(Callback):
         mlflow.set_tracking_uri(self.uri)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
-        tags = {ROLE_TAG: "sweep", "sweep_dir": str(sweep_dir),
-                "sweep_command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                "sweep_overrides": " ".join(overrides) or "(none)",
-                "sweeper": str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1],
-                "launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]}
+        tags = {
+            ROLE_TAG: "sweep",
+            "sweep_dir": str(sweep_dir),
+            "sweep_command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "sweep_overrides": " ".join(overrides) or "(none)",
+            "sweeper": str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1],
+            "launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
+        }
         name = config.tracking.get("sweep_name") or f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}"
         run = MlflowClient().create_run(experiment_id(config), run_name=name, tags=tags)
         self.parent = run.info.run_id
@@ -102,8 +106,12 @@ class MlflowSweepCallback(Callback):
         launched = len(list(Path(config.hydra.sweep.dir).glob("*/.hydra")))
         total = max(len(statuses), launched)
         failed = sum(status != "FINISHED" for status in statuses) + total - len(statuses)
-        for key, value in {"jobs_total": total, "jobs_finished": total - failed, "jobs_failed": failed,
-                           "jobs_without_run": total - len(statuses)}.items():
+        for key, value in {
+            "jobs_total": total,
+            "jobs_finished": total - failed,
+            "jobs_failed": failed,
+            "jobs_without_run": total - len(statuses),
+        }.items():
             client.log_metric(self.parent, key, value)
         _log_optuna_result(client, self.parent, Path(config.hydra.sweep.dir))
         status = "FAILED" if failed or not total else "FINISHED"
@@ -112,8 +120,11 @@ class MlflowSweepCallback(Callback):
         os.environ.pop(SWEPT_ENV, None)
         _show_comparison(client, self.parent)
         if status == "FAILED":
-            print(f"error: {failed} of {total} sweep jobs failed (sweep run {self.parent}); "
-                  "see each failed run's error/traceback.txt", file=sys.stderr)
+            print(
+                f"error: {failed} of {total} sweep jobs failed (sweep run {self.parent}); "
+                "see each failed run's error/traceback.txt",
+                file=sys.stderr,
+            )
             raise SystemExit(1)
 
     def _close_if_still_running(self) -> None:
@@ -140,12 +151,16 @@ def _when_the_store_answers(record, uri: str, wait: float = OUTCOME_WAIT_SECONDS
             return record()
         except MlflowException as err:
             if "RESOURCE_DOES_NOT_EXIST" in str(getattr(err, "error_code", "")) or time.monotonic() > deadline:
-                print(f"error: could not record the sweep's outcome in {redact(uri)} ({str(err).splitlines()[0][:200]}); "
-                      "runs there may still show RUNNING", file=sys.stderr)
+                print(
+                    f"error: could not record the sweep's outcome in {redact(uri)} ({str(err).splitlines()[0][:200]}); "
+                    "runs there may still show RUNNING",
+                    file=sys.stderr,
+                )
                 raise SystemExit(1) from None
             if not warned:
-                log.warning("the tracking server does not answer; retrying for up to %.0f s to record the sweep's "
-                            "outcome", wait)
+                log.warning(
+                    "the tracking server does not answer; retrying for up to %.0f s to record the sweep's outcome", wait
+                )
                 warned = True
             time.sleep(2)
 
@@ -176,9 +191,12 @@ def _show_comparison(client: MlflowClient, parent: str) -> None:
         if row.status != "FINISHED":
             error = client.get_run(row.run_id).data.tags.get("error", "no error recorded")
             console.print(f"{row.status.lower()}: {row.run} ({row.run_id}): {error}", soft_wrap=True, markup=False)
-    console.print(f"comparison of sweep {comparison.sweep.info.run_name} (run {parent}) written to {out_dir} and "
-                  f"logged to the sweep run; again: python experiments/compare.py sweep={parent}",
-                  soft_wrap=True, markup=False)
+    console.print(
+        f"comparison of sweep {comparison.sweep.info.run_name} (run {parent}) written to {out_dir} and "
+        f"logged to the sweep run; again: python experiments/compare.py sweep={parent}",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 def sweep_description(comparison, summary=None) -> str:
@@ -187,9 +205,13 @@ def sweep_description(comparison, summary=None) -> str:
     from lib import compare, recipes
 
     tags = comparison.sweep.data.tags
-    parts = [f"**Sweep** `{tags.get('sweep_command', '?')}` ({len(comparison.table)} jobs, launcher "
-             f"{tags.get('launcher', '?')}); compare again: `python experiments/compare.py "
-             f"sweep={comparison.sweep.info.run_id}`", "", compare.to_markdown(comparison)]
+    parts = [
+        f"**Sweep** `{tags.get('sweep_command', '?')}` ({len(comparison.table)} jobs, launcher "
+        f"{tags.get('launcher', '?')}); compare again: `python experiments/compare.py "
+        f"sweep={comparison.sweep.info.run_id}`",
+        "",
+        compare.to_markdown(comparison),
+    ]
     if summary is not None:
         parts += ["", recipes.to_markdown(summary, compare.recipe_headers(summary))]
     return "\n".join(parts)
@@ -201,8 +223,12 @@ def _fail_orphans(client: MlflowClient, children) -> list[str]:
     alive. Returns every child's status after that."""
     for run in children:
         if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "error", "its job ended without closing the run (killed, or the tracking "
-                                                     "server did not answer); metrics and artifacts may be incomplete")
+            client.set_tag(
+                run.info.run_id,
+                "error",
+                "its job ended without closing the run (killed, or the tracking "
+                "server did not answer); metrics and artifacts may be incomplete",
+            )
             client.set_terminated(run.info.run_id, "FAILED")
     return ["FAILED" if run.info.status == "RUNNING" else run.info.status for run in children]
 

@@ -1,5 +1,6 @@
 """cfg.tracking -> one MLflow run per job: flattened config as params, provenance tags,
 metrics, artifacts, and an end status that tells the truth (FINISHED / FAILED / KILLED)."""
+
 from __future__ import annotations
 
 import functools
@@ -10,9 +11,9 @@ import subprocess
 import traceback
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
@@ -32,8 +33,11 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 
 # A tracking server that stops answering must fail a run in seconds, not after MLflow's default
 # minutes of retries; a user's own environment settings win.
-REMOTE_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+REMOTE_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 def tracking_uri(cfg) -> str:
@@ -44,7 +48,7 @@ def tracking_uri(cfg) -> str:
     return uri
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _check_server(uri: str) -> None:
     """One quick GET of the server's /health endpoint per process."""
     for key, value in REMOTE_DEFAULTS.items():
@@ -58,8 +62,10 @@ def _check_server(uri: str) -> None:
         return  # it answered: a server (perhaps behind a proxy without /health)
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
-        raise ConfigError(f"tracking.uri={redact(uri)}: the MLflow tracking server does not answer ({reason}); "
-                          "start it (README: Team set-up) or leave tracking.uri unset for the local store") from None
+        raise ConfigError(
+            f"tracking.uri={redact(uri)}: the MLflow tracking server does not answer ({reason}); "
+            "start it (README: Team set-up) or leave tracking.uri unset for the local store"
+        ) from None
 
 
 def redact(uri: str) -> str:
@@ -137,8 +143,9 @@ def experiment_id(cfg) -> str:
 
 
 @contextmanager
-def mlflow_run(cfg, tags: dict[str, str], default_name: str | None = None,
-               resume_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+def mlflow_run(
+    cfg, tags: dict[str, str], default_name: str | None = None, resume_run_id: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
     """Start (or, resuming, reopen) a run with the config as params; end it FINISHED, FAILED with
     the traceback, or KILLED (interrupted: with the checkpoint's location when one was saved)."""
     Path(cfg.paths.outputs).mkdir(parents=True, exist_ok=True)
@@ -146,8 +153,9 @@ def mlflow_run(cfg, tags: dict[str, str], default_name: str | None = None,
     if resume_run_id:
         run = mlflow.start_run(run_id=resume_run_id, tags=tags)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id(cfg), run_name=cfg.tracking.run_name or default_name,
-                               tags=tags)
+        run = mlflow.start_run(
+            experiment_id=experiment_id(cfg), run_name=cfg.tracking.run_name or default_name, tags=tags
+        )
     try:
         mlflow.log_params(_params_to_log(config_params(cfg), run if resume_run_id else None))
         yield run
@@ -170,8 +178,10 @@ def _params_to_log(params: dict[str, str], resumed=None) -> dict[str, str]:
     changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
     refused = sorted(set(changed) - set(RESUME_MAY_CHANGE))
     if refused:
-        raise ConfigError(f"trainer.resume: the interrupted run had {', '.join(f'{k}={logged[k]}' for k in refused)}; "
-                          "resume with the same settings (only " + ", ".join(RESUME_MAY_CHANGE) + " may change)")
+        raise ConfigError(
+            f"trainer.resume: the interrupted run had {', '.join(f'{k}={logged[k]}' for k in refused)}; "
+            "resume with the same settings (only " + ", ".join(RESUME_MAY_CHANGE) + " may change)"
+        )
     if changed:
         mlflow.set_tag("resumed_with", " ".join(f"{k}={v}" for k, v in sorted(changed.items())))
     return {k: v for k, v in params.items() if k not in changed}

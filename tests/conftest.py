@@ -1,5 +1,6 @@
 """Shared fixtures: configs composed exactly as experiments/train.py composes them, and small
 labelled files written per test. Everything runs offline on the CPU."""
+
 import csv
 import random
 from pathlib import Path
@@ -9,10 +10,14 @@ from hydra import compose, initialize_config_dir
 
 from lib.paths import CONF_DIR, PROJECT_ROOT
 
-TITLE_WORDS = ("protein graph network learning analysis yeast market theory kernel genome "
-               "bayesian inference optimal control sparse retrieval").split()
-JUNK_WORDS = ("abstract contents introduction references page vol pp proceedings university "
-              "department received accepted copyright press").split()
+TITLE_WORDS = (
+    "protein graph network learning analysis yeast market theory kernel genome "
+    "bayesian inference optimal control sparse retrieval"
+).split()
+JUNK_WORDS = (
+    "abstract contents introduction references page vol pp proceedings university "
+    "department received accepted copyright press"
+).split()
 
 
 def write_toy_csv(path: Path, n_per_class: int = 200, seed: int = 0, header=("text", "label")) -> Path:
@@ -38,10 +43,19 @@ def toy_csv(tmp_path) -> Path:
 @pytest.fixture
 def make_cfg(tmp_path):
     """compose(overrides) with outputs under tmp_path, no model logging and no extra eval sets."""
+
     def make(*overrides: str):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[f"paths.outputs={tmp_path / 'outputs'}",
-                                                "tracking.log_model=false", "extra_eval=null", *overrides])
+            return compose(
+                "config",
+                overrides=[
+                    f"paths.outputs={tmp_path / 'outputs'}",
+                    "tracking.log_model=false",
+                    "extra_eval=null",
+                    *overrides,
+                ],
+            )
+
     return make
 
 

@@ -1,4 +1,5 @@
 """Cross-entropy that goes wrong on chosen calls, to drive the training loop's non-finite guard."""
+
 import torch
 
 

@@ -13,9 +13,16 @@ from lib.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "adversarial"
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            vocab_size=100, num_labels=2, hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    vocab_size=100,
+    num_labels=2,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 ARCHS = {
     "bert": (transformers.BertConfig, transformers.BertForSequenceClassification),
     "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification),
@@ -103,9 +110,12 @@ def test_none_builds_nothing_and_unknown_names_are_rejected():
 
 @pytest.mark.parametrize(
     "values",
-    [dict(name="fgm", epsilon=0.0), dict(name="pgd", epsilon=1.0, step_size=-0.1, steps=3),
-     dict(name="pgd", epsilon=1.0, step_size=0.3, steps=0),
-     dict(name="pgd", epsilon=1.0, step_size=0.3, steps=1.5)],
+    [
+        dict(name="fgm", epsilon=0.0),
+        dict(name="pgd", epsilon=1.0, step_size=-0.1, steps=3),
+        dict(name="pgd", epsilon=1.0, step_size=0.3, steps=0),
+        dict(name="pgd", epsilon=1.0, step_size=0.3, steps=1.5),
+    ],
 )
 def test_invalid_values_raise_config_error(values):
     with pytest.raises(ConfigError):
@@ -294,12 +304,22 @@ def test_pgd_in_the_training_loop_changes_the_gradients_with_one_plus_steps_pass
     from lib.batching import make_loader
     from lib.loop import train
 
-    ids = [torch.randint(3, 100, (int(n),), generator=torch.Generator().manual_seed(i)).tolist()
-           for i, n in enumerate(torch.randint(4, 12, (32,), generator=torch.Generator().manual_seed(9)))]
+    ids = [
+        torch.randint(3, 100, (int(n),), generator=torch.Generator().manual_seed(i)).tolist()
+        for i, n in enumerate(torch.randint(4, 12, (32,), generator=torch.Generator().manual_seed(9)))
+    ]
     labels = [i % 2 for i in range(32)]
-    trainer = OmegaConf.create({"epochs": 1, "grad_accum_steps": 1, "max_grad_norm": None, "log_every_steps": 1,
-                                "eval_every_steps": None, "max_nonfinite_steps": 5,
-                                "early_stopping": {"metric": "f1", "mode": "max", "patience": None}})
+    trainer = OmegaConf.create(
+        {
+            "epochs": 1,
+            "grad_accum_steps": 1,
+            "max_grad_norm": None,
+            "log_every_steps": 1,
+            "eval_every_steps": None,
+            "max_nonfinite_steps": 5,
+            "early_stopping": {"metric": "f1", "mode": "max", "patience": None},
+        }
+    )
 
     def run(adversary_cfg):
         model = tiny_model("deberta").train()
@@ -314,9 +334,19 @@ def test_pgd_in_the_training_loop_changes_the_gradients_with_one_plus_steps_pass
         optimizer = Recorder(model.parameters(), lr=1.0)
         train_loader = make_loader(ids, labels, 8, shuffle=False, pad_id=0, bucketing=False)
         val_loader = make_loader(ids[:8], labels[:8], 8, shuffle=False, pad_id=0)
-        train(model, train_loader, val_loader, torch.nn.CrossEntropyLoss(), optimizer,
-              torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), build_adversary(adversary_cfg, model),
-              trainer, torch.device("cpu"), "fp32", 4)
+        train(
+            model,
+            train_loader,
+            val_loader,
+            torch.nn.CrossEntropyLoss(),
+            optimizer,
+            torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+            build_adversary(adversary_cfg, model),
+            trainer,
+            torch.device("cpu"),
+            "fp32",
+            4,
+        )
         return len(passes), recorded
 
     clean_passes, clean = run(cfg(name="none"))

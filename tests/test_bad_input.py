@@ -1,5 +1,6 @@
 """The bad-input matrix: each case exits non-zero with one line naming the file (or option) and the
 problem, and leaves nothing that looks complete (its MLflow run is FAILED, no test metrics)."""
+
 import math
 import subprocess
 import sys
@@ -7,8 +8,8 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
-
 from conftest import write_toy_csv
+
 from lib.batching import encode
 from lib.data import load_data
 from lib.models import build_model
@@ -17,9 +18,13 @@ from lib.run import run_job
 
 
 def _rows(n_per_class):
-    return pd.DataFrame({"text": [f"Title {i} about kernels" for i in range(n_per_class)] +
-                                 [f"{i} Introduction" for i in range(n_per_class)],
-                         "label": [1] * n_per_class + [0] * n_per_class})
+    return pd.DataFrame(
+        {
+            "text": [f"Title {i} about kernels" for i in range(n_per_class)]
+            + [f"{i} Introduction" for i in range(n_per_class)],
+            "label": [1] * n_per_class + [0] * n_per_class,
+        }
+    )
 
 
 def _write(path, content):
@@ -72,8 +77,13 @@ def test_ten_thousand_character_title_is_truncated_and_trains(make_cfg, tmp_path
     frame = pd.read_csv(write_toy_csv(tmp_path / "toy.csv", n_per_class=60))
     frame.loc[0, "text"] = "Long title " * 910  # 10,010 characters
     frame.to_csv(tmp_path / "long.csv", index=False)
-    cfg = make_cfg("model=tiny_bert", "data=csv", f"data.train={tmp_path / 'long.csv'}", "data.test_fraction=0.5",
-                   "trainer.epochs=1")
+    cfg = make_cfg(
+        "model=tiny_bert",
+        "data=csv",
+        f"data.train={tmp_path / 'long.csv'}",
+        "data.test_fraction=0.5",
+        "trainer.epochs=1",
+    )
     splits = load_data(cfg)
     _, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), cfg.paths.cache)
     long_ids, short_ids = encode(tokenizer, [frame.loc[0, "text"], "Long title"], cfg.model.max_length)
@@ -82,15 +92,21 @@ def test_ten_thousand_character_title_is_truncated_and_trains(make_cfg, tmp_path
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / "train.py"), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_unknown_model_option_is_one_line():
     done = _cli("model=bert_large", "trainer.epochs=1")
     assert done.returncode == 2
-    assert done.stderr.strip() == ("error: model=bert_large: unknown model option; choose from bert, deberta, minilm, "
-                                   "roberta, scibert, tiny_bert, tiny_deberta, tiny_roberta")
+    assert done.stderr.strip() == (
+        "error: model=bert_large: unknown model option; choose from bert, deberta, minilm, "
+        "roberta, scibert, tiny_bert, tiny_deberta, tiny_roberta"
+    )
 
 
 def test_unwritable_outputs_folder_is_one_line(tmp_path):
@@ -102,10 +118,21 @@ def test_unwritable_outputs_folder_is_one_line(tmp_path):
 
 
 def test_hub_model_while_offline_is_one_line(tmp_path, toy_csv):
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / "train.py"), "model=roberta",
-                           "data=csv", f"data.train={toy_csv}", f"paths.outputs={tmp_path / 'out'}", "extra_eval=null"],
-                          capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "experiments" / "train.py"),
+            "model=roberta",
+            "data=csv",
+            f"data.train={toy_csv}",
+            f"paths.outputs={tmp_path / 'out'}",
+            "extra_eval=null",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 2 and len(errors) == 1
     assert "'roberta-base' is not in the local Hugging Face cache and the hub is unreachable" in errors[0]

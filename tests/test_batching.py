@@ -24,9 +24,11 @@ def test_training_batches_cover_every_example_once_per_epoch():
 
 def test_buckets_reduce_padding():
     lengths = _lengths()
+
     def padded(bucketing):
         sampler = LengthBucketSampler(lengths, 32, shuffle=True, seed=0, bucketing=bucketing)
         return sum(len(b) * max(lengths[i] for i in b) for b in sampler)
+
     assert padded(True) < 0.75 * padded(False)
 
 

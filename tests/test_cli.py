@@ -1,4 +1,5 @@
 """The command-line entry as users run it: Hydra overrides, exit codes, one-line errors."""
+
 import re
 import subprocess
 import sys
@@ -17,8 +18,16 @@ def _train(tmp_path, *overrides):
 
 
 def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_csv):
-    done = _train(tmp_path, "model=tiny_roberta", "loss=focal", "adversarial=fgm", "schedule=cosine",
-                  "trainer.epochs=1", "data=csv", f"data.train={toy_csv}")
+    done = _train(
+        tmp_path,
+        "model=tiny_roberta",
+        "loss=focal",
+        "adversarial=fgm",
+        "schedule=cosine",
+        "trainer.epochs=1",
+        "data=csv",
+        f"data.train={toy_csv}",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs'}/mlflow.db")
     (run,) = mlflow.search_runs(experiment_names=["titlesweep"], output_format="list")
@@ -27,8 +36,14 @@ def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_cs
     # it ends with the decisive numbers and the next commands, ready to paste, also in a log file
     out = done.stdout
     # it starts with the recipe as a tree: every group's choice, the values set on the command line under it
-    for line in ("├── model: tiny_roberta", "├── loss: focal", "├── adversarial: fgm", "├── schedule: cosine",
-                 f"│   └── train = {toy_csv}", "│   └── epochs = 1"):
+    for line in (
+        "├── model: tiny_roberta",
+        "├── loss: focal",
+        "├── adversarial: fgm",
+        "├── schedule: cosine",
+        f"│   └── train = {toy_csv}",
+        "│   └── epochs = 1",
+    ):
         assert line in out, line
     progress_lines = [line for line in out.splitlines() if line.startswith("train ")]  # not a terminal: lines
     # (a run of seconds gets its last line only; tests/test_progress.py checks the 10% / 30 s lines)
@@ -56,11 +71,14 @@ def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_cs
     assert ".hydra/overrides.yaml" in files and ".hydra/config.yaml" in files
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    (["data=csv", "data.train={missing}"], "missing.csv: file not found"),
-    (["data=csv", "data.train={toy}", "data.text_column=title"], "no column 'title'"),
-    (["data=csv", "data.train={toy}", "trainer.limit_train=20"], "fewer than trainer.batch_size=32"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["data=csv", "data.train={missing}"], "missing.csv: file not found"),
+        (["data=csv", "data.train={toy}", "data.text_column=title"], "no column 'title'"),
+        (["data=csv", "data.train={toy}", "trainer.limit_train=20"], "fewer than trainer.batch_size=32"),
+    ],
+)
 def test_bad_input_exits_2_with_one_error_line(tmp_path, toy_csv, overrides, expected):
     values = {"missing": tmp_path / "missing.csv", "toy": toy_csv}
     done = _train(tmp_path, "model=tiny_bert", *(o.format(**values) for o in overrides))
@@ -93,11 +111,20 @@ def test_help_lists_every_option_with_one_line_each(name, flag, capsys):
     assert all(len(line.split(None, 1)[1]) > 10 for line in option_lines if "," not in line.split()[0])
 
 
-@pytest.mark.parametrize("name, valid", [("predict", "run, model, model_dir, input, output, threshold"),
-                                         ("evaluate", "run, model, input, batch_size, device")])
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("predict", "run, model, model_dir, input, output, threshold"),
+        ("evaluate", "run, model, input, batch_size, device"),
+    ],
+)
 def test_an_unknown_option_names_the_valid_ones(name, valid):
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / f"{name}.py"), "colour=red", "input=x"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "experiments" / f"{name}.py"), "colour=red", "input=x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: unknown option(s) colour; valid: " + valid)
@@ -109,6 +136,6 @@ def test_the_config_tree_highlights_what_the_command_line_chose(make_cfg):
     overrides = ["model=tiny_bert", "loss.gamma=1.0", "recipe=focal"]
     tree = config_tree(make_cfg(*overrides), overrides, "cfg.yaml")
     labels = {str(node.label): [str(child.label) for child in node.children] for node in tree.children}
-    assert labels["[bold yellow]model: tiny_bert[/]"] == []            # chosen on the command line
-    assert labels["loss: focal"] == ["[bold yellow]gamma = 1.0[/]"]    # the recipe chose focal; gamma set here
+    assert labels["[bold yellow]model: tiny_bert[/]"] == []  # chosen on the command line
+    assert labels["loss: focal"] == ["[bold yellow]gamma = 1.0[/]"]  # the recipe chose focal; gamma set here
     assert labels["adversarial: none"] == [] and "[bold yellow]recipe = focal[/]" in labels

@@ -1,4 +1,5 @@
 """Every option of every config group composes and resolves, and overrides land where the code reads them."""
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -11,8 +12,16 @@ REQUIRED = {"data": {"csv": ["data.train=x.csv"], "citeseer": ["data.dir=/tmp"]}
 
 def test_every_group_has_options():
     assert {g for g, _ in OPTIONS} == set(GROUPS)
-    assert {o for g, o in OPTIONS if g == "model"} >= {"minilm", "bert", "scibert", "roberta", "deberta",
-                                                        "tiny_bert", "tiny_roberta", "tiny_deberta"}
+    assert {o for g, o in OPTIONS if g == "model"} >= {
+        "minilm",
+        "bert",
+        "scibert",
+        "roberta",
+        "deberta",
+        "tiny_bert",
+        "tiny_roberta",
+        "tiny_deberta",
+    }
 
 
 @pytest.mark.parametrize("group,option", OPTIONS)
@@ -25,7 +34,12 @@ def test_option_composes_and_resolves(make_cfg, group, option):
 
 def test_defaults_are_the_offline_recipe(make_cfg):
     cfg = make_cfg()
-    assert (cfg.model.name, cfg.loss.name, cfg.adversarial.name, cfg.schedule.name) == ("minilm", "ce", "none", "linear")
+    assert (cfg.model.name, cfg.loss.name, cfg.adversarial.name, cfg.schedule.name) == (
+        "minilm",
+        "ce",
+        "none",
+        "linear",
+    )
     assert cfg.paths.root == str(PROJECT_ROOT)
     assert cfg.trainer.precision == "auto" and cfg.trainer.batch_size == 32
 
@@ -38,8 +52,10 @@ def test_issue_example_override_composes(make_cfg):
 
 
 SEED_TABLE = {  # SEED_NOTES.md: experiment -> (model option, loss option, max_length)
-    "exp1_bert_ce": ("bert", "ce", 64), "exp2_scibert_focal": ("scibert", "focal", 96),
-    "exp3_roberta_weighted_ce": ("roberta", "weighted_ce", 96), "exp4_deberta_ce": ("deberta", "ce", 96),
+    "exp1_bert_ce": ("bert", "ce", 64),
+    "exp2_scibert_focal": ("scibert", "focal", 96),
+    "exp3_roberta_weighted_ce": ("roberta", "weighted_ce", 96),
+    "exp4_deberta_ce": ("deberta", "ce", 96),
     "exp5_scibert_ce_len128": ("scibert", "ce", 128),
 }
 
@@ -48,18 +64,35 @@ SEED_TABLE = {  # SEED_NOTES.md: experiment -> (model option, loss option, max_l
 def test_experiment_presets_reproduce_the_original_table(make_cfg, experiment):
     cfg = make_cfg(f"+experiment={experiment}")
     assert (cfg.model.name, cfg.loss.name, cfg.model.max_length) == SEED_TABLE[experiment]
-    assert (cfg.trainer.batch_size, cfg.schedule.lr, cfg.schedule.weight_decay, cfg.model.dropout) == (32, 2e-5, 0.01, 0.2)
+    assert (cfg.trainer.batch_size, cfg.schedule.lr, cfg.schedule.weight_decay, cfg.model.dropout) == (
+        32,
+        2e-5,
+        0.01,
+        0.2,
+    )
     assert cfg.trainer.early_stopping.metric == "f1" and cfg.trainer.early_stopping.patience == 3
 
 
 def test_best_recipe_preset(make_cfg):
     cfg = make_cfg("+experiment=best_recipe")
-    assert (cfg.model.name, cfg.loss.name, cfg.adversarial.name, cfg.schedule.name) == ("scibert", "focal", "fgm", "cosine")
+    assert (cfg.model.name, cfg.loss.name, cfg.adversarial.name, cfg.schedule.name) == (
+        "scibert",
+        "focal",
+        "fgm",
+        "cosine",
+    )
     assert cfg.schedule.layer_decay == 0.95 and cfg.schedule.head_lr_mult == 10.0
 
 
-@pytest.mark.parametrize("preset,launcher", [("launcher=parallel", "joblib"), ("launcher=local", "submitit"),
-                                             ("launcher=slurm", "submitit"), ("search=optuna", None)])
+@pytest.mark.parametrize(
+    "preset,launcher",
+    [
+        ("launcher=parallel", "joblib"),
+        ("launcher=local", "submitit"),
+        ("launcher=slurm", "submitit"),
+        ("search=optuna", None),
+    ],
+)
 def test_launcher_and_search_presets_compose(tmp_path, preset, launcher):
     from hydra import compose, initialize_config_dir
 
@@ -69,4 +102,9 @@ def test_launcher_and_search_presets_compose(tmp_path, preset, launcher):
         assert launcher in cfg.hydra.launcher._target_.lower() and cfg.trainer.num_threads in (1, None)
     else:
         assert "optuna" in cfg.hydra.sweeper._target_.lower() and cfg.loss.name == "focal"
-        assert set(cfg.hydra.sweeper.params) == {"schedule.lr", "loss.gamma", "adversarial.epsilon", "schedule.layer_decay"}
+        assert set(cfg.hydra.sweeper.params) == {
+            "schedule.lr",
+            "loss.gamma",
+            "adversarial.epsilon",
+            "schedule.layer_decay",
+        }

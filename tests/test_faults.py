@@ -1,9 +1,11 @@
 """Numerical faults, full disks and credentials: handled, recorded, never leaked."""
+
 import errno
 import math
 
 import pytest
 import torch
+from faulty_losses import nan_loss
 from omegaconf import OmegaConf
 
 from lib.batching import make_loader
@@ -11,13 +13,18 @@ from lib.loop import NonFiniteLoss, train
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
 from lib.run import _as_user_error
-from faulty_losses import nan_loss
 from lib.tracking import config_params, redact
 
 
 def _setup(make_cfg, toy_csv, **trainer):
-    cfg = make_cfg("model=tiny_bert", "data=csv", f"data.train={toy_csv}", "trainer.epochs=1",
-                   "trainer.early_stopping.patience=null", *[f"trainer.{k}={v}" for k, v in trainer.items()])
+    cfg = make_cfg(
+        "model=tiny_bert",
+        "data=csv",
+        f"data.train={toy_csv}",
+        "trainer.epochs=1",
+        "trainer.early_stopping.patience=null",
+        *[f"trainer.{k}={v}" for k, v in trainer.items()],
+    )
     texts = [f"title number {i}" for i in range(64)]
     model, tok = build_model(cfg.model, texts, cfg.paths.cache)
     ids = tok(texts)["input_ids"]
@@ -43,7 +50,9 @@ def test_too_many_nonfinite_steps_in_a_row_stop_the_run(make_cfg, toy_csv):
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS])
 def test_disk_full_or_unwritable_becomes_one_line_naming_the_path(code):
-    err = _as_user_error(OSError(code, "No space left on device" if code == errno.ENOSPC else "denied", "/data/run/x.pt"))
+    err = _as_user_error(
+        OSError(code, "No space left on device" if code == errno.ENOSPC else "denied", "/data/run/x.pt")
+    )
     assert str(err).startswith("/data/run/x.pt: ")
     other = OSError(errno.ECONNRESET, "reset")
     assert _as_user_error(other) is other  # not a path problem: left as it is

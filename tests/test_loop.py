@@ -1,21 +1,30 @@
 """lib.loop step by step: gradient accumulation windows, the non-finite guard on gradients, the
 adversarial loss, fp32 evaluation, the precision choice on GPUs, and torch.compile."""
+
 import functools
 import math
 
 import pytest
 import torch
 import transformers
+from faulty_losses import nan_gradient_loss
 from omegaconf import OmegaConf
 
-from faulty_losses import nan_gradient_loss
 from lib import device, loop
 from lib.batching import make_loader
 from lib.loop import evaluate, train
 from lib.optim import build_param_groups
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100,
-            num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    vocab_size=100,
+    num_labels=2,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 
 
 def tiny_bert(seed: int = 0):
@@ -25,8 +34,9 @@ def tiny_bert(seed: int = 0):
 
 def examples(n: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    ids = [torch.randint(3, 100, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g).tolist()
-           for _ in range(n)]
+    ids = [
+        torch.randint(3, 100, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g).tolist() for _ in range(n)
+    ]
     return ids, [i % 2 for i in range(n)]
 
 
@@ -36,9 +46,15 @@ def loader(ids, labels, batch_size, shuffle=False):
 
 
 def trainer_cfg(**values):
-    base = {"epochs": 1, "grad_accum_steps": 1, "max_grad_norm": None, "log_every_steps": 1,
-            "eval_every_steps": None, "max_nonfinite_steps": 5,
-            "early_stopping": {"metric": "f1", "mode": "max", "patience": None}}
+    base = {
+        "epochs": 1,
+        "grad_accum_steps": 1,
+        "max_grad_norm": None,
+        "log_every_steps": 1,
+        "eval_every_steps": None,
+        "max_nonfinite_steps": 5,
+        "early_stopping": {"metric": "f1", "mode": "max", "patience": None},
+    }
     return OmegaConf.create({**base, **values})
 
 
@@ -51,18 +67,29 @@ class GradientRecorder(torch.optim.SGD):
         self.model, self.steps = model, []
 
     def step(self, closure=None):
-        self.steps.append({n: p.grad.detach().clone() for n, p in self.model.named_parameters()
-                           if p.grad is not None})
+        self.steps.append({n: p.grad.detach().clone() for n, p in self.model.named_parameters() if p.grad is not None})
 
 
-def run(model, train_loader, val_loader, cfg, optimizer=None, loss_fn=None, adversary=None, precision="fp32",
-        steps=None):
+def run(
+    model, train_loader, val_loader, cfg, optimizer=None, loss_fn=None, adversary=None, precision="fp32", steps=None
+):
     optimizer = optimizer or GradientRecorder(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     logged = []
-    result = train(model, train_loader, val_loader, loss_fn or torch.nn.CrossEntropyLoss(), optimizer, scheduler,
-                   adversary, cfg, torch.device("cpu"), precision, steps or len(train_loader),
-                   on_metrics=lambda metrics, step: logged.append((step, metrics)))
+    result = train(
+        model,
+        train_loader,
+        val_loader,
+        loss_fn or torch.nn.CrossEntropyLoss(),
+        optimizer,
+        scheduler,
+        adversary,
+        cfg,
+        torch.device("cpu"),
+        precision,
+        steps or len(train_loader),
+        on_metrics=lambda metrics, step: logged.append((step, metrics)),
+    )
     return result, optimizer, logged
 
 
@@ -92,22 +119,24 @@ def test_the_last_partial_accumulation_window_is_a_full_mean():
     ids, labels = examples(40)
     model, train_loader = tiny_bert(), loader(ids, labels, 8)
     batches = list(train_loader)
-    _, recorder, logged = run(model, train_loader, loader(ids[:8], labels[:8], 8), trainer_cfg(grad_accum_steps=2),
-                              steps=3)
+    _, recorder, logged = run(
+        model, train_loader, loader(ids[:8], labels[:8], 8), trainer_cfg(grad_accum_steps=2), steps=3
+    )
     assert len(recorder.steps) == 3
     last_loss, last_grads = mean_loss_gradient(model, batches[4])
     assert_same_gradients(recorder.steps[2], last_grads)
     first_losses = [mean_loss_gradient(model, b)[0] for b in batches[:2]]
     losses = {step: metrics["train_loss"] for step, metrics in logged if "train_loss" in metrics}
     assert losses[1] == pytest.approx(sum(first_losses) / 2, rel=1e-5)  # the mean over its 2 batches
-    assert losses[3] == pytest.approx(last_loss, rel=1e-5)               # one batch, counted once
+    assert losses[3] == pytest.approx(last_loss, rel=1e-5)  # one batch, counted once
 
 
 def test_accumulating_two_batches_of_16_equals_one_batch_of_32():
     ids, labels = examples(64)
     model = tiny_bert()
-    _, accumulated, _ = run(model, loader(ids, labels, 16), loader(ids[:8], labels[:8], 8),
-                            trainer_cfg(grad_accum_steps=2), steps=2)
+    _, accumulated, _ = run(
+        model, loader(ids, labels, 16), loader(ids[:8], labels[:8], 8), trainer_cfg(grad_accum_steps=2), steps=2
+    )
     _, whole, _ = run(model, loader(ids, labels, 32), loader(ids[:8], labels[:8], 8), trainer_cfg(), steps=2)
     assert len(accumulated.steps) == len(whole.steps) == 2
     for a, w in zip(accumulated.steps, whole.steps):
@@ -129,9 +158,14 @@ def test_a_step_with_a_finite_loss_but_a_nan_gradient_is_skipped():
     model = tiny_bert()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for max_grad_norm in (1.0, None):  # clipped or not, the norm is checked
-        result, _, _ = run(model, loader(ids, labels, 8, shuffle=True), loader(ids[:16], labels[:16], 16),
-                           trainer_cfg(max_grad_norm=max_grad_norm), optimizer=optimizer,
-                           loss_fn=nan_gradient_loss({2, 5}))
+        result, _, _ = run(
+            model,
+            loader(ids, labels, 8, shuffle=True),
+            loader(ids[:16], labels[:16], 16),
+            trainer_cfg(max_grad_norm=max_grad_norm),
+            optimizer=optimizer,
+            loss_fn=nan_gradient_loss({2, 5}),
+        )
         assert result.skipped_steps == 2 and result.steps == 6
         assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -140,8 +174,14 @@ def test_nan_gradients_in_a_row_stop_the_run():
     ids, labels = examples(64)
     model = tiny_bert()
     with pytest.raises(loop.NonFiniteLoss, match="loss or gradient norm was NaN/inf for 3 optimiser steps"):
-        run(model, loader(ids, labels, 8), loader(ids[:16], labels[:16], 16), trainer_cfg(max_nonfinite_steps=3),
-            optimizer=torch.optim.AdamW(model.parameters()), loss_fn=nan_gradient_loss({1, 2, 3}))
+        run(
+            model,
+            loader(ids, labels, 8),
+            loader(ids[:16], labels[:16], 16),
+            trainer_cfg(max_nonfinite_steps=3),
+            optimizer=torch.optim.AdamW(model.parameters()),
+            loss_fn=nan_gradient_loss({1, 2, 3}),
+        )
 
 
 # --------------------------------------------------------------- adversarial loss
@@ -161,8 +201,13 @@ class CountingFGM:
 def test_the_adversarial_loss_is_logged_as_adv_loss():
     ids, labels = examples(32)
     adversary = CountingFGM()
-    _, _, logged = run(tiny_bert(), loader(ids, labels, 8), loader(ids[:8], labels[:8], 8),
-                       trainer_cfg(log_every_steps=2), adversary=adversary)
+    _, _, logged = run(
+        tiny_bert(),
+        loader(ids, labels, 8),
+        loader(ids[:8], labels[:8], 8),
+        trainer_cfg(log_every_steps=2),
+        adversary=adversary,
+    )
     adv = [metrics["adv_loss"] for _, metrics in logged if "adv_loss" in metrics]
     assert adv == pytest.approx([sum(adversary.losses[:2]) / 2, sum(adversary.losses[2:]) / 2], rel=1e-5)
 
@@ -181,15 +226,22 @@ def test_validation_probabilities_are_fp32_even_when_training_in_bf16():
     # are fp32: validation must not be scored under the training autocast.
     ids, labels = examples(48)
     model, val_loader = tiny_bert(), loader(ids[:24], labels[:24], 8)
-    result, _, _ = run(model, loader(ids, labels, 8), val_loader, trainer_cfg(), precision="bf16",
-                       optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3))
+    result, _, _ = run(
+        model,
+        loader(ids, labels, 8),
+        val_loader,
+        trainer_cfg(),
+        precision="bf16",
+        optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+    )
     _, fp32_probs = evaluate(model, val_loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"))
     assert result.best_val_probs == pytest.approx(fp32_probs.tolist(), abs=1e-7)
     assert all(v.device.type == "cpu" for v in model.state_dict().values())
 
 
-@pytest.mark.parametrize("capability, expected", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"),
-                                                  ((9, 0), "bf16")])
+@pytest.mark.parametrize(
+    "capability, expected", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")]
+)
 def test_auto_precision_follows_the_configured_gpus_compute_capability(monkeypatch, capability, expected):
     asked = []
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
@@ -202,8 +254,9 @@ def test_auto_precision_follows_the_configured_gpus_compute_capability(monkeypat
 CPU_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbugs\t\t: none\n"
 
 
-@pytest.mark.parametrize("extra, expected", [("", "fp32"), ("avx512_bf16", "bf16"), ("amx_tile amx_bf16", "bf16"),
-                                             ("avx512bw", "fp32")])
+@pytest.mark.parametrize(
+    "extra, expected", [("", "fp32"), ("avx512_bf16", "bf16"), ("amx_tile amx_bf16", "bf16"), ("avx512bw", "fp32")]
+)
 def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_computes_it_natively(tmp_path, monkeypatch, extra, expected):
     # AVX2/AVX-512 without BF16 emulate bf16 (measured ~30x slower): fp32 there.
     cpuinfo = tmp_path / "cpuinfo"
@@ -231,8 +284,17 @@ def test_a_gpu_index_beyond_the_visible_gpus_is_refused(monkeypatch):
 
 
 def test_layer_wise_groups_are_the_same_with_and_without_compile():
-    cfg = OmegaConf.create({"name": "linear", "lr": 1e-3, "weight_decay": 0.01, "layer_decay": 0.5,
-                            "head_lr_mult": 10.0, "warmup_ratio": 0.0, "warmup_steps": None})
+    cfg = OmegaConf.create(
+        {
+            "name": "linear",
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "layer_decay": 0.5,
+            "head_lr_mult": 10.0,
+            "warmup_ratio": 0.0,
+            "warmup_steps": None,
+        }
+    )
     model = tiny_bert()
 
     def rates(groups, module):
@@ -276,8 +338,17 @@ def test_a_compiled_tiny_run_learns_with_layer_wise_rates(make_cfg, toy_csv, mon
         return optimizer
 
     monkeypatch.setattr(run_module, "build_optimizer", spy)
-    cfg = make_cfg("model=tiny_bert", "data=csv", f"data.train={toy_csv}", "trainer.epochs=3", "trainer.compile=true",
-                   "schedule.lr=1e-3", "schedule.layer_decay=0.5", "schedule.head_lr_mult=10", "trainer.batch_size=16")
+    cfg = make_cfg(
+        "model=tiny_bert",
+        "data=csv",
+        f"data.train={toy_csv}",
+        "trainer.epochs=3",
+        "trainer.compile=true",
+        "schedule.lr=1e-3",
+        "schedule.layer_decay=0.5",
+        "schedule.head_lr_mult=10",
+        "trainer.batch_size=16",
+    )
     metrics = run_module.run_training(cfg)
     assert metrics["test_accuracy"] >= 0.9 and metrics["test_f1"] >= 0.9, metrics
     assert seen["groups"]["layer_1/decay"] == pytest.approx(1e-3)

@@ -88,8 +88,9 @@ def test_focal_gradient_is_finite_and_right_for_saturated_logits(gamma, logits, 
         loss = FocalLoss(alpha=0.25, gamma=gamma)(x, labels)
         loss.backward()
         assert torch.isfinite(x.grad).all(), (dtype, x.grad)
-        assert loss.item() == pytest.approx(_reference_focal(reference.detach(), labels, 0.25, gamma).item(),
-                                            abs=tolerance)
+        assert loss.item() == pytest.approx(
+            _reference_focal(reference.detach(), labels, 0.25, gamma).item(), abs=tolerance
+        )
         torch.testing.assert_close(x.grad.double(), reference.grad, atol=tolerance, rtol=1e-6)
 
 
@@ -135,7 +136,7 @@ def test_focal_with_gamma_0_and_alpha_1_equals_ce():
 def test_focal_down_weights_easy_examples():
     # Row A is easy (p_t 0.88), row C hard (p_t 0.38): focal/CE ratio = 0.25 * (1 - p_t)^2.
     loss_fn = FocalLoss(alpha=0.25, gamma=2.0)
-    per_row = [loss_fn(LOGITS[i:i + 1], LABELS[i:i + 1]).item() for i in range(3)]
+    per_row = [loss_fn(LOGITS[i : i + 1], LABELS[i : i + 1]).item() for i in range(3)]
     for row, ce, p_t in zip(per_row, CE, P_T):
         assert row / ce == pytest.approx(0.25 * (1 - p_t) ** 2, rel=1e-5)
 

@@ -12,8 +12,9 @@ from lib.errors import ConfigError
 from lib.optim import build_optimizer, build_param_groups, build_scheduler
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "schedule"
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            vocab_size=100, num_labels=2)
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100, num_labels=2
+)
 LR, DECAY, HEAD = 1e-3, 0.5, 10.0
 
 
@@ -26,28 +27,32 @@ def tiny_model(arch: str):
     # deberta-v3 style: relative attention adds encoder.rel_embeddings and encoder.LayerNorm,
     # which sit outside the layers and feed all of them.
     config = transformers.DebertaV2Config(
-        **TINY, relative_attention=True, pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm",
-        position_buckets=16, max_relative_positions=-1, position_biased_input=False)
+        **TINY,
+        relative_attention=True,
+        pos_att_type=["p2c", "c2p"],
+        norm_rel_ebd="layer_norm",
+        position_buckets=16,
+        max_relative_positions=-1,
+        position_biased_input=False,
+    )
     return transformers.DebertaV2ForSequenceClassification(config)
 
 
 def schedule_cfg(file="linear", **overrides):
     cfg = OmegaConf.load(CONF / f"{file}.yaml")
-    cfg.merge_with(OmegaConf.create({"lr": LR, "layer_decay": DECAY, "head_lr_mult": HEAD,
-                                     **overrides}))
+    cfg.merge_with(OmegaConf.create({"lr": LR, "layer_decay": DECAY, "head_lr_mult": HEAD, **overrides}))
     return cfg
 
 
 def expected_lr(prefix: str, name: str) -> float:
     """The intended rate, written out per name pattern for 2 layers and decay 0.5."""
     if name.startswith(f"{prefix}.encoder.layer.1."):
-        return LR                      # top layer
+        return LR  # top layer
     if name.startswith(f"{prefix}.encoder.layer.0."):
-        return LR * 0.5                # one layer down
-    if name.startswith((f"{prefix}.embeddings.", f"{prefix}.encoder.rel_embeddings.",
-                        f"{prefix}.encoder.LayerNorm.")):
-        return LR * 0.25               # below both layers: decay^2
-    return LR * 10                     # classifier and pooler
+        return LR * 0.5  # one layer down
+    if name.startswith((f"{prefix}.embeddings.", f"{prefix}.encoder.rel_embeddings.", f"{prefix}.encoder.LayerNorm.")):
+        return LR * 0.25  # below both layers: decay^2
+    return LR * 10  # classifier and pooler
 
 
 def group_of(groups):
@@ -81,8 +86,15 @@ def test_group_names_and_specific_parameters():
     model = tiny_model("deberta")
     groups = build_param_groups(schedule_cfg(weight_decay=0.01), model)
     assert [g["name"] for g in groups] == [
-        "embeddings/decay", "embeddings/no_decay", "layer_0/decay", "layer_0/no_decay",
-        "layer_1/decay", "layer_1/no_decay", "head/decay", "head/no_decay"]
+        "embeddings/decay",
+        "embeddings/no_decay",
+        "layer_0/decay",
+        "layer_0/no_decay",
+        "layer_1/decay",
+        "layer_1/no_decay",
+        "head/decay",
+        "head/no_decay",
+    ]
     named = dict(model.named_parameters())
     where = group_of(groups)
     assert where[id(named["deberta.encoder.rel_embeddings.weight"])]["name"] == "embeddings/decay"
@@ -120,8 +132,8 @@ def test_frozen_parameters_are_left_out():
 def test_unknown_architecture_falls_back_to_embeddings_and_other(caplog):
     # DistilBERT keeps its layers under transformer.layer.<i>, not encoder.layer.<i>.
     model = transformers.DistilBertForSequenceClassification(
-        transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                      vocab_size=100))
+        transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, vocab_size=100)
+    )
     with caplog.at_level(logging.WARNING, logger="lib.optim"):
         groups = build_param_groups(schedule_cfg(), model)
     assert "encoder.layer" in caplog.text
@@ -150,10 +162,17 @@ def test_build_optimizer_returns_adamw_with_the_groups():
 
 @pytest.mark.parametrize(
     "overrides, field",
-    [({"lr": 0.0}, "lr"), ({"lr": -1e-5}, "lr"), ({"layer_decay": 0.0}, "layer_decay"),
-     ({"layer_decay": 1.5}, "layer_decay"), ({"warmup_ratio": 1.5}, "warmup_ratio"),
-     ({"warmup_ratio": -0.1}, "warmup_ratio"), ({"head_lr_mult": 0.0}, "head_lr_mult"),
-     ({"warmup_steps": -5}, "warmup_steps"), ({"name": "step"}, "name")],
+    [
+        ({"lr": 0.0}, "lr"),
+        ({"lr": -1e-5}, "lr"),
+        ({"layer_decay": 0.0}, "layer_decay"),
+        ({"layer_decay": 1.5}, "layer_decay"),
+        ({"warmup_ratio": 1.5}, "warmup_ratio"),
+        ({"warmup_ratio": -0.1}, "warmup_ratio"),
+        ({"head_lr_mult": 0.0}, "head_lr_mult"),
+        ({"warmup_steps": -5}, "warmup_steps"),
+        ({"name": "step"}, "name"),
+    ],
 )
 def test_invalid_values_raise_one_line_config_errors(overrides, field):
     model = tiny_model("bert")
@@ -195,8 +214,8 @@ def lr_trace(cfg, total_steps):
 def test_schedule_values(name, midpoint, end):
     trace = lr_trace(schedule_cfg(name, warmup_ratio=0.1, warmup_steps=None), 100)
     assert trace[0] == 0.0
-    assert trace[5] == pytest.approx(0.5)      # half-way through warm-up
-    assert trace[10] == pytest.approx(1.0)     # warm-up end
+    assert trace[5] == pytest.approx(0.5)  # half-way through warm-up
+    assert trace[10] == pytest.approx(1.0)  # warm-up end
     assert trace[55] == pytest.approx(midpoint)
     assert trace[100] == pytest.approx(end, abs=1e-12)
 
@@ -205,7 +224,7 @@ def test_cosine_quarter_point_differs_from_linear():
     # Step 10 + 90/4 = 32.5 is not a step; use 110 steps with 10 warm-up: quarter at step 35.
     cosine = lr_trace(schedule_cfg("cosine", warmup_steps=10), 110)
     linear = lr_trace(schedule_cfg("linear", warmup_steps=10), 110)
-    assert cosine[35] == pytest.approx(0.5 * (1 + 0.7071067812))   # 0.8535534
+    assert cosine[35] == pytest.approx(0.5 * (1 + 0.7071067812))  # 0.8535534
     assert linear[35] == pytest.approx(0.75)
 
 
@@ -213,7 +232,7 @@ def test_warmup_steps_override_the_ratio():
     trace = lr_trace(schedule_cfg("linear", warmup_ratio=0.1, warmup_steps=20), 100)
     assert trace[10] == pytest.approx(0.5)
     assert trace[20] == pytest.approx(1.0)
-    assert trace[60] == pytest.approx(0.5)     # 40 of 80 decay steps done
+    assert trace[60] == pytest.approx(0.5)  # 40 of 80 decay steps done
 
 
 def test_warmup_ratio_rounds_up():

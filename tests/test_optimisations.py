@@ -2,16 +2,17 @@
 once per epoch and evaluation returns in input order; dynamic padding vs pad_to_max_length,
 eval bucketing, eval_batch_size and SDPA vs eager attention differ only by float rounding;
 log_every_steps changes nothing at all. Tiny BERT on a toy set, CPU, seeded."""
+
 import copy
 from types import SimpleNamespace
 
 import pytest
 import torch
 import transformers
+from conftest import write_toy_csv
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import write_toy_csv
 from lib.batching import LengthBucketSampler, encode, make_loader
 from lib.data import load_data
 from lib.loop import predict, train
@@ -21,15 +22,31 @@ from lib.optim import build_optimizer, build_scheduler
 from lib.paths import CONF_DIR
 
 CPU = torch.device("cpu")
-OVERRIDES = ["model=tiny_bert", "schedule.lr=1e-3", "schedule.warmup_ratio=0.0", "trainer.batch_size=16",
-             "trainer.epochs=4", "trainer.log_every_steps=5", "data.val_fraction=0.3",
-             "trainer.early_stopping.patience=null"]
+OVERRIDES = [
+    "model=tiny_bert",
+    "schedule.lr=1e-3",
+    "schedule.warmup_ratio=0.0",
+    "trainer.batch_size=16",
+    "trainer.epochs=4",
+    "trainer.log_every_steps=5",
+    "data.val_fraction=0.3",
+    "trainer.early_stopping.patience=null",
+]
 
 
 def _compose(tmp, csv, *extra):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[f"paths.outputs={tmp / 'outputs'}", "extra_eval=null", "data=csv",
-                                            f"data.train={csv}", *OVERRIDES, *extra])
+        return compose(
+            "config",
+            overrides=[
+                f"paths.outputs={tmp / 'outputs'}",
+                "extra_eval=null",
+                "data=csv",
+                f"data.train={csv}",
+                *OVERRIDES,
+                *extra,
+            ],
+        )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,14 +69,31 @@ def world(tmp_path_factory):
     torch.manual_seed(0)
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), cfg.paths.cache)
     tokens = lambda frame: encode(tokenizer, frame["text"].tolist(), cfg.model.max_length)  # noqa: E731
-    return SimpleNamespace(tmp=tmp, csv=csv, cfg=cfg, splits=splits, model=model, tokenizer=tokenizer,
-                           train_ids=tokens(splits.train), train_labels=splits.train["label"].tolist(),
-                           val_ids=tokens(splits.val), val_labels=splits.val["label"].tolist())
+    return SimpleNamespace(
+        tmp=tmp,
+        csv=csv,
+        cfg=cfg,
+        splits=splits,
+        model=model,
+        tokenizer=tokenizer,
+        train_ids=tokens(splits.train),
+        train_labels=splits.train["label"].tolist(),
+        val_ids=tokens(splits.val),
+        val_labels=splits.val["label"].tolist(),
+    )
 
 
 def _loader(world, ids, labels, batch_size, *, shuffle, bucketing=True, pad_to=None):
-    return make_loader(ids, labels, batch_size, shuffle=shuffle, pad_id=world.tokenizer.pad_token_id, seed=3,
-                       bucketing=bucketing, pad_to=pad_to)
+    return make_loader(
+        ids,
+        labels,
+        batch_size,
+        shuffle=shuffle,
+        pad_id=world.tokenizer.pad_token_id,
+        seed=3,
+        bucketing=bucketing,
+        pad_to=pad_to,
+    )
 
 
 def _no_dropout(model):
@@ -82,8 +116,19 @@ def _fit(world, model=None, *, pad_to=None, log_every=5, dropout=False):
     total = cfg_trainer.epochs * len(train_loader)
     optimizer = build_optimizer(world.cfg.schedule, model)
     transformers.set_seed(0)
-    result = train(model, train_loader, val_loader, build_loss(world.cfg.loss), optimizer,
-                   build_scheduler(world.cfg.schedule, optimizer, total), None, cfg_trainer, CPU, "fp32", total)
+    result = train(
+        model,
+        train_loader,
+        val_loader,
+        build_loss(world.cfg.loss),
+        optimizer,
+        build_scheduler(world.cfg.schedule, optimizer, total),
+        None,
+        cfg_trainer,
+        CPU,
+        "fp32",
+        total,
+    )
     return result, model
 
 
@@ -99,8 +144,12 @@ def trained(world):
 
 
 def _logits(world, model, *, batch_size=64, bucketing=True, pad_to=None):
-    return predict(model, _loader(world, world.val_ids, world.val_labels, batch_size, shuffle=False,
-                                  bucketing=bucketing, pad_to=pad_to), CPU, "fp32")
+    return predict(
+        model,
+        _loader(world, world.val_ids, world.val_labels, batch_size, shuffle=False, bucketing=bucketing, pad_to=pad_to),
+        CPU,
+        "fp32",
+    )
 
 
 # --------------------------------------------------------------- bucketing
@@ -129,7 +178,7 @@ def test_loader_batches_carry_the_right_example_with_its_index(world):
         for batch in loader:
             for row, index in enumerate(batch["index"].tolist()):
                 ids = world.train_ids[index]
-                assert batch["input_ids"][row, :len(ids)].tolist() == ids
+                assert batch["input_ids"][row, : len(ids)].tolist() == ids
                 assert int(batch["attention_mask"][row].sum()) == len(ids)
                 assert int(batch["labels"][row]) == world.train_labels[index]
             seen += batch["index"].tolist()
@@ -226,8 +275,19 @@ def test_benchmark_trainer_gets_the_recipe_of_our_loop(world):
     from benchmarks.variants import Setup, trainer_arguments
 
     cfg = _compose(world.tmp, world.csv, "schedule.warmup_ratio=0.1")
-    setup = Setup(cfg, CPU, "fp32", world.model, world.tokenizer, world.train_ids, world.train_labels,
-                  world.val_ids, world.val_labels, build_loss(cfg.loss), 48)
+    setup = Setup(
+        cfg,
+        CPU,
+        "fp32",
+        world.model,
+        world.tokenizer,
+        world.train_ids,
+        world.train_labels,
+        world.val_ids,
+        world.val_labels,
+        build_loss(cfg.loss),
+        48,
+    )
     args = trainer_arguments(setup, seed=7, steps=40, output_dir=str(world.tmp / "hf"), precision="fp32")
     assert (args.per_device_train_batch_size, args.per_device_eval_batch_size) == (16, cfg.trainer.eval_batch_size)
     assert (args.learning_rate, args.weight_decay, args.max_grad_norm) == (1e-3, 0.01, 1.0)
@@ -246,8 +306,19 @@ def test_benchmark_variants_do_the_same_work(world):
     from benchmarks.variants import Setup, run_hf_trainer, run_ours
 
     rows = len(world.train_ids) // 16 * 16  # full batches only, so every variant sees 3 * 16 examples
-    setup = Setup(world.cfg, CPU, "fp32", world.model, world.tokenizer, world.train_ids[:rows],
-                  world.train_labels[:rows], world.val_ids, world.val_labels, build_loss(world.cfg.loss), 48)
+    setup = Setup(
+        world.cfg,
+        CPU,
+        "fp32",
+        world.model,
+        world.tokenizer,
+        world.train_ids[:rows],
+        world.train_labels[:rows],
+        world.val_ids,
+        world.val_labels,
+        build_loss(world.cfg.loss),
+        48,
+    )
     ours, padded = run_ours(setup, 0, 3), run_ours(setup, 0, 3, bucketing=False, pad_to=48)
     trainer = run_hf_trainer(setup, 0, 3)
     for outcome in (ours, padded, trainer):

@@ -1,22 +1,26 @@
 """The team set-up for real: an MLflow tracking server on a PostgreSQL backend, both on 127.0.0.1
 (tests/services/postgres.py). Parallel jobs lose nothing, and compare.py and predict.py work
 against it. Select alone with `python -m pytest -m cluster`."""
+
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
-
 from conftest import write_toy_csv
-from lib.paths import PROJECT_ROOT
-from lib.tracking import ROLE_TAG
+from mlflow import MlflowClient
 from services.mlflow_server import mlflow_server
 from services.postgres import postgres_database, why_not_available
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow,
-              pytest.mark.skipif(why_not_available() is not None, reason=str(why_not_available()))]
+from lib.paths import PROJECT_ROOT
+from lib.tracking import ROLE_TAG
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.skipif(why_not_available() is not None, reason=str(why_not_available())),
+]
 TINY = ["model=tiny_bert", "data=csv", "trainer.epochs=1", "extra_eval=null", "trainer.log_every_steps=1"]
 
 
@@ -28,8 +32,12 @@ def server(tmp_path_factory):
 
 
 def _entry(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / script), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "experiments" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _files(local: Path) -> set[str]:
@@ -45,9 +53,18 @@ def _artifacts(client, run_id, path=""):
 
 def test_four_parallel_jobs_log_every_run_metric_and_artifact(tmp_path, server):
     toy = write_toy_csv(tmp_path / "toy.csv")
-    done = _entry("train.py", "--multirun", "launcher=parallel", "loss=ce,focal", "adversarial=none,fgm",
-                  f"tracking.uri={server}", f"paths.outputs={tmp_path / 'out'}", f"data.train={toy}",
-                  "tracking.log_model=false", *TINY)
+    done = _entry(
+        "train.py",
+        "--multirun",
+        "launcher=parallel",
+        "loss=ce,focal",
+        "adversarial=none,fgm",
+        f"tracking.uri={server}",
+        f"paths.outputs={tmp_path / 'out'}",
+        f"data.train={toy}",
+        "tracking.log_model=false",
+        *TINY,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(server)
     runs = client.search_runs([client.get_experiment_by_name("titlesweep").experiment_id])
@@ -78,8 +95,16 @@ def test_compare_registers_and_predict_loads_by_alias_from_the_server(tmp_path, 
     common = [f"tracking.uri={server}", f"paths.outputs={tmp_path / 'out'}", "tracking.experiment=pg-registry"]
     done = _entry("train.py", f"data.train={toy}", "tracking.log_model=true", *TINY, *common)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = _entry("compare.py", "model=tiny_bert", "register=true", "name=pg-titles", "experiment=pg-registry",
-                  f"out={tmp_path / 'cmp'}", common[0], common[1])
+    done = _entry(
+        "compare.py",
+        "model=tiny_bert",
+        "register=true",
+        "name=pg-titles",
+        "experiment=pg-registry",
+        f"out={tmp_path / 'cmp'}",
+        common[0],
+        common[1],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "registered pg-titles version 1" in done.stdout and (tmp_path / "cmp" / "comparison.csv").is_file()
     client = MlflowClient(server)
@@ -89,8 +114,14 @@ def test_compare_registers_and_predict_loads_by_alias_from_the_server(tmp_path, 
 
     fresh = pd.read_csv(write_toy_csv(tmp_path / "fresh.csv", n_per_class=20, seed=9))
     (tmp_path / "titles.txt").write_text("".join(f"{t}\n" for t in fresh["text"]))
-    done = _entry("predict.py", "model=pg-titles@champion", f"input={tmp_path / 'titles.txt'}",
-                  f"output={tmp_path / 'scored.csv'}", common[0], common[1])
+    done = _entry(
+        "predict.py",
+        "model=pg-titles@champion",
+        f"input={tmp_path / 'titles.txt'}",
+        f"output={tmp_path / 'scored.csv'}",
+        common[0],
+        common[1],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     scored = pd.read_csv(tmp_path / "scored.csv")
     assert len(scored) == 40 and (scored["label"] == fresh["label"]).mean() >= 0.8  # the registered model learned
@@ -131,9 +162,16 @@ def test_a_server_restart_during_a_sweep_loses_nothing_silently(tmp_path, tmp_pa
         restarter = threading.Thread(target=restart_once_training_logs)
         restarter.start()
         try:
-            done = _entry("train.py", "--multirun", "loss=ce,focal", f"tracking.uri={url}",
-                          f"paths.outputs={tmp_path / 'out'}", f"data.train={toy}", "tracking.log_model=false",
-                          *TINY)
+            done = _entry(
+                "train.py",
+                "--multirun",
+                "loss=ce,focal",
+                f"tracking.uri={url}",
+                f"paths.outputs={tmp_path / 'out'}",
+                f"data.train={toy}",
+                "tracking.log_model=false",
+                *TINY,
+            )
             restarter.join(timeout=400)
             runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         finally:

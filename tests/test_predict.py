@@ -1,6 +1,7 @@
 """Using the winner: predict.py on every input format, evaluate.py into MLflow, the pyfunc model in a
 fresh process (Python and `mlflow models predict`), registering the best run with compare.py, and
 one-line errors. One tiny model, trained once for the whole module, serves every test."""
+
 import importlib.util
 import json
 import os
@@ -12,20 +13,36 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_toy_csv
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from conftest import write_toy_csv
 from lib import inference
 from lib.errors import UserError
 from lib.paths import CONF_DIR, PROJECT_ROOT
 from lib.run import run_training
 from lib.tracking import ROLE_TAG
 
-TRAIN = ["model=tiny_bert", "data=csv", "trainer.epochs=2", "schedule.lr=1e-3", "schedule.warmup_ratio=0.0",
-         "trainer.batch_size=16", "trainer.log_every_steps=5", "tracking.log_model=true", "extra_eval=null"]
-EVAL_FILES = {"classification_report.txt", "classification_report.json", "confusion_matrix.png",
-              "precision_recall_curve.png", "embedding_map.png", "errors.csv", "predictions.csv"}
+TRAIN = [
+    "model=tiny_bert",
+    "data=csv",
+    "trainer.epochs=2",
+    "schedule.lr=1e-3",
+    "schedule.warmup_ratio=0.0",
+    "trainer.batch_size=16",
+    "trainer.log_every_steps=5",
+    "tracking.log_model=true",
+    "extra_eval=null",
+]
+EVAL_FILES = {
+    "classification_report.txt",
+    "classification_report.json",
+    "confusion_matrix.png",
+    "precision_recall_curve.png",
+    "embedding_map.png",
+    "errors.csv",
+    "predictions.csv",
+}
 
 
 def _entry(name: str):
@@ -53,8 +70,16 @@ def trained(tmp_path_factory):
     fresh = pd.read_csv(write_toy_csv(root / "fresh.csv", n_per_class=12, seed=1), keep_default_na=False)
     # Unseen titles from the same two vocabularies, and an empty title at row 3.
     fresh = pd.concat([fresh.iloc[:3], pd.DataFrame({"text": [""], "label": [0]}), fresh.iloc[3:]], ignore_index=True)
-    return SimpleNamespace(root=root, toy=toy, uri=mlflow.get_tracking_uri(), run=run, run_id=run.info.run_id,
-                           threshold=metrics["decision_threshold"], paths=f"paths.outputs={outputs}", fresh=fresh)
+    return SimpleNamespace(
+        root=root,
+        toy=toy,
+        uri=mlflow.get_tracking_uri(),
+        run=run,
+        run_id=run.info.run_id,
+        threshold=metrics["decision_threshold"],
+        paths=f"paths.outputs={outputs}",
+        fresh=fresh,
+    )
 
 
 def _write(frame: pd.DataFrame, path, column="title"):
@@ -65,8 +90,9 @@ def _write(frame: pd.DataFrame, path, column="title"):
     elif path.suffix == ".xlsx":
         pd.DataFrame({"id": range(len(titles)), column: titles}).to_excel(path, index=False)
     else:
-        pd.DataFrame({"id": range(len(titles)), column: titles}).to_csv(path, index=False,
-                                                                         sep="\t" if path.suffix == ".tsv" else ",")
+        pd.DataFrame({"id": range(len(titles)), column: titles}).to_csv(
+            path, index=False, sep="\t" if path.suffix == ".tsv" else ","
+        )
     return path
 
 
@@ -122,14 +148,19 @@ def test_evaluate_logs_a_linked_run_with_every_artifact(trained, tmp_path, data)
         frame = pd.concat([frame, pd.read_csv(trained.toy).head(40)], ignore_index=True)
         path = tmp_path / "testSet.csv"
         frame.rename(columns={"text": "title given by manchine", "label": "Y/N"}).replace(
-            {"Y/N": {1: "Y", 0: "N"}}).to_csv(path, index=False)
+            {"Y/N": {1: "Y", 0: "N"}}
+        ).to_csv(path, index=False)
         args, rows = [f"input={path}"], 60
     else:  # the test split training carved from the same file: 10% of 400 rows, a PCA map
         args, rows = ["data=csv", f"data.train={trained.toy}"], 40
     evaluate_main([f"run={trained.run_id}", trained.paths, *args])
     client = MlflowClient(trained.uri)
-    (run,) = client.search_runs([trained.run.info.experiment_id], f"tags.source_run_id = '{trained.run_id}'",
-                                order_by=["attributes.start_time DESC"], max_results=1)
+    (run,) = client.search_runs(
+        [trained.run.info.experiment_id],
+        f"tags.source_run_id = '{trained.run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     assert run.info.status == "FINISHED" and run.info.run_name == f"eval-{trained.run.info.run_name}"
     assert EVAL_FILES <= _artifacts(client, run.info.run_id)
     metrics = run.data.metrics
@@ -174,8 +205,23 @@ def test_pyfunc_model_loads_and_predicts_in_a_fresh_process(trained, tmp_path):
 def test_mlflow_models_predict_cli_serves_the_pyfunc_model_offline(trained, tmp_path):
     source = tmp_path / "in.csv"
     pd.DataFrame({"title": trained.fresh["text"].head(5)}).to_csv(source, index=False)
-    cli = [sys.executable, "-m", "mlflow", "models", "predict", "-m", f"runs:/{trained.run_id}/pyfunc_model",
-           "-i", str(source), "-t", "csv", "--env-manager", "local", "-o", str(tmp_path / "out.json")]
+    cli = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "predict",
+        "-m",
+        f"runs:/{trained.run_id}/pyfunc_model",
+        "-i",
+        str(source),
+        "-t",
+        "csv",
+        "--env-manager",
+        "local",
+        "-o",
+        str(tmp_path / "out.json"),
+    ]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_offline_env(trained))
     assert done.returncode == 0, done.stderr[-3000:]
     predictions = json.loads((tmp_path / "out.json").read_text())["predictions"]
@@ -190,8 +236,9 @@ def test_compare_registers_the_best_run_and_predict_loads_it_by_alias(trained, t
     client.set_terminated(sweep.info.run_id)
     for tag, value in {"mlflow.parentRunId": sweep.info.run_id, ROLE_TAG: "job"}.items():
         client.set_tag(trained.run_id, tag, value)
-    worse = client.create_run(experiment, run_name="worse",
-                              tags={"mlflow.parentRunId": sweep.info.run_id, ROLE_TAG: "job"})
+    worse = client.create_run(
+        experiment, run_name="worse", tags={"mlflow.parentRunId": sweep.info.run_id, ROLE_TAG: "job"}
+    )
     # The best test F1 but the worst validation F1: registering by test (the old default) would pick it.
     client.log_metric(worse.info.run_id, "test_f1", 0.999)
     client.log_metric(worse.info.run_id, "best_val_f1", 0.0)
@@ -216,28 +263,37 @@ def test_compare_registers_the_best_run_and_predict_loads_it_by_alias(trained, t
         compare_main(["sweep=latest", "register=true", "metric=test_loss", f"out={tmp_path / 'cmp2'}", trained.paths])
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["run=0123456789abcdef0123456789abcdef", "input={txt}"], "no such run"),
-    (["run={bare}", "input={txt}"], "the run has no logged model"),
-    (["model=no-such-model@champion", "input={txt}"], "model=no-such-model@champion: cannot load it"),
-    (["input={txt}"], "exactly one of run=RUN_ID, model=NAME[@ALIAS] or model_dir=FOLDER"),
-    (["run={run}", "input={missing}"], "missing.csv: file not found"),
-    (["run={run}", "input={bad_xlsx}"], "bad.xlsx: cannot parse as .xlsx"),
-    (["run={run}", "input={no_title}"], "no 'title' or 'text' column (columns: id, name)"),
-    (["run={run}", "input={no_title}", "text_column=headline"], "no column 'headline' (columns: id, name)"),
-    (["run={run}", "input={pdf}"], "cannot read '.pdf' files"),
-    (["run={run}", "input={txt}", "threshold=1.5"], "threshold=1.5: must be a probability"),
-    (["run={run}", "input={txt}", "output={txt}"], "is the input file"),
-    (["run={run}", "input={txt}", "colour=red"], "unknown option(s) colour"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["run=0123456789abcdef0123456789abcdef", "input={txt}"], "no such run"),
+        (["run={bare}", "input={txt}"], "the run has no logged model"),
+        (["model=no-such-model@champion", "input={txt}"], "model=no-such-model@champion: cannot load it"),
+        (["input={txt}"], "exactly one of run=RUN_ID, model=NAME[@ALIAS] or model_dir=FOLDER"),
+        (["run={run}", "input={missing}"], "missing.csv: file not found"),
+        (["run={run}", "input={bad_xlsx}"], "bad.xlsx: cannot parse as .xlsx"),
+        (["run={run}", "input={no_title}"], "no 'title' or 'text' column (columns: id, name)"),
+        (["run={run}", "input={no_title}", "text_column=headline"], "no column 'headline' (columns: id, name)"),
+        (["run={run}", "input={pdf}"], "cannot read '.pdf' files"),
+        (["run={run}", "input={txt}", "threshold=1.5"], "threshold=1.5: must be a probability"),
+        (["run={run}", "input={txt}", "output={txt}"], "is the input file"),
+        (["run={run}", "input={txt}", "colour=red"], "unknown option(s) colour"),
+    ],
+)
 def test_bad_predict_arguments_give_one_line_errors(trained, tmp_path, args, expected):
     bare = MlflowClient(trained.uri).create_run(trained.run.info.experiment_id, run_name="no-model").info.run_id
     (tmp_path / "bad.xlsx").write_bytes(b"not a zip file at all")
     (tmp_path / "doc.pdf").write_bytes(b"%PDF-1.4")
     pd.DataFrame({"id": [1], "name": ["x"]}).to_csv(tmp_path / "no_title.csv", index=False)
-    values = {"txt": _write(trained.fresh, tmp_path / "titles.txt"), "bare": bare, "run": trained.run_id,
-              "missing": tmp_path / "missing.csv", "bad_xlsx": tmp_path / "bad.xlsx",
-              "no_title": tmp_path / "no_title.csv", "pdf": tmp_path / "doc.pdf"}
+    values = {
+        "txt": _write(trained.fresh, tmp_path / "titles.txt"),
+        "bare": bare,
+        "run": trained.run_id,
+        "missing": tmp_path / "missing.csv",
+        "bad_xlsx": tmp_path / "bad.xlsx",
+        "no_title": tmp_path / "no_title.csv",
+        "pdf": tmp_path / "doc.pdf",
+    }
     with pytest.raises(UserError) as err:
         predict_main([a.format(**values) for a in args] + [trained.paths])
     assert expected in str(err.value) and "\n" not in str(err.value)
@@ -245,8 +301,13 @@ def test_bad_predict_arguments_give_one_line_errors(trained, tmp_path, args, exp
 
 
 def test_command_line_exits_2_with_one_error_line(trained, tmp_path):
-    command = [sys.executable, str(PROJECT_ROOT / "experiments" / "evaluate.py"), f"run={trained.run_id}",
-               f"input={tmp_path / 'missing.xlsx'}", trained.paths]
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "experiments" / "evaluate.py"),
+        f"run={trained.run_id}",
+        f"input={tmp_path / 'missing.xlsx'}",
+        trained.paths,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]

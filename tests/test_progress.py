@@ -1,4 +1,5 @@
 """Progress where output is not a terminal (CI, nohup, SLURM .out files): plain periodic lines."""
+
 import io
 
 from rich.console import Console

@@ -1,5 +1,6 @@
 """Recipes across seeds (lib/recipes.py): mean +- std per recipe and a paired bootstrap interval for
 the top two, on runs logged to a real MLflow store the way train.py logs them."""
+
 import subprocess
 import sys
 
@@ -60,13 +61,21 @@ LABELS = np.array([i % 2 for i in range(200)])
 
 def _log_job(client, experiment_id, parent_id, recipe, seed, val_f1, right_on):
     overrides = f"loss={recipe} trainer.seed={seed}"
-    run = client.create_run(experiment_id, run_name=overrides.replace(" ", ","),
-                            tags={ROLE_TAG: "job", "mlflow.parentRunId": parent_id, "hydra_overrides": overrides})
+    run = client.create_run(
+        experiment_id,
+        run_name=overrides.replace(" ", ","),
+        tags={ROLE_TAG: "job", "mlflow.parentRunId": parent_id, "hydra_overrides": overrides},
+    )
     run_id = run.info.run_id
     correct = np.arange(200) < right_on
     preds = np.where(correct, LABELS, 1 - LABELS)
-    for key, value in {"best_val_f1": val_f1, "test_accuracy": right_on / 200 - 0.01, "test_f1": 0.8,
-                       "citeseer_dev_accuracy": right_on / 200, "citeseer_dev_roc_auc": 0.9}.items():
+    for key, value in {
+        "best_val_f1": val_f1,
+        "test_accuracy": right_on / 200 - 0.01,
+        "test_f1": 0.8,
+        "citeseer_dev_accuracy": right_on / 200,
+        "citeseer_dev_roc_auc": 0.9,
+    }.items():
         client.log_metric(run_id, key, value)
     frame = pd.DataFrame({"text": TITLES, "label": LABELS, "probability": preds * 0.9, "prediction": preds})
     return run_id, frame
@@ -79,8 +88,10 @@ def seed_sweep(tmp_path):
     client = MlflowClient(store)
     experiment_id = client.create_experiment("titlesweep", artifact_location=str(tmp_path / "artifacts"))
     parent = client.create_run(experiment_id, run_name="sweep-x", tags={ROLE_TAG: "sweep"})
-    for recipe, val_f1s, rights in (("ce", (0.90, 0.91, 0.89), (160, 170, 150)),
-                                    ("focal", (0.93, 0.92, 0.94), (180, 176, 184))):
+    for recipe, val_f1s, rights in (
+        ("ce", (0.90, 0.91, 0.89), (160, 170, 150)),
+        ("focal", (0.93, 0.92, 0.94), (180, 176, 184)),
+    ):
         for seed, (val_f1, right) in enumerate(zip(val_f1s, rights), start=1):
             run_id, frame = _log_job(client, experiment_id, parent.info.run_id, recipe, seed, val_f1, right)
             folder = tmp_path / run_id
@@ -104,7 +115,12 @@ def test_runs_are_grouped_by_recipe_with_mean_std_and_the_top_two_compared(seed_
     assert focal["citeseer_dev_accuracy_std"] == pytest.approx(np.std([0.90, 0.88, 0.92], ddof=1))
     assert focal["citeseer_dev_roc_auc_mean"] == pytest.approx(0.9)
     (interval,) = summary.intervals
-    assert (interval.data, interval.first, interval.second, interval.rows) == ("citeseer_dev", "loss=focal", "loss=ce", 200)
+    assert (interval.data, interval.first, interval.second, interval.rows) == (
+        "citeseer_dev",
+        "loss=focal",
+        "loss=ce",
+        200,
+    )
     assert interval.difference == pytest.approx(0.90 - 0.80)
     assert 0 < interval.low < 0.1 < interval.high and interval.verdict == "loss=focal is better"
 
@@ -121,8 +137,18 @@ def test_ranking_by_a_loss_puts_the_lowest_first(seed_sweep):
 def test_compare_command_prints_and_writes_the_recipe_view(seed_sweep):
     store, client, tmp_path = seed_sweep
     out = tmp_path / "report"
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / "compare.py"), f"tracking.uri={store}",
-                           f"paths.outputs={tmp_path}", f"out={out}"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "experiments" / "compare.py"),
+            f"tracking.uri={store}",
+            f"paths.outputs={tmp_path}",
+            f"out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "recipes across seeds" in done.stdout and "0.9000 ± 0.0200" in done.stdout  # focal's citeseer acc
     assert "citeseer_dev (200 rows): +0.1000, 95% interval [+0.0" in done.stdout
@@ -135,9 +161,18 @@ def test_compare_command_prints_and_writes_the_recipe_view(seed_sweep):
 
 def test_rank_by_a_metric_no_run_has_is_refused_in_one_line(seed_sweep):
     store, _, tmp_path = seed_sweep
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / "compare.py"), f"tracking.uri={store}",
-                           f"paths.outputs={tmp_path}", "rank_by=val_nonsense"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "experiments" / "compare.py"),
+            f"tracking.uri={store}",
+            f"paths.outputs={tmp_path}",
+            "rank_by=val_nonsense",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].endswith("rank_by=val_nonsense: no finished run has this metric")
 
@@ -152,9 +187,13 @@ def test_offline_five_sweeps_five_recipes_over_three_seeds(make_cfg):
     params = cfg.hydra.sweeper.params
     recipes, seeds = params["recipe"].split(","), params["trainer.seed"].split(",")
     assert len(recipes) == 5 and len(seeds) == 3
-    expected = {"ce": ("ce", "none", "linear", 1.0), "weighted_ce": ("weighted_ce", "none", "linear", 1.0),
-                "focal": ("focal", "none", "linear", 1.0), "focal_fgm": ("focal", "fgm", "linear", 1.0),
-                "focal_fgm_llrd": ("focal", "fgm", "cosine", 0.95)}
+    expected = {
+        "ce": ("ce", "none", "linear", 1.0),
+        "weighted_ce": ("weighted_ce", "none", "linear", 1.0),
+        "focal": ("focal", "none", "linear", 1.0),
+        "focal_fgm": ("focal", "fgm", "linear", 1.0),
+        "focal_fgm_llrd": ("focal", "fgm", "cosine", 0.95),
+    }
     assert set(recipes) == set(expected)
     for recipe in recipes:
         job = make_cfg(f"recipe={recipe}")

@@ -1,5 +1,6 @@
 """Interrupted runs: SIGTERM mid-epoch saves a checkpoint and ends the MLflow run KILLED; resuming
 continues the same run and ends with exactly the metrics of an uninterrupted run."""
+
 import signal
 import subprocess
 import sys
@@ -7,20 +8,35 @@ import time
 
 import pytest
 import torch
+from conftest import write_toy_csv
 from mlflow import MlflowClient
 
-from conftest import write_toy_csv
 from lib.paths import PROJECT_ROOT
 
-ARGS = ["model=tiny_bert", "data=csv", "trainer.epochs=2", "trainer.batch_size=8", "trainer.log_every_steps=5",
-        "schedule.lr=1e-3", "tracking.log_model=false", "extra_eval=null"]
+ARGS = [
+    "model=tiny_bert",
+    "data=csv",
+    "trainer.epochs=2",
+    "trainer.batch_size=8",
+    "trainer.log_every_steps=5",
+    "schedule.lr=1e-3",
+    "tracking.log_model=false",
+    "extra_eval=null",
+]
 
 
 def _train(out, data, *extra, wait=True):
     # One tokenizer cache for all runs: the tiny model's tokenizer is trained by HF tokenizers, whose
     # tie-breaking differs between processes, so only a shared (cached) tokenizer gives equal runs.
-    cmd = [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py"), f"paths.outputs={out}",
-           f"paths.cache={out.parent / 'cache'}", f"data.train={data}", *ARGS, *extra]
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "experiments" / "train.py"),
+        f"paths.outputs={out}",
+        f"paths.cache={out.parent / 'cache'}",
+        f"data.train={data}",
+        *ARGS,
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc.communicate(timeout=600) + (proc.returncode,) if wait else proc
 

@@ -1,15 +1,16 @@
 """A real MLflow tracking server on loopback (SQLite backend): parallel jobs lose nothing; a server
 that does not answer fails the command at once with one line."""
+
 import subprocess
 import sys
 import time
 
 import pytest
 from mlflow import MlflowClient
+from services.mlflow_server import free_port, mlflow_server
 
 from lib.paths import PROJECT_ROOT
 from lib.tracking import ROLE_TAG
-from services.mlflow_server import free_port, mlflow_server
 
 
 @pytest.fixture
@@ -20,15 +21,37 @@ def server(tmp_path):
 
 def _sweep(tmp_path, toy_csv, uri, *extra):
     return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py"), "--multirun", f"tracking.uri={uri}",
-         f"paths.outputs={tmp_path / 'out'}", "data=csv", f"data.train={toy_csv}", "model=tiny_bert",
-         "trainer.epochs=1", "trainer.limit_train=96", "trainer.log_every_steps=1", "extra_eval=null", *extra],
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "experiments" / "train.py"),
+            "--multirun",
+            f"tracking.uri={uri}",
+            f"paths.outputs={tmp_path / 'out'}",
+            "data=csv",
+            f"data.train={toy_csv}",
+            "model=tiny_bert",
+            "trainer.epochs=1",
+            "trainer.limit_train=96",
+            "trainer.log_every_steps=1",
+            "extra_eval=null",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_four_parallel_jobs_against_a_server_lose_nothing(tmp_path, toy_csv, server):
-    done = _sweep(tmp_path, toy_csv, server, "launcher=parallel", "loss=ce,focal", "adversarial=none,fgm",
-                  "tracking.log_model=false")
+    done = _sweep(
+        tmp_path,
+        toy_csv,
+        server,
+        "launcher=parallel",
+        "loss=ce,focal",
+        "adversarial=none,fgm",
+        "tracking.log_model=false",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(server)
     runs = client.search_runs([client.get_experiment_by_name("titlesweep").experiment_id])
@@ -36,7 +59,9 @@ def test_four_parallel_jobs_against_a_server_lose_nothing(tmp_path, toy_csv, ser
     assert len(runs) == 5 and len(children) == 4 and all(r.info.status == "FINISHED" for r in runs)
     for child in children:
         assert [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")] == [1, 2, 3]
-        assert "reports/test/predictions.csv" in [f.path for f in client.list_artifacts(child.info.run_id, "reports/test")]
+        assert "reports/test/predictions.csv" in [
+            f.path for f in client.list_artifacts(child.info.run_id, "reports/test")
+        ]
     assert not (tmp_path / "out" / "mlflow.db").exists()  # nothing went to the local store
 
 
@@ -47,6 +72,8 @@ def test_unreachable_server_fails_fast_with_one_line(tmp_path, toy_csv):
     assert time.time() - start < 60
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: tracking.uri={uri}: the MLflow tracking server does not answer "
-                      "([Errno 111] Connection refused); start it (README: Team set-up) or leave tracking.uri unset "
-                      "for the local store"]
+    assert errors == [
+        f"error: tracking.uri={uri}: the MLflow tracking server does not answer "
+        "([Errno 111] Connection refused); start it (README: Team set-up) or leave tracking.uri unset "
+        "for the local store"
+    ]

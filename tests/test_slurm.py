@@ -2,6 +2,7 @@
 machine (tests/services/slurm.py), with MLflow in a local SQLite store (the jobs run here too).
 Select alone with `python -m pytest -m cluster`; skipped with one line where the cluster cannot run
 (not root, no apt-get to install slurm-wlm and munge)."""
+
 import math
 import re
 import signal
@@ -12,23 +13,43 @@ from pathlib import Path
 
 import pytest
 import torch
-from mlflow import MlflowClient
-
 from conftest import write_toy_csv
+from mlflow import MlflowClient
+from services.slurm import slurm_cluster, why_not_available
+
 from lib.paths import PROJECT_ROOT
 from lib.tracking import ROLE_TAG
-from services.slurm import slurm_cluster, why_not_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 TRAIN = str(PROJECT_ROOT / "experiments" / "train.py")
-TINY = ["model=tiny_bert", "data=csv", "trainer.epochs=1", "extra_eval=null", "tracking.log_model=false",
-        "trainer.log_every_steps=1"]
+TINY = [
+    "model=tiny_bert",
+    "data=csv",
+    "trainer.epochs=1",
+    "extra_eval=null",
+    "tracking.log_model=false",
+    "trainer.log_every_steps=1",
+]
 # conf/launcher/slurm.yaml asks for a GPU node (1 GPU, 8 CPUs, 32 GB); this cluster has 2 CPUs, no GRES.
-SLURM = ["launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
-         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10"]
+SLURM = [
+    "launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=10",
+]
 # As in tests/test_resume.py: ~400 steps of batch 8, long enough to be interrupted after a logged step.
-LONG = ["model=tiny_bert", "data=csv", "trainer.epochs=2", "trainer.batch_size=8", "trainer.log_every_steps=5",
-        "schedule.lr=1e-3", "tracking.log_model=false", "extra_eval=null"]
+LONG = [
+    "model=tiny_bert",
+    "data=csv",
+    "trainer.epochs=2",
+    "trainer.batch_size=8",
+    "trainer.log_every_steps=5",
+    "schedule.lr=1e-3",
+    "tracking.log_model=false",
+    "extra_eval=null",
+]
 COMPARED = ("test_accuracy", "test_loss", "test_roc_auc", "best_val_loss", "best_epoch")
 
 
@@ -74,6 +95,7 @@ def _poll(predicate, timeout: float, what: str, every: float = 0.05):
 
 def _first_logged_step(out: Path, proc: subprocess.Popen):
     """The job's run once training has logged a step (well inside epoch 1)."""
+
     def logging_run():
         assert proc.poll() is None, "the sweep ended before its job trained"
         client, runs = _store(out)
@@ -84,13 +106,25 @@ def _first_logged_step(out: Path, proc: subprocess.Popen):
 
 
 def _wait_job_ended(cluster, job_id: str, timeout: float = 300) -> dict:
-    return _poll(lambda: (lambda j: j if j["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None)(
-        cluster.job(job_id)), timeout, f"SLURM job {job_id} to end", every=1)
+    return _poll(
+        lambda: (lambda j: j if j["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None)(
+            cluster.job(job_id)
+        ),
+        timeout,
+        f"SLURM job {job_id} to end",
+        every=1,
+    )
 
 
 def _sweep(tmp_path, cluster, *overrides, expect_rc=0):
-    done = subprocess.run([sys.executable, TRAIN, "--multirun", f"paths.outputs={tmp_path / 'out'}", *overrides],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=cluster.env)
+    done = subprocess.run(
+        [sys.executable, TRAIN, "--multirun", f"paths.outputs={tmp_path / 'out'}", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=cluster.env,
+    )
     assert done.returncode == expect_rc, done.stdout[-1500:] + done.stderr[-3000:]
     client, runs = _store(tmp_path / "out")
     (parent,) = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
@@ -118,8 +152,9 @@ def test_a_slurm_sweep_goes_through_sbatch_and_mlflow_holds_every_job(tmp_path, 
 def test_a_failing_slurm_job_is_failed_with_its_traceback_and_fails_the_sweep(tmp_path, cluster):
     toy = write_toy_csv(tmp_path / "toy.csv")
     # batch size 500 > the ~320 training rows: the second job fails inside its run
-    done, client, parent, children = _sweep(tmp_path, cluster, "trainer.batch_size=16,500", f"data.train={toy}",
-                                            *TINY, *SLURM, expect_rc=1)
+    done, client, parent, children = _sweep(
+        tmp_path, cluster, "trainer.batch_size=16,500", f"data.train={toy}", *TINY, *SLURM, expect_rc=1
+    )
     assert "1 of 2 sweep jobs failed" in done.stderr
     assert parent.info.status == "FAILED" and parent.data.metrics["jobs_failed"] == 1
     (failed,) = [c for c in children if c.info.status == "FAILED"]
@@ -143,9 +178,18 @@ class Reference:
         if self.proc is None:
             self.log = self.out.with_suffix(".log")  # a file, not a pipe nobody reads until the end
             with open(self.log, "w") as log:
-                self.proc = subprocess.Popen([sys.executable, TRAIN, f"paths.outputs={self.out}",
-                                              f"paths.cache={self.cache}", f"data.train={self.data}", *LONG],
-                                             stdout=log, stderr=subprocess.STDOUT)
+                self.proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        TRAIN,
+                        f"paths.outputs={self.out}",
+                        f"paths.cache={self.cache}",
+                        f"data.train={self.data}",
+                        *LONG,
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
 
     def run(self):
         self.start()
@@ -168,10 +212,24 @@ def long_data(tmp_path_factory):
 
 def _start_long_sweep(tmp_path, cluster, data, cache, *extra) -> subprocess.Popen:
     with open(tmp_path / "sweep.log", "w") as log:
-        return subprocess.Popen([sys.executable, TRAIN, "--multirun", f"paths.outputs={tmp_path / 'out'}",
-                                 f"paths.cache={cache}", f"data.train={data}", *LONG, *SLURM, *extra],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=cluster.env,
-                                preexec_fn=_default_sigint)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                TRAIN,
+                "--multirun",
+                f"paths.outputs={tmp_path / 'out'}",
+                f"paths.cache={cache}",
+                f"data.train={data}",
+                *LONG,
+                *SLURM,
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=cluster.env,
+            preexec_fn=_default_sigint,
+        )
 
 
 def _default_sigint():
@@ -189,8 +247,12 @@ def test_scancel_leaves_a_checkpoint_and_a_killed_run_and_a_resubmitted_resume_m
         (job_id,) = _submitit_job_ids(out)
         cluster.run("scancel", job_id)  # SLURM: SIGCONT + SIGTERM to the job's processes, SIGKILL after KillWait
         client = MlflowClient(f"sqlite:///{out}/mlflow.db")
-        killed = _poll(lambda: (lambda r: r if r.info.status != "RUNNING" else None)(client.get_run(run.info.run_id)),
-                       120, "the run to be closed", every=0.2)
+        killed = _poll(
+            lambda: (lambda r: r if r.info.status != "RUNNING" else None)(client.get_run(run.info.run_id)),
+            120,
+            "the run to be closed",
+            every=0.2,
+        )
         assert killed.info.status == "KILLED", f"scancel did not interrupt the run: {killed.info.status}"
         assert _wait_job_ended(cluster, job_id)["JobState"] == "CANCELLED"
         # Without slurmdbd (sacct) submitit never learns that a job which left no result was cancelled:
@@ -211,10 +273,17 @@ def test_scancel_leaves_a_checkpoint_and_a_killed_run_and_a_resubmitted_resume_m
     assert [r.info.status for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"] == ["KILLED"]
 
     # Re-submitted through sbatch as a single run: it continues the same MLflow run to the end.
-    resubmitted = cluster.run("sbatch", "--parsable", "--partition=debug", "--cpus-per-task=1", "--mem=2G",
-                              f"--output={tmp_path / 'resume.log'}", f"--chdir={tmp_path}",
-                              f"--wrap={sys.executable} {TRAIN} paths.outputs={out} paths.cache={cache} "
-                              f"data.train={data} {' '.join(LONG)} trainer.resume={run.info.run_id}").strip()
+    resubmitted = cluster.run(
+        "sbatch",
+        "--parsable",
+        "--partition=debug",
+        "--cpus-per-task=1",
+        "--mem=2G",
+        f"--output={tmp_path / 'resume.log'}",
+        f"--chdir={tmp_path}",
+        f"--wrap={sys.executable} {TRAIN} paths.outputs={out} paths.cache={cache} "
+        f"data.train={data} {' '.join(LONG)} trainer.resume={run.info.run_id}",
+    ).strip()
     job = _wait_job_ended(cluster, resubmitted)
     assert job["JobState"] == "COMPLETED", (tmp_path / "resume.log").read_text()[-3000:]
     straight = reference.run()
@@ -227,8 +296,9 @@ def test_scancel_leaves_a_checkpoint_and_a_killed_run_and_a_resubmitted_resume_m
     assert steps == sorted(set(steps)) and steps[-1] == int(straight.data.params["train.total_steps"])
 
 
-def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_checkpoint(tmp_path, cluster,
-                                                                                           long_data):
+def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_checkpoint(
+    tmp_path, cluster, long_data
+):
     data, cache, reference = long_data
     out = tmp_path / "out"
     sweep = _start_long_sweep(tmp_path, cluster, data, cache)
@@ -242,8 +312,12 @@ def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_
         # Requeued (by submitit's `scontrol requeue`), SLURM holds a job until its old credential expires
         # (AuthInfo cred_expire, 120 s; set once the old job has ended): let this one start at once.
         # Generous upper bounds: with 60 s / 300 s the test failed once on a heavily loaded machine.
-        _poll(lambda: (lambda j: j["JobState"] == "PENDING" and j["Restarts"] == "1")(cluster.job(job_id)), 240,
-              "the job to be requeued", every=0.5)
+        _poll(
+            lambda: (lambda j: j["JobState"] == "PENDING" and j["Restarts"] == "1")(cluster.job(job_id)),
+            240,
+            "the job to be requeued",
+            every=0.5,
+        )
         cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
         sweep.wait(timeout=600)
     finally:

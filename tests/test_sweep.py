@@ -1,9 +1,10 @@
 """Sweeps as users run them: one MLflow parent run per --multirun, a child per job, with the
 sequential, parallel (joblib) and submitit-local launchers and the Optuna sweeper; compare.py."""
+
 import math
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -15,14 +16,28 @@ from lib.tracking import ROLE_TAG
 
 # The toy set's 400 rows leave about 320 for training: 10 steps of 32, enough for tiny_bert's own
 # recipe (conf/model/tiny_bert.yaml) to learn it, so every job's numbers mean something.
-SMALL = ["model=tiny_bert", "trainer.epochs=1", "trainer.limit_eval=48", "tracking.log_model=false", "extra_eval=null",
-         "trainer.log_every_steps=1"]
+SMALL = [
+    "model=tiny_bert",
+    "trainer.epochs=1",
+    "trainer.limit_eval=48",
+    "tracking.log_model=false",
+    "extra_eval=null",
+    "trainer.log_every_steps=1",
+]
 LEARNED = 0.8  # test accuracy a job must reach on the toy set (chance: 0.5)
 
 
 def sweep(tmp_path, toy_csv, *overrides, expect_rc=0):
-    cmd = [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py"), "--multirun",
-           f"paths.outputs={tmp_path / 'out'}", "data=csv", f"data.train={toy_csv}", *SMALL, *overrides]
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "experiments" / "train.py"),
+        "--multirun",
+        f"paths.outputs={tmp_path / 'out'}",
+        "data=csv",
+        f"data.train={toy_csv}",
+        *SMALL,
+        *overrides,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == expect_rc, done.stdout[-1500:] + done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'out'}/mlflow.db")
@@ -38,8 +53,10 @@ def _check_children(parent, children, n, learned=True):
     for child in children:
         assert child.info.status == "FINISHED"
         if learned:  # a constant classifier would pass every check below
-            assert child.data.metrics["test_accuracy"] >= LEARNED and child.data.metrics["test_f1"] > 0.5, \
-                (child.info.run_name, child.data.metrics)
+            assert child.data.metrics["test_accuracy"] >= LEARNED and child.data.metrics["test_f1"] > 0.5, (
+                child.info.run_name,
+                child.data.metrics,
+            )
         for key in ("test_accuracy", "test_f1", "best_val_f1", "train_samples_per_s"):
             assert math.isfinite(child.data.metrics[key]), key
     if learned and n > 1:  # different recipes train differently
@@ -72,13 +89,18 @@ def test_sequential_sweep_makes_one_parent_and_a_child_per_job(tmp_path, toy_csv
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     # compare.py on that store: table printed, files written and logged on the sweep run
-    out = subprocess.run([sys.executable, str(PROJECT_ROOT / "experiments" / "compare.py"),
-                          f"paths.outputs={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "experiments" / "compare.py"), f"paths.outputs={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loss=focal" in out.stdout and "test acc" in out.stdout
     logged = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}
-    assert logged == {f"comparison/{n}" for n in ("comparison.md", "comparison.csv", "comparison_scores.png",
-                                                  "validation_curves.png")}
+    assert logged == {
+        f"comparison/{n}" for n in ("comparison.md", "comparison.csv", "comparison_scores.png", "validation_curves.png")
+    }
 
 
 def test_failing_job_fails_the_sweep_but_not_the_other_jobs(tmp_path, toy_csv):
@@ -92,8 +114,9 @@ def test_failing_job_fails_the_sweep_but_not_the_other_jobs(tmp_path, toy_csv):
 
 
 def test_parallel_launcher_loses_no_run_or_metric(tmp_path, toy_csv):
-    done, client, parents, children = sweep(tmp_path, toy_csv, "launcher=parallel", "loss=ce,focal",
-                                            "adversarial=none,fgm")
+    done, client, parents, children = sweep(
+        tmp_path, toy_csv, "launcher=parallel", "loss=ce,focal", "adversarial=none,fgm"
+    )
     (parent,) = parents
     assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "JoblibLauncher"
     _check_children(parent, children, 4)
@@ -113,8 +136,9 @@ def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path, toy_csv):
 def test_optuna_sweep_logs_its_best_trial_on_the_parent(tmp_path, toy_csv):
     # lr and the FGM epsilon fixed at tiny_bert's own (the search space is the hub models'): Optuna
     # samples focal gamma and layer decay, and every trial must learn.
-    done, client, parents, children = sweep(tmp_path, toy_csv, "search=optuna", "hydra.sweeper.n_trials=3",
-                                            "schedule.lr=2e-3", "adversarial.epsilon=0.05")
+    done, client, parents, children = sweep(
+        tmp_path, toy_csv, "search=optuna", "hydra.sweeper.n_trials=3", "schedule.lr=2e-3", "adversarial.epsilon=0.05"
+    )
     (parent,) = parents
     _check_children(parent, children, 3)
     best = max(c.data.metrics["best_val_f1"] for c in children)
@@ -129,13 +153,28 @@ def _fake_store(tmp_path):
     client = MlflowClient()
     exp = client.create_experiment("titlesweep", artifact_location=(tmp_path / "art").as_uri())
     parent = client.create_run(exp, run_name="sweep-x", tags={ROLE_TAG: "sweep", "sweep_dir": str(tmp_path / "sw")})
-    rows = [("model=bert loss=ce", 0.80, 0.81, 120.0, 0.70), ("model=scibert loss=focal", 0.90, 0.88, 150.0, 0.75),
-            ("model=roberta loss=ce", 0.85, 0.91, 100.0, 0.72)]
+    rows = [
+        ("model=bert loss=ce", 0.80, 0.81, 120.0, 0.70),
+        ("model=scibert loss=focal", 0.90, 0.88, 150.0, 0.75),
+        ("model=roberta loss=ce", 0.85, 0.91, 100.0, 0.72),
+    ]
     for overrides, acc, f1, seconds, cite in rows:
-        run = client.create_run(exp, run_name=overrides.replace(" ", ","), tags={
-            ROLE_TAG: "job", "mlflow.parentRunId": parent.info.run_id, "hydra_overrides": overrides + " trainer.epochs=1"})
-        for key, value in {"test_accuracy": acc, "test_f1": f1, "train_seconds": seconds,
-                           "citeseer_dev_accuracy": cite, "citeseer_dev_f1": cite}.items():
+        run = client.create_run(
+            exp,
+            run_name=overrides.replace(" ", ","),
+            tags={
+                ROLE_TAG: "job",
+                "mlflow.parentRunId": parent.info.run_id,
+                "hydra_overrides": overrides + " trainer.epochs=1",
+            },
+        )
+        for key, value in {
+            "test_accuracy": acc,
+            "test_f1": f1,
+            "train_seconds": seconds,
+            "citeseer_dev_accuracy": cite,
+            "citeseer_dev_f1": cite,
+        }.items():
             client.log_metric(run.info.run_id, key, value)
         client.log_param(run.info.run_id, "model.name", overrides.split()[0].split("=")[1])
         client.log_metric(run.info.run_id, "val_f1", f1 - 0.05, step=10)
@@ -155,7 +194,12 @@ def test_compare_marks_the_best_rows_and_writes_its_files(tmp_path):
     assert names[best["train_seconds"].pop()] == "model=roberta,loss=ce"  # lower is better
     assert names[best["citeseer_dev_accuracy"].pop()] == "model=scibert,loss=focal"
     files = compare.write_outputs(client, comparison, tmp_path / "cmp")
-    assert [f.name for f in files] == ["comparison.md", "comparison.csv", "comparison_scores.png", "validation_curves.png"]
+    assert [f.name for f in files] == [
+        "comparison.md",
+        "comparison.csv",
+        "comparison_scores.png",
+        "validation_curves.png",
+    ]
     assert "**0.9000**" in files[0].read_text() and all(f.stat().st_size > 0 for f in files)
     # a filter narrows the runs, across sweeps
     _, only = compare.select_runs(client, "titlesweep", None, {"model": "scibert"})

@@ -1,5 +1,6 @@
 """End-to-end training on small data: every tiny architecture learns, seeded runs repeat exactly,
 early stopping restores the best weights, and a run is completely tracked in MLflow."""
+
 import math
 
 import mlflow
@@ -44,18 +45,37 @@ def test_same_seed_gives_the_same_metrics(make_cfg, toy_csv):
 
 def test_early_stopping_stops_and_restores_the_best_weights(make_cfg, toy_csv):
     # "Best" = the highest validation loss: the first evaluation, as the loss falls while learning.
-    cfg = make_cfg("model=tiny_bert", "data=csv", f"data.train={toy_csv}", "trainer.epochs=6", *FAST,
-                   "trainer.early_stopping.metric=loss", "trainer.early_stopping.mode=max",
-                   "trainer.early_stopping.patience=2")
+    cfg = make_cfg(
+        "model=tiny_bert",
+        "data=csv",
+        f"data.train={toy_csv}",
+        "trainer.epochs=6",
+        *FAST,
+        "trainer.early_stopping.metric=loss",
+        "trainer.early_stopping.mode=max",
+        "trainer.early_stopping.patience=2",
+    )
     splits = load_data(cfg)
     model, tok = build_model(cfg.model, splits.train["text"].tolist(), cfg.paths.cache)
-    loaders = [make_loader(encode(tok, f["text"].tolist(), 48), f["label"].tolist(), 16, shuffle=s, pad_id=tok.pad_token_id)
-               for f, s in ((splits.train, True), (splits.val, False))]
+    loaders = [
+        make_loader(encode(tok, f["text"].tolist(), 48), f["label"].tolist(), 16, shuffle=s, pad_id=tok.pad_token_id)
+        for f, s in ((splits.train, True), (splits.val, False))
+    ]
     optimizer = build_optimizer(cfg.schedule, model)
     total = 6 * len(loaders[0])
     loss_fn = build_loss(cfg.loss)
-    result = train(model, *loaders, loss_fn, optimizer, build_scheduler(cfg.schedule, optimizer, total), None,
-                   cfg.trainer, torch.device("cpu"), "fp32", total)
+    result = train(
+        model,
+        *loaders,
+        loss_fn,
+        optimizer,
+        build_scheduler(cfg.schedule, optimizer, total),
+        None,
+        cfg.trainer,
+        torch.device("cpu"),
+        "fp32",
+        total,
+    )
     evals = [h for h in result.history if "val_loss" in h]
     assert result.stopped_early and len(evals) == 3  # best at epoch 1, then 2 evaluations without gain
     assert result.best_epoch == 1 and evals[0]["val_loss"] > evals[-1]["val_loss"]
@@ -65,31 +85,61 @@ def test_early_stopping_stops_and_restores_the_best_weights(make_cfg, toy_csv):
 
 def test_default_minilm_run_is_completely_tracked_in_mlflow(make_cfg):
     # The default recipe (MiniLM on the default corpus), made short: a small corpus, few rows.
-    cfg = make_cfg("data.size=1500", "data.cross_source.size=200", "trainer.epochs=1", "trainer.limit_train=96",
-                   "trainer.limit_eval=40", "trainer.log_every_steps=1", "loss=focal", "tracking.log_model=true")
+    cfg = make_cfg(
+        "data.size=1500",
+        "data.cross_source.size=200",
+        "trainer.epochs=1",
+        "trainer.limit_train=96",
+        "trainer.limit_eval=40",
+        "trainer.log_every_steps=1",
+        "loss=focal",
+        "tracking.log_model=true",
+    )
     metrics = run_training(cfg)
     (run,) = _runs(cfg)
     assert run.info.status == "FINISHED"
     params, logged = run.data.params, run.data.metrics
     assert params["model.name"] == "minilm" and params["data.name"] == "titles" and params["loss.gamma"] == "2.0"
-    for key in ("test_accuracy", "test_f1", "test_macro_f1", "test_roc_auc", "test_average_precision",
-                "cross_source_accuracy", "best_val_f1", "train_samples_per_s", "data_train_rows"):
+    for key in (
+        "test_accuracy",
+        "test_f1",
+        "test_macro_f1",
+        "test_roc_auc",
+        "test_average_precision",
+        "cross_source_accuracy",
+        "best_val_f1",
+        "train_samples_per_s",
+        "data_train_rows",
+    ):
         assert math.isfinite(logged[key]), key
     assert logged["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     client = MlflowClient()
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3  # 96 rows / 32 per batch
     assert {"git_commit", "device", "precision", "torch", "transformers", "output_dir"} <= set(run.data.tags)
     files = _artifact_paths(client, run.info.run_id)
-    for expected in (".hydra/config.yaml", "reports/test/classification_report.txt", "reports/test/classification_report.json",
-                     "reports/test/confusion_matrix.png", "reports/test/predictions.csv", "training_curves.png",
-                     "model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/titlesweep.json"):
+    for expected in (
+        ".hydra/config.yaml",
+        "reports/test/classification_report.txt",
+        "reports/test/classification_report.json",
+        "reports/test/confusion_matrix.png",
+        "reports/test/predictions.csv",
+        "training_curves.png",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/titlesweep.json",
+    ):
         assert expected in files, expected
     assert 0.0 < logged["decision_threshold"] < 1.0
     # Test metrics are those at the stored threshold (what predict/evaluate give); at 0.5 beside them.
-    scored = pd.read_csv(client.download_artifacts(run.info.run_id, "reports/test/predictions.csv", str(cfg.paths.outputs)))
+    scored = pd.read_csv(
+        client.download_artifacts(run.info.run_id, "reports/test/predictions.csv", str(cfg.paths.outputs))
+    )
     at_threshold = ((scored["probability"] >= logged["decision_threshold"]).astype(int) == scored["label"]).mean()
     at_half = ((scored["probability"] >= 0.5).astype(int) == scored["label"]).mean()
-    assert logged["test_accuracy"] == pytest.approx(at_threshold) and logged["test_accuracy_at_0.5"] == pytest.approx(at_half)
+    assert logged["test_accuracy"] == pytest.approx(at_threshold) and logged["test_accuracy_at_0.5"] == pytest.approx(
+        at_half
+    )
     assert (scored["prediction"] == (scored["probability"] >= logged["decision_threshold"])).all()
     assert {"cross_source_accuracy_at_0.5", "test_f1_at_0.5", "test_macro_f1_at_0.5"} <= set(logged)
 

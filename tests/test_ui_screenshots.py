@@ -1,5 +1,6 @@
 """experiments/ui_screenshots.py against a real `mlflow ui` and headless Chromium: the README's
 pictures of a sweep, and the sweep run's page listing its jobs (skipped where Chromium is missing)."""
+
 import struct
 import subprocess
 import sys
@@ -23,14 +24,34 @@ def _png_size(path):
 
 def test_screenshots_show_a_sweep_and_its_jobs(tmp_path, toy_csv):
     outputs = tmp_path / "out"
-    sweep = subprocess.run([sys.executable, str(EXPERIMENTS / "train.py"), "--multirun", f"paths.outputs={outputs}",
-                            "data=csv", f"data.train={toy_csv}", "model=tiny_bert", "trainer.epochs=1",
-                            "trainer.limit_eval=48", "tracking.log_model=false", "extra_eval=null", "loss=ce,focal"],
-                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            str(EXPERIMENTS / "train.py"),
+            "--multirun",
+            f"paths.outputs={outputs}",
+            "data=csv",
+            f"data.train={toy_csv}",
+            "model=tiny_bert",
+            "trainer.epochs=1",
+            "trainer.limit_eval=48",
+            "tracking.log_model=false",
+            "extra_eval=null",
+            "loss=ce,focal",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     shots = tmp_path / "shots"
-    done = subprocess.run([sys.executable, str(EXPERIMENTS / "ui_screenshots.py"), f"paths.outputs={outputs}",
-                           f"out={shots}"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "ui_screenshots.py"), f"paths.outputs={outputs}", f"out={shots}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "the sweep run's page lists 2 of its 2 child runs: loss=ce, loss=focal" in done.stdout
     for name in ("mlflow_sweep_run.png", "mlflow_experiment_runs.png", "mlflow_compare_jobs.png"):
@@ -39,7 +60,11 @@ def test_screenshots_show_a_sweep_and_its_jobs(tmp_path, toy_csv):
 
 
 def test_an_unknown_option_is_one_line_naming_the_valid_ones(tmp_path):
-    done = subprocess.run([sys.executable, str(EXPERIMENTS / "ui_screenshots.py"), f"paths.outputs={tmp_path}",
-                           "colour=red"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "ui_screenshots.py"), f"paths.outputs={tmp_path}", "colour=red"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
     assert "unknown option colour" in done.stderr and "sweep" in done.stderr

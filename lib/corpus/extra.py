@@ -14,6 +14,7 @@ by the file's sha256 and ``PARSER_VERSION``), so the 242 MB MARC file is parsed 
   the computing, maths, physics, chemistry, engineering and economics LC classes.
 * ``refextract``: the physics book knowledge base of the refextract wheel.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,10 @@ from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
-from lib.errors import DataError
 from lib.corpus.downloads import PackageFile, fetch, read_members
 from lib.corpus.sources import Record, file_digest, usable_title
 from lib.corpus.text import clean
+from lib.errors import DataError
 
 # Bump when a parser changes what it returns, so cached parses are not reused.
 PARSER_VERSION = 2
@@ -38,19 +39,50 @@ EXTRA_SOURCES = ("beebe", "tugboat", "hepcrawl", "loc_books", "refextract")
 _ABSTRACT_WORDS = 80  # only an abstract's opening is ever used (as in sources._abstract)
 
 BEEBE_DIR = "bibtex/bib/beebe/"
-BEEBE_FILES = ("tugboat", "font", "printing-history", "typeset", "texbook1", "texbook2", "texbook3",
-               "epodd", "texgraph", "serif", "texjourn", "texnique", "type")
+BEEBE_FILES = (
+    "tugboat",
+    "font",
+    "printing-history",
+    "typeset",
+    "texbook1",
+    "texbook2",
+    "texbook3",
+    "epodd",
+    "texgraph",
+    "serif",
+    "texjourn",
+    "texnique",
+    "type",
+)
 FILES = {
-    "beebe": PackageFile("beebe", "apt", "texlive-bibtex-extra", "2022.20230122 (Debian 12)",
-                         "texlive-bibtex-extra_*.deb", BEEBE_DIR + "tugboat.bib", "76 MB"),
-    "tugboat": PackageFile("tugboat", "pip", "pybtex", "0.26.1", "pybtex-0.26.1.tar.gz",
-                                "examples/tugboat/tugboat.bib", "0.7 MB"),
-    "hepcrawl": PackageFile("hepcrawl", "pip", "hepcrawl", "0.2.0", "hepcrawl-0.2.0.tar.gz",
-                            "tests/responses/base/test_1000.xml", "1.2 MB"),
-    "loc_books": PackageFile("loc_books", "pip", "pymarc", "5.4.0", "pymarc-5.4.0.tar.gz",
-                             "BooksAll.2016.part01.utf8", "76 MB"),
-    "refextract": PackageFile("refextract", "pip", "refextract", "1.1.7", "refextract-1.1.7-py3-none-any.whl",
-                              "refextract/references/kbs/books.kb", "0.3 MB", sdist=False),
+    "beebe": PackageFile(
+        "beebe",
+        "apt",
+        "texlive-bibtex-extra",
+        "2022.20230122 (Debian 12)",
+        "texlive-bibtex-extra_*.deb",
+        BEEBE_DIR + "tugboat.bib",
+        "76 MB",
+    ),
+    "tugboat": PackageFile(
+        "tugboat", "pip", "pybtex", "0.26.1", "pybtex-0.26.1.tar.gz", "examples/tugboat/tugboat.bib", "0.7 MB"
+    ),
+    "hepcrawl": PackageFile(
+        "hepcrawl", "pip", "hepcrawl", "0.2.0", "hepcrawl-0.2.0.tar.gz", "tests/responses/base/test_1000.xml", "1.2 MB"
+    ),
+    "loc_books": PackageFile(
+        "loc_books", "pip", "pymarc", "5.4.0", "pymarc-5.4.0.tar.gz", "BooksAll.2016.part01.utf8", "76 MB"
+    ),
+    "refextract": PackageFile(
+        "refextract",
+        "pip",
+        "refextract",
+        "1.1.7",
+        "refextract-1.1.7-py3-none-any.whl",
+        "refextract/references/kbs/books.kb",
+        "0.3 MB",
+        sdist=False,
+    ),
 }
 
 
@@ -62,8 +94,10 @@ def _initials(fore: str) -> str:
 
 
 def split_name(name: str) -> tuple[str, str, str] | None:
-    """"Last, Fore" or "Fore Last" -> (last, fore, initials); None for an empty name."""
-    name = clean(re.sub(r",?\s*\((?:ed|eds|editor)s?\.?\)|,\s*(?:ed|eds)\.$|,?\s*\d{4}-(?:\d{4})?", "", name, flags=re.I))
+    """ "Last, Fore" or "Fore Last" -> (last, fore, initials); None for an empty name."""
+    name = clean(
+        re.sub(r",?\s*\((?:ed|eds|editor)s?\.?\)|,\s*(?:ed|eds)\.$|,?\s*\d{4}-(?:\d{4})?", "", name, flags=re.I)
+    )
     name = name.strip(" ,;")
     if name.endswith(".") and len(name.split()[-1].replace(".", "")) > 2:  # "Smith, John." but not "John E."
         name = name[:-1]
@@ -82,16 +116,57 @@ def split_name(name: str) -> tuple[str, str, str] | None:
 
 _ENTRY = re.compile(r"@(\w+)\s*[{(]\s*([^,\s]*)\s*,")
 _FIELD = re.compile(r"\s*([A-Za-z][\w-]*)\s*=\s*")
-_BIB_TYPES = {"article", "inproceedings", "incollection", "inbook", "book", "techreport",
-              "phdthesis", "mastersthesis"}  # not periodical/proceedings/misc: venue names and column titles
-_ACCENTS = {'"': "\u0308", "'": "\u0301", "`": "\u0300", "^": "\u0302", "~": "\u0303", "c": "\u0327",
-            "v": "\u030c", "u": "\u0306", "=": "\u0304", ".": "\u0307", "H": "\u030b"}
-_MACROS = {"TeX": "TeX", "LaTeX": "LaTeX", "AmSTeX": "AMS-TeX", "AMSTeX": "AMS-TeX", "METAFONT": "METAFONT",
-           "MF": "METAFONT", "MP": "MetaPost", "BibTeX": "BibTeX", "ConTeXt": "ConTeXt", "eTeX": "e-TeX",
-           "PiCTeX": "PiCTeX", "SliTeX": "SliTeX", "LAMSTeX": "LAMS-TeX", "Dash": "—",
-           "ae": "æ", "AE": "Æ", "o": "ø", "O": "Ø", "ss": "ß", "i": "i", "l": "ł", "oe": "œ"}
-_FONT_COMMANDS = re.compile(r"\\(?:emph|textit|textbf|textsf|texttt|textsc|textrm|em|it|bf|sf|tt|sc|rm|sl|mbox|hbox|"
-                            r"path|url|booktitle|journal|cite|ndash|mdash)\b\s*")
+_BIB_TYPES = {
+    "article",
+    "inproceedings",
+    "incollection",
+    "inbook",
+    "book",
+    "techreport",
+    "phdthesis",
+    "mastersthesis",
+}  # not periodical/proceedings/misc: venue names and column titles
+_ACCENTS = {
+    '"': "\u0308",
+    "'": "\u0301",
+    "`": "\u0300",
+    "^": "\u0302",
+    "~": "\u0303",
+    "c": "\u0327",
+    "v": "\u030c",
+    "u": "\u0306",
+    "=": "\u0304",
+    ".": "\u0307",
+    "H": "\u030b",
+}
+_MACROS = {
+    "TeX": "TeX",
+    "LaTeX": "LaTeX",
+    "AmSTeX": "AMS-TeX",
+    "AMSTeX": "AMS-TeX",
+    "METAFONT": "METAFONT",
+    "MF": "METAFONT",
+    "MP": "MetaPost",
+    "BibTeX": "BibTeX",
+    "ConTeXt": "ConTeXt",
+    "eTeX": "e-TeX",
+    "PiCTeX": "PiCTeX",
+    "SliTeX": "SliTeX",
+    "LAMSTeX": "LAMS-TeX",
+    "Dash": "—",
+    "ae": "æ",
+    "AE": "Æ",
+    "o": "ø",
+    "O": "Ø",
+    "ss": "ß",
+    "i": "i",
+    "l": "ł",
+    "oe": "œ",
+}
+_FONT_COMMANDS = re.compile(
+    r"\\(?:emph|textit|textbf|textsf|texttt|textsc|textrm|em|it|bf|sf|tt|sc|rm|sl|mbox|hbox|"
+    r"path|url|booktitle|journal|cite|ndash|mdash)\b\s*"
+)
 
 
 def _bib_value(text: str, i: int, macros: dict[str, str]) -> tuple[str, int]:
@@ -99,12 +174,12 @@ def _bib_value(text: str, i: int, macros: dict[str, str]) -> tuple[str, int]:
     parts = []
     while i < len(text):
         ch = text[i]
-        if ch in "{\"":
+        if ch in '{"':
             close, depth, j = ("}" if ch == "{" else '"'), 0, i + 1
             while j < len(text) and not (text[j] == close and depth == 0):
                 depth += {"{": 1, "}": -1}.get(text[j], 0)
                 j += 1
-            parts.append(text[i + 1:j])
+            parts.append(text[i + 1 : j])
             i = j + 1
         else:  # a number or a @string macro (unknown ones, such as month names, give "")
             m = re.match(r"[\w:.-]+", text[i:])
@@ -135,7 +210,7 @@ def bib_entries(text: str):
         kind = m.group(1).lower()
         if kind in ("string", "preamble", "comment"):
             continue
-        body = text[m.end(): starts[n + 1].start() if n + 1 < len(starts) else len(text)]
+        body = text[m.end() : starts[n + 1].start() if n + 1 < len(starts) else len(text)]
         values, i = {}, 0
         while (f := _FIELD.match(body, i)) is not None:
             values[f.group(1).lower()], i = _bib_value(body, f.end(), macros)
@@ -147,8 +222,11 @@ def bib_entries(text: str):
 def detex(text: str) -> str:
     """Plain text of a BibTeX value: accents composed, logos spelled out, markup removed."""
     text = re.sub(r"\\([\'\"`^~=.])\s*\{?\\?([A-Za-z])\}?", lambda m: m.group(2) + _ACCENTS[m.group(1)], text)
-    text = re.sub(r"\\([cvuH])\s*\{\\?([A-Za-z])\}|\\([cvuH]) ([A-Za-z])",
-                  lambda m: (m.group(2) or m.group(4)) + _ACCENTS[m.group(1) or m.group(3)], text)
+    text = re.sub(
+        r"\\([cvuH])\s*\{\\?([A-Za-z])\}|\\([cvuH]) ([A-Za-z])",
+        lambda m: (m.group(2) or m.group(4)) + _ACCENTS[m.group(1) or m.group(3)],
+        text,
+    )
     text = re.sub(r"\\([A-Za-z]+)\b\s?(?:\{\})?", lambda m: _MACROS.get(m.group(1), "\\" + m.group(1)), text)
     text = _FONT_COMMANDS.sub("", text)
     text = text.replace("---", "—").replace("--", "–").replace("``", "\u201c").replace("''", "\u201d")
@@ -171,21 +249,35 @@ def parse_bibtex(text: str, source: str, prefix: str) -> list[Record]:
         authors = _bib_authors(values.get("author", ""))
         # Unconvertible maths or leftover markup would teach the model TeX, not titles; "Anonymous"
         # entries are a journal's own columns ("Front cover", "Addresses of authors").
-        if (kind not in _BIB_TYPES or "$" in raw_title or "\\" in title or not usable_title(title)
-                or any(a[0] == "Anonymous" for a in authors)):
+        if (
+            kind not in _BIB_TYPES
+            or "$" in raw_title
+            or "\\" in title
+            or not usable_title(title)
+            or any(a[0] == "Anonymous" for a in authors)
+        ):
             continue
-        venue = detex(values.get("journal") or values.get("booktitle") or values.get("school")
-                      or values.get("publisher") or "")
+        venue = detex(
+            values.get("journal") or values.get("booktitle") or values.get("school") or values.get("publisher") or ""
+        )
         year = detex(values.get("year", ""))[:4]
         keywords = tuple(k for k in (clean(x) for x in re.split(r"[;,]", detex(values.get("keywords", "")))) if k)
-        records.append(Record(
-            rid=f"{prefix}:{key}", source=source, title=title, authors=authors,
-            journal=venue, volume=detex(values.get("volume", "")), issue=detex(values.get("number", "")),
-            pages=detex(values.get("pages", "")).replace("–", "-"), year=year if year.isdigit() else "",
-            doi=detex(values.get("doi", "")),
-            abstract=" ".join(detex(values.get("abstract", "")).split()[:_ABSTRACT_WORDS]),
-            keywords=keywords if len(keywords) <= 12 else keywords[:12],
-        ))
+        records.append(
+            Record(
+                rid=f"{prefix}:{key}",
+                source=source,
+                title=title,
+                authors=authors,
+                journal=venue,
+                volume=detex(values.get("volume", "")),
+                issue=detex(values.get("number", "")),
+                pages=detex(values.get("pages", "")).replace("–", "-"),
+                year=year if year.isdigit() else "",
+                doi=detex(values.get("doi", "")),
+                abstract=" ".join(detex(values.get("abstract", "")).split()[:_ABSTRACT_WORDS]),
+                keywords=keywords if len(keywords) <= 12 else keywords[:12],
+            )
+        )
     return records
 
 
@@ -231,18 +323,30 @@ def parse_base_oai(data: bytes) -> list[Record]:
             collection = next((el.text for el in md if el.tag.endswith("}collname")), None) or ""
             publisher = clean(collection.split(":")[0])
         year = (md.findtext(_DC + "date") or "")[:4]
-        ident = clean(rec.findtext("{http://www.openarchives.org/OAI/2.0/}header/"
-                                   "{http://www.openarchives.org/OAI/2.0/}identifier") or str(n))
-        records.append(Record(
-            rid=f"base:{ident}", source="hepcrawl", title=title,
-            authors=tuple(a for a in (split_name(c.text or "") for c in md.findall(_DC + "creator")) if a),
-            # A thesis's university is both its "venue" and the affiliation on its title page.
-            affiliations=(publisher,) if publisher else (), journal=publisher,
-            year=year if year.isdigit() else "",
-            abstract=_thesis_abstract(md.findtext(_DC + "description") or ""),
-            keywords=tuple(k for k in (clean(s.text or "").rstrip(".") for s in md.findall(_DC + "subject"))
-                           if k and not k[:1].isdigit() and not k.startswith("ddc:"))[:8],
-        ))
+        ident = clean(
+            rec.findtext(
+                "{http://www.openarchives.org/OAI/2.0/}header/{http://www.openarchives.org/OAI/2.0/}identifier"
+            )
+            or str(n)
+        )
+        records.append(
+            Record(
+                rid=f"base:{ident}",
+                source="hepcrawl",
+                title=title,
+                authors=tuple(a for a in (split_name(c.text or "") for c in md.findall(_DC + "creator")) if a),
+                # A thesis's university is both its "venue" and the affiliation on its title page.
+                affiliations=(publisher,) if publisher else (),
+                journal=publisher,
+                year=year if year.isdigit() else "",
+                abstract=_thesis_abstract(md.findtext(_DC + "description") or ""),
+                keywords=tuple(
+                    k
+                    for k in (clean(s.text or "").rstrip(".") for s in md.findall(_DC + "subject"))
+                    if k and not k[:1].isdigit() and not k.startswith("ddc:")
+                )[:8],
+            )
+        )
     return records
 
 
@@ -274,10 +378,14 @@ def lc_domain(call_number: str) -> str | None:
 def marc_fields(record: bytes) -> dict[str, list[bytes]]:
     """{tag: [field bytes]} of one ISO 2709 record (leader, directory, fields)."""
     base = int(record[12:17])
-    directory, out = record[24:base - 1], {}
+    directory, out = record[24 : base - 1], {}
     for i in range(0, len(directory) - 11, 12):
-        tag, length, start = directory[i:i + 3].decode(), int(directory[i + 3:i + 7]), int(directory[i + 7:i + 12])
-        out.setdefault(tag, []).append(record[base + start: base + start + length].rstrip(_FT))
+        tag, length, start = (
+            directory[i : i + 3].decode(),
+            int(directory[i + 3 : i + 7]),
+            int(directory[i + 7 : i + 12]),
+        )
+        out.setdefault(tag, []).append(record[base + start : base + start + length].rstrip(_FT))
     return out
 
 
@@ -286,7 +394,7 @@ def subfields(value: bytes, codes: str) -> list[str]:
 
 
 def isbd_title(parts: list[str]) -> str:
-    """"Title : subtitle /" -> "Title: subtitle"; a parallel title after " = " is dropped."""
+    """ "Title : subtitle /" -> "Title: subtitle"; a parallel title after " = " is dropped."""
     title = clean(" ".join(parts)).split(" = ")[0]
     title = re.sub(r"\s+([:;])\s*", r"\1 ", title)
     return re.sub(r"[\s/:;,.=]+$", "", title).strip()
@@ -316,9 +424,12 @@ def parse_marc_record(record: bytes, n: int) -> Record | None:
     ident = (subfields(f["010"][0], "a") or [""])[0] if "010" in f else ""
     control = f.get("001", [b""])[0].decode("utf-8", "replace").strip()
     return Record(
-        rid=f"loc:{control or ident.strip() or n}", source=f"loc_books:{domain}", title=title,
+        rid=f"loc:{control or ident.strip() or n}",
+        source=f"loc_books:{domain}",
+        title=title,
         authors=tuple(a for a in (split_name(x) for x in names[:6]) if a),
-        journal=", ".join(p for p in (publisher, place) if p), year=year if year.isdigit() else "",
+        journal=", ".join(p for p in (publisher, place) if p),
+        year=year if year.isdigit() else "",
         keywords=tuple(dict.fromkeys(_isbd_strip(s) for v in f.get("650", []) for s in subfields(v, "a")))[:8],
     )
 
@@ -343,7 +454,7 @@ def _loc_records(archive: Path) -> list[Record]:
         for info in tar:
             if info.name.endswith(FILES["loc_books"].member):
                 fh = tar.extractfile(info)
-                return parse_marc(iter(lambda: fh.read(1 << 22), b""))
+                return parse_marc(iter(lambda: fh.read(1 << 22), b""))  # noqa: B023 - read before the loop moves on
     raise DataError(f"{archive}: no {FILES['loc_books'].member} inside")
 
 
@@ -363,8 +474,15 @@ def parse_books_kb(text: str) -> list[Record]:
         if title.isupper() or not usable_title(title):
             continue
         name = split_name(author)
-        records.append(Record(rid=f"refextract:{n}", source="refextract", title=title,
-                              authors=(name,) if name else (), year=year if year.isdigit() else ""))
+        records.append(
+            Record(
+                rid=f"refextract:{n}",
+                source="refextract",
+                title=title,
+                authors=(name,) if name else (),
+                year=year if year.isdigit() else "",
+            )
+        )
     return records
 
 
@@ -376,8 +494,12 @@ _TUPLE_FIELDS = ("authors", "affiliations", "keywords", "dates", "grants")
 
 def _record_from_json(d: dict) -> Record:
     # JSON turns the nested tuples into lists; Record is hashable only with tuples.
-    return Record(**{k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in _TUPLE_FIELDS else v)
-                     for k, v in d.items()})
+    return Record(
+        **{
+            k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in _TUPLE_FIELDS else v)
+            for k, v in d.items()
+        }
+    )
 
 
 def _parse(name: str, archive: Path) -> list[Record]:
@@ -410,9 +532,14 @@ def load_extra(name: str, folder: Path, progress=None) -> tuple[list[Record], di
         tmp.write_text(json.dumps([asdict(r) for r in records], ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, cache)
     entry = {
-        "name": name, "package": item.package, "version": item.version, "requirement": item.requirement,
-        "manager": item.manager, "file": archive.name, "member": item.member, "sha256": digest,
+        "name": name,
+        "package": item.package,
+        "version": item.version,
+        "requirement": item.requirement,
+        "manager": item.manager,
+        "file": archive.name,
+        "member": item.member,
+        "sha256": digest,
         "records_parsed": len(records),
     }
     return records, entry
-

@@ -6,126 +6,402 @@ Every generator takes a ``Ctx`` (random source, casing mixtures, a sampler of po
 lengths so negatives are not told apart by length alone) and returns a string or ``None`` when the
 record lacks what the kind needs.
 """
+
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from lib.corpus.sources import Record
 from lib.corpus.text import apply_casing, pick, title_case
 
-REAL_KINDS = ("affiliation", "authors", "venue", "abstract", "copyright", "keywords", "org_header",
-              "figure_label")
-TITLE_KINDS = ("truncated", "heading_glued", "header_glued", "authors_after", "affiliation_after",
-               "citation", "toc_line", "ocr_damage", "trailer_glued")
+REAL_KINDS = ("affiliation", "authors", "venue", "abstract", "copyright", "keywords", "org_header", "figure_label")
+TITLE_KINDS = (
+    "truncated",
+    "heading_glued",
+    "header_glued",
+    "authors_after",
+    "affiliation_after",
+    "citation",
+    "toc_line",
+    "ocr_damage",
+    "trailer_glued",
+)
 GENERIC_KINDS = ("heading", "near_empty", "number", "form_field")
 ALL_KINDS = REAL_KINDS + TITLE_KINDS + GENERIC_KINDS
 
-MONTHS = ("January February March April May June July August September October November "
-          "December").split()
+MONTHS = ("January February March April May June July August September October November December").split()
 # Headings a title extractor picks up instead of, or before, the title.
 HEADINGS = (
-    "Abstract", "Contents", "Table of Contents", "References", "Bibliography", "Introduction",
-    "Acknowledgements", "Acknowledgments", "Appendix", "Summary", "Conclusions", "Conclusion",
-    "Discussion", "Methods", "Materials and Methods", "Results", "Related Work", "Background",
-    "Preface", "Foreword", "Index", "Glossary", "Notation", "List of Figures", "List of Tables",
-    "Keywords", "Executive Summary", "Overview", "Outline", "Revised", "Draft", "Errata",
-    "Supplementary Material", "Supporting Information", "Reference", "Proof", "Preliminaries",
-    "Motivation", "Experimental Section", "Case Report", "Case Presentation", "Future Work",
-    "Evaluation", "Implementation", "Problem Statement", "Definitions", "Main Results",
-    "Literature Review", "Data and Methods", "Study Design", "Limitations", "Recommendations",
-    "Author Contributions", "Funding", "Conflict of Interest", "Ethics Statement", "Highlights",
-    "Graphical Abstract", "Objectives", "Purpose", "Findings", "Nomenclature", "Symbols",
-    "Contents Lists", "Abbreviations", "Corrigendum", "Editorial", "Letter to the Editor",
+    "Abstract",
+    "Contents",
+    "Table of Contents",
+    "References",
+    "Bibliography",
+    "Introduction",
+    "Acknowledgements",
+    "Acknowledgments",
+    "Appendix",
+    "Summary",
+    "Conclusions",
+    "Conclusion",
+    "Discussion",
+    "Methods",
+    "Materials and Methods",
+    "Results",
+    "Related Work",
+    "Background",
+    "Preface",
+    "Foreword",
+    "Index",
+    "Glossary",
+    "Notation",
+    "List of Figures",
+    "List of Tables",
+    "Keywords",
+    "Executive Summary",
+    "Overview",
+    "Outline",
+    "Revised",
+    "Draft",
+    "Errata",
+    "Supplementary Material",
+    "Supporting Information",
+    "Reference",
+    "Proof",
+    "Preliminaries",
+    "Motivation",
+    "Experimental Section",
+    "Case Report",
+    "Case Presentation",
+    "Future Work",
+    "Evaluation",
+    "Implementation",
+    "Problem Statement",
+    "Definitions",
+    "Main Results",
+    "Literature Review",
+    "Data and Methods",
+    "Study Design",
+    "Limitations",
+    "Recommendations",
+    "Author Contributions",
+    "Funding",
+    "Conflict of Interest",
+    "Ethics Statement",
+    "Highlights",
+    "Graphical Abstract",
+    "Objectives",
+    "Purpose",
+    "Findings",
+    "Nomenclature",
+    "Symbols",
+    "Contents Lists",
+    "Abbreviations",
+    "Corrigendum",
+    "Editorial",
+    "Letter to the Editor",
 )
-NUMBERED_HEADINGS = ("Chapter", "Part", "Section", "Appendix", "Figure", "Table", "Lemma",
-                     "Theorem", "Definition", "Algorithm", "Example", "Exercise", "Lecture")
+NUMBERED_HEADINGS = (
+    "Chapter",
+    "Part",
+    "Section",
+    "Appendix",
+    "Figure",
+    "Table",
+    "Lemma",
+    "Theorem",
+    "Definition",
+    "Algorithm",
+    "Example",
+    "Exercise",
+    "Lecture",
+)
 PREFIX_LABELS = (
-    "Abstract", "Research Article", "Original Article", "Review Article", "Review", "Letter",
-    "Short Communication", "Brief Report", "Technical Note", "Running title:", "Running head:",
-    "Article", "Research Paper", "Full Paper", "Position Paper", "Case Report", "Communication",
-    "Editorial", "Commentary", "Perspective", "Minireview", "Original Research", "Rapid Report",
-    "Technical Report", "Preprint", "Author manuscript", "Accepted manuscript", "Introduction",
-    "Summary", "Invited Review", "Discussion Paper", "Working Paper", "Thesis", "Survey",
+    "Abstract",
+    "Research Article",
+    "Original Article",
+    "Review Article",
+    "Review",
+    "Letter",
+    "Short Communication",
+    "Brief Report",
+    "Technical Note",
+    "Running title:",
+    "Running head:",
+    "Article",
+    "Research Paper",
+    "Full Paper",
+    "Position Paper",
+    "Case Report",
+    "Communication",
+    "Editorial",
+    "Commentary",
+    "Perspective",
+    "Minireview",
+    "Original Research",
+    "Rapid Report",
+    "Technical Report",
+    "Preprint",
+    "Author manuscript",
+    "Accepted manuscript",
+    "Introduction",
+    "Summary",
+    "Invited Review",
+    "Discussion Paper",
+    "Working Paper",
+    "Thesis",
+    "Survey",
 )
 RUNNING_HEADERS = (
-    "ARTICLE IN PRESS", "Author manuscript", "HHS Public Access", "NIH Public Access",
-    "Europe PMC Funders Group", "Open Access", "RESEARCH ARTICLE", "Research Article Open Access",
-    "BioMed Central", "Available online at www.sciencedirect.com", "Accepted Manuscript",
-    "This is a preprint", "Draft - do not cite", "Published in final edited form as:",
-    "Contents lists available at ScienceDirect", "Check for updates", "CORRESPONDENCE",
-    "Peer reviewed", "Page 1 of 12", "Supplementary data", "OPEN", "PERSPECTIVE",
+    "ARTICLE IN PRESS",
+    "Author manuscript",
+    "HHS Public Access",
+    "NIH Public Access",
+    "Europe PMC Funders Group",
+    "Open Access",
+    "RESEARCH ARTICLE",
+    "Research Article Open Access",
+    "BioMed Central",
+    "Available online at www.sciencedirect.com",
+    "Accepted Manuscript",
+    "This is a preprint",
+    "Draft - do not cite",
+    "Published in final edited form as:",
+    "Contents lists available at ScienceDirect",
+    "Check for updates",
+    "CORRESPONDENCE",
+    "Peer reviewed",
+    "Page 1 of 12",
+    "Supplementary data",
+    "OPEN",
+    "PERSPECTIVE",
 )
-CONFERENCE_WORDS = ("International Conference on", "Annual Meeting of the Society for",
-                    "Workshop on", "Symposium on", "European Conference on", "Annual Congress of")
+CONFERENCE_WORDS = (
+    "International Conference on",
+    "Annual Meeting of the Society for",
+    "Workshop on",
+    "Symposium on",
+    "European Conference on",
+    "Annual Congress of",
+)
 ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "7th", "9th", "10th", "12th", "15th", "21st", "33rd")
 SECTION_NUMBERS = ("1", "2", "3", "1.", "2.1", "3.2", "4.1.2", "I.", "II.", "IV.", "A.", "B.2")
 # Generic vocabulary of report documentation pages, memos and forms (hand-written, the usual
 # wording of such pages; no string is taken from any evaluation file).
 FORM_FIELDS = (
-    "Report No.", "Government Accession No.", "Recipient's Catalog No.", "Title and Subtitle",
-    "Report Date", "Performing Organization Code", "Performing Organization Report No.",
-    "Performing Organization Name and Address", "Work Unit No.", "Contract or Grant No.",
-    "Contract Number", "Grant No.", "Grant Number", "Program Element Number", "Project Number",
-    "Task Number", "Sponsoring Agency Name and Address", "Sponsoring/Monitoring Agency Name(s)",
-    "Sponsoring Agency Code", "Type of Report and Period Covered", "Supplementary Notes",
-    "Distribution Statement", "Distribution/Availability Statement", "Security Classification",
-    "Security Classif. (of this report)", "No. of Pages", "Number of Pages", "Price", "Author(s)",
-    "Principal Investigator", "Period of Performance", "Dates Covered", "Subject Terms",
-    "Limitation of Abstract", "Name of Responsible Person", "Telephone Number", "Date Submitted",
-    "Project Title", "Project Duration", "Status", "Reference", "Our ref.", "Document ID",
+    "Report No.",
+    "Government Accession No.",
+    "Recipient's Catalog No.",
+    "Title and Subtitle",
+    "Report Date",
+    "Performing Organization Code",
+    "Performing Organization Report No.",
+    "Performing Organization Name and Address",
+    "Work Unit No.",
+    "Contract or Grant No.",
+    "Contract Number",
+    "Grant No.",
+    "Grant Number",
+    "Program Element Number",
+    "Project Number",
+    "Task Number",
+    "Sponsoring Agency Name and Address",
+    "Sponsoring/Monitoring Agency Name(s)",
+    "Sponsoring Agency Code",
+    "Type of Report and Period Covered",
+    "Supplementary Notes",
+    "Distribution Statement",
+    "Distribution/Availability Statement",
+    "Security Classification",
+    "Security Classif. (of this report)",
+    "No. of Pages",
+    "Number of Pages",
+    "Price",
+    "Author(s)",
+    "Principal Investigator",
+    "Period of Performance",
+    "Dates Covered",
+    "Subject Terms",
+    "Limitation of Abstract",
+    "Name of Responsible Person",
+    "Telephone Number",
+    "Date Submitted",
+    "Project Title",
+    "Project Duration",
+    "Status",
+    "Reference",
+    "Our ref.",
+    "Document ID",
 )
 FORM_STATEMENTS = (
-    "Approved for public release", "Approved for public release; distribution unlimited",
-    "Approved for public release; distribution is unlimited", "Distribution unlimited",
-    "Unclassified", "UNCLASSIFIED", "For official use only", "Not for distribution",
-    "Not for quotation", "Do not cite without permission", "Subject to revision",
-    "REPORT DOCUMENTATION PAGE", "Form Approved", "Technical Report Documentation Page",
-    "Standard Form 298", "Prescribed by ANSI Std. Z39.18", "Internal use only", "Confidential",
-    "Comments welcome", "Preliminary version", "Work in progress", "Under review",
+    "Approved for public release",
+    "Approved for public release; distribution unlimited",
+    "Approved for public release; distribution is unlimited",
+    "Distribution unlimited",
+    "Unclassified",
+    "UNCLASSIFIED",
+    "For official use only",
+    "Not for distribution",
+    "Not for quotation",
+    "Do not cite without permission",
+    "Subject to revision",
+    "REPORT DOCUMENTATION PAGE",
+    "Form Approved",
+    "Technical Report Documentation Page",
+    "Standard Form 298",
+    "Prescribed by ANSI Std. Z39.18",
+    "Internal use only",
+    "Confidential",
+    "Comments welcome",
+    "Preliminary version",
+    "Work in progress",
+    "Under review",
 )
 STATUS_LINES = (
-    "Technical Report", "Final Report", "Interim Report", "Progress Report", "Annual Report",
-    "Quarterly Progress Report", "Final Technical Report", "Working Paper", "Discussion Paper",
-    "Research Report", "Research Memorandum", "Technical Memorandum", "Technical Note",
-    "Internal Report", "Internal Note", "Memorandum", "Memo", "Occasional Paper", "Project Report",
-    "Deliverable", "Report", "Report No.", "Technical Report No.", "Working Paper No.",
-    "Discussion Paper No.", "Research Paper No.", "DRAFT", "Draft", "Draft Version",
-    "Preliminary Draft", "Revised Draft", "Working Draft", "Unpublished manuscript",
-    "Submitted manuscript", "Manuscript", "Revised version", "Final version",
+    "Technical Report",
+    "Final Report",
+    "Interim Report",
+    "Progress Report",
+    "Annual Report",
+    "Quarterly Progress Report",
+    "Final Technical Report",
+    "Working Paper",
+    "Discussion Paper",
+    "Research Report",
+    "Research Memorandum",
+    "Technical Memorandum",
+    "Technical Note",
+    "Internal Report",
+    "Internal Note",
+    "Memorandum",
+    "Memo",
+    "Occasional Paper",
+    "Project Report",
+    "Deliverable",
+    "Report",
+    "Report No.",
+    "Technical Report No.",
+    "Working Paper No.",
+    "Discussion Paper No.",
+    "Research Paper No.",
+    "DRAFT",
+    "Draft",
+    "Draft Version",
+    "Preliminary Draft",
+    "Revised Draft",
+    "Working Draft",
+    "Unpublished manuscript",
+    "Submitted manuscript",
+    "Manuscript",
+    "Revised version",
+    "Final version",
 )
 # Figure / table / diagram labels: generic axis, unit and block names.
 FIGURE_WORDS = ("Figure", "Fig.", "FIGURE", "FIG.", "Table", "TABLE", "Chart", "Plate", "Scheme", "Exhibit")
 AXIS_LABELS = (
-    "Time (s)", "Time (min)", "Time (h)", "Time [ms]", "Frequency (Hz)", "Frequency [kHz]",
-    "Temperature (°C)", "Temperature (K)", "Voltage (V)", "Current (mA)", "Pressure (kPa)",
-    "Concentration (mg/l)", "Concentration (µM)", "Distance (m)", "Depth (cm)", "Mass (g)",
-    "Energy (eV)", "Wavelength (nm)", "Amplitude", "Intensity (a.u.)", "Number of samples",
-    "Number of iterations", "Error rate (%)", "Accuracy (%)", "Response time", "Throughput",
-    "Sample size", "Input", "Output", "Controller", "Sensor", "Amplifier", "Filter", "Encoder",
-    "Decoder", "Channel", "Receiver", "Transmitter", "Power supply", "Control unit", "Feedback",
-    "Data bus", "Memory", "Processor", "Database", "User interface", "Server", "Client",
+    "Time (s)",
+    "Time (min)",
+    "Time (h)",
+    "Time [ms]",
+    "Frequency (Hz)",
+    "Frequency [kHz]",
+    "Temperature (°C)",
+    "Temperature (K)",
+    "Voltage (V)",
+    "Current (mA)",
+    "Pressure (kPa)",
+    "Concentration (mg/l)",
+    "Concentration (µM)",
+    "Distance (m)",
+    "Depth (cm)",
+    "Mass (g)",
+    "Energy (eV)",
+    "Wavelength (nm)",
+    "Amplitude",
+    "Intensity (a.u.)",
+    "Number of samples",
+    "Number of iterations",
+    "Error rate (%)",
+    "Accuracy (%)",
+    "Response time",
+    "Throughput",
+    "Sample size",
+    "Input",
+    "Output",
+    "Controller",
+    "Sensor",
+    "Amplifier",
+    "Filter",
+    "Encoder",
+    "Decoder",
+    "Channel",
+    "Receiver",
+    "Transmitter",
+    "Power supply",
+    "Control unit",
+    "Feedback",
+    "Data bus",
+    "Memory",
+    "Processor",
+    "Database",
+    "User interface",
+    "Server",
+    "Client",
 )
 ORG_WORDS = re.compile(
     r"\b(Department|Dept\.?|Laborator|Labs?\b|Institut|Cent(er|re)|Universit|College|School|Division|"
     r"Program|Unit\b|Faculty|Foundation|Agency|Council|Ministry|Academy|Society|Service|Group|"
     r"Hospital|Clinic\b|Bureau|Office|Board|Commission|Administration|Corporation|Company|"
-    r"Inc\.?$|Ltd\.?$|GmbH|LLC|Pharmaceuticals?\b|Technologies)", re.I)
-REPORT_SERIES = ("Technical Report Series", "Research Report Series", "Working Paper Series",
-                 "Discussion Papers", "Technical Memorandum", "Report Series", "Occasional Papers",
-                 "Technical Reports", "Annual Report", "Research Bulletin", "Contractor Report")
-EEO_STATEMENTS = (
-    "An Equal Opportunity Employer", "An Equal Opportunity/Affirmative Action Employer",
-    "Equal Opportunity Employer", "an equal opportunity/affirmative action institution", "AA/EOE",
-    "An Affirmative Action/Equal Opportunity Employer", "is an equal opportunity employer",
+    r"Inc\.?$|Ltd\.?$|GmbH|LLC|Pharmaceuticals?\b|Technologies)",
+    re.I,
 )
-PRESENTED_AT = ("Paper presented at the", "Presented at the", "Paper presented to the",
-                "Poster presented at the", "Invited talk at the", "Submitted to", "To appear in",
-                "Accepted for publication in", "Prepared for the", "Contribution to the")
-MEETINGS = ("Annual Meeting", "Annual Conference", "International Conference", "Workshop",
-            "Symposium", "National Conference", "Spring Meeting", "Joint Meeting")
+REPORT_SERIES = (
+    "Technical Report Series",
+    "Research Report Series",
+    "Working Paper Series",
+    "Discussion Papers",
+    "Technical Memorandum",
+    "Report Series",
+    "Occasional Papers",
+    "Technical Reports",
+    "Annual Report",
+    "Research Bulletin",
+    "Contractor Report",
+)
+EEO_STATEMENTS = (
+    "An Equal Opportunity Employer",
+    "An Equal Opportunity/Affirmative Action Employer",
+    "Equal Opportunity Employer",
+    "an equal opportunity/affirmative action institution",
+    "AA/EOE",
+    "An Affirmative Action/Equal Opportunity Employer",
+    "is an equal opportunity employer",
+)
+PRESENTED_AT = (
+    "Paper presented at the",
+    "Presented at the",
+    "Paper presented to the",
+    "Poster presented at the",
+    "Invited talk at the",
+    "Submitted to",
+    "To appear in",
+    "Accepted for publication in",
+    "Prepared for the",
+    "Contribution to the",
+)
+MEETINGS = (
+    "Annual Meeting",
+    "Annual Conference",
+    "International Conference",
+    "Workshop",
+    "Symposium",
+    "National Conference",
+    "Spring Meeting",
+    "Joint Meeting",
+)
 # Words a wrapped title line ends on: prepositions, articles, conjunctions ...
 DANGLING_WORDS = frozenset(
     "a an and as at but by for from in into nor of on or per the to via vs with without "
@@ -156,7 +432,7 @@ def _upper_or_not(ctx: Ctx, text: str, p_upper: float = 0.3) -> str:
 
 
 def _clip_words(text: str, n_words: int) -> str:
-    return " ".join(text.split()[:max(1, n_words)])
+    return " ".join(text.split()[: max(1, n_words)])
 
 
 def _journal_name(record: Record) -> str:
@@ -169,7 +445,7 @@ def _journal_name(record: Record) -> str:
 
 
 def format_authors(ctx: Ctx, authors, n: int) -> str:
-    rng, chosen = ctx.rng, list(authors[:max(1, n)])
+    rng, chosen = ctx.rng, list(authors[: max(1, n)])
     # Title pages mostly print full names; initials-first and Vancouver styles come from reference lists.
     style = rng.choices(range(6), weights=[35, 15, 10, 5, 20, 15])[0]
     if style == 0:
@@ -181,8 +457,9 @@ def format_authors(ctx: Ctx, authors, n: int) -> str:
     elif style == 3:
         names = [f"{last}, " + " ".join(f"{i}." for i in ini) if ini else last for last, _, ini in chosen]
     elif style == 4:  # affiliation markers as plain digits, as text extraction flattens superscripts
-        names = [f"{fore} {last}{rng.choice(['1', '2', '1,2', '*', 'a', '1*', ''])}".strip()
-                 for last, fore, _ in chosen]
+        names = [
+            f"{fore} {last}{rng.choice(['1', '2', '1,2', '*', 'a', '1*', ''])}".strip() for last, fore, _ in chosen
+        ]
     else:
         names = [f"{fore} {last}".strip().upper() for last, fore, _ in chosen]
     joiner = rng.choice([", ", ", ", " · ", "; "] + ([" and "] if len(names) == 2 else []))
@@ -341,7 +618,9 @@ def gen_heading_glued(ctx: Ctx, record: Record) -> str | None:
             title = truncate(ctx, title) or title
         return f"{rng.choice(SECTION_NUMBERS)} {title}"
     label = _upper_or_not(ctx, rng.choice(PREFIX_LABELS), 0.3)
-    return f"{label}{rng.choice([' ', ' ', ': ', ' - ', '. '])}{title}" if not label.endswith(":") else f"{label} {title}"
+    return (
+        f"{label}{rng.choice([' ', ' ', ': ', ' - ', '. '])}{title}" if not label.endswith(":") else f"{label} {title}"
+    )
 
 
 def _conference(ctx: Ctx, record: Record) -> str:
@@ -396,7 +675,7 @@ def gen_citation(ctx: Ctx, record: Record) -> str | None:
         lambda: f"[{rng.randint(1, 60)}] {_citation_authors(ctx, record)}. {title}. {journal} {year};{vol}:{pages}",
         lambda: f"{year}), “{title},” {rng.choice(['working paper', 'mimeo', journal, f'{journal} {vol}'])}",
         lambda: f"{title}”, {journal} {vol}",
-        lambda: f"{title}\", {journal}, {year}",
+        lambda: f'{title}", {journal}, {year}',
         lambda: f"{rng.choice('ABCDEFGHJKLMNPRSTW')}.: {title}",
         lambda: f"{title}, {journal} {vol} ({year}) {pages}",
         lambda: f"{title}. In: {_conference(ctx, record)}, pp. {pages}",
@@ -410,8 +689,15 @@ def gen_toc_line(ctx: Ctx, record: Record) -> str | None:
     rng, title = ctx.rng, ctx.case_title(record.title)
     if rng.random() < 0.3:
         title = truncate(ctx, title) or title
-    leader = rng.choice([" " + "." * rng.randint(4, 40), " " + ". " * rng.randint(3, 15),
-                         " " + ":" * rng.randint(4, 30), " " + "…" * rng.randint(2, 12), " "])
+    leader = rng.choice(
+        [
+            " " + "." * rng.randint(4, 40),
+            " " + ". " * rng.randint(3, 15),
+            " " + ":" * rng.randint(4, 30),
+            " " + "…" * rng.randint(2, 12),
+            " ",
+        ]
+    )
     prefix = rng.choice(["", "", f"{rng.choice(SECTION_NUMBERS)} ", "CONTENTS ", "Contents "])
     return f"{prefix}{title}{leader.rstrip()} {rng.randint(1, 450)}"
 
@@ -435,14 +721,14 @@ def _lose_ligature(rng: random.Random, text: str) -> str | None:
     if not hits:
         return None
     m = rng.choice(hits)
-    return text[:m.start()] + rng.choice([" ", "", "?", " "]) + text[m.end():]
+    return text[: m.start()] + rng.choice([" ", "", "?", " "]) + text[m.end() :]
 
 
 def _unknown_glyph(rng: random.Random, text: str) -> str | None:
     special = [i for i, ch in enumerate(text) if ord(ch) > 127 or ch in "-'\":"]
     if special and rng.random() < 0.7:
         i = rng.choice(special)
-        return text[:i] + "?" + text[i + 1:]
+        return text[:i] + "?" + text[i + 1 :]
     return rng.choice([f"? {text}", f"{text} ?", text.replace(" ", " ? ", 1)])
 
 
@@ -452,7 +738,7 @@ def _run_together(rng: random.Random, text: str) -> str | None:
         return None
     for _ in range(rng.randint(1, 3)):
         i = rng.randrange(len(words) - 1)
-        words[i:i + 2] = [words[i] + words[i + 1]]
+        words[i : i + 2] = [words[i] + words[i + 1]]
         if len(words) < 2:
             break
     return " ".join(words)
@@ -521,17 +807,23 @@ def gen_org_header(ctx: Ctx, record: Record) -> str | None:
 
 def _report_number(ctx: Ctx, record: Record | None = None) -> str:
     rng = ctx.rng
-    year = (record.year if record and record.year else str(rng.randint(1975, 2021)))
+    year = record.year if record and record.year else str(rng.randint(1975, 2021))
     grant_ids = [gid for _, gid in (record.grants if record else ()) if gid and len(gid) <= 24]
     if grant_ids and rng.random() < 0.4:
         return rng.choice(["Grant No. ", "Grant ", "Contract No. ", "Project "]) + rng.choice(grant_ids)
     acr = "".join(rng.choice("ABCDEFGHILMNPRSTU") for _ in range(rng.randint(2, 4)))
-    return rng.choice([
-        f"Technical Report {acr}-TR-{year[2:]}-{rng.randint(1, 60):02d}", f"Report No. {rng.randint(1, 999)}",
-        f"{acr}-{year}-{rng.randint(1, 150)}", f"Project No. {rng.randint(100, 99999)}",
-        f"Working Paper No. {rng.randint(1, 300)}", f"TR {year[2:]}-{rng.randint(1, 40)}",
-        f"Contract {acr}{rng.randint(10, 99)}-{rng.randint(1000, 9999)}", f"Memo {rng.randint(1, 500)}",
-    ])
+    return rng.choice(
+        [
+            f"Technical Report {acr}-TR-{year[2:]}-{rng.randint(1, 60):02d}",
+            f"Report No. {rng.randint(1, 999)}",
+            f"{acr}-{year}-{rng.randint(1, 150)}",
+            f"Project No. {rng.randint(100, 99999)}",
+            f"Working Paper No. {rng.randint(1, 300)}",
+            f"TR {year[2:]}-{rng.randint(1, 40)}",
+            f"Contract {acr}{rng.randint(10, 99)}-{rng.randint(1000, 9999)}",
+            f"Memo {rng.randint(1, 500)}",
+        ]
+    )
 
 
 def gen_form_field(ctx: Ctx) -> str:
@@ -542,20 +834,49 @@ def gen_form_field(ctx: Ctx) -> str:
         text = f"{rng.randint(1, 22)}{rng.choice(['. ', ' ', '.'])}{rng.choice(FORM_FIELDS)}"
     elif style == 1:  # a box with its value
         field_name = rng.choice(FORM_FIELDS).rstrip(".")
-        value = rng.choice([str(rng.randint(1, 99999)), f"{month} {year}", "Final", "Unclassified",
-                            f"{rng.randint(1, 60)} months", f"{rng.randint(10, 400)}", "Open", "N/A"])
+        value = rng.choice(
+            [
+                str(rng.randint(1, 99999)),
+                f"{month} {year}",
+                "Final",
+                "Unclassified",
+                f"{rng.randint(1, 60)} months",
+                f"{rng.randint(10, 400)}",
+                "Open",
+                "N/A",
+            ]
+        )
         text = f"{field_name}{rng.choice([': ', ' '])}{value}"
     elif style == 2:
         text = rng.choice(FORM_STATEMENTS)
     elif style == 3:  # a memo / status line with a number or date
         status = rng.choice(STATUS_LINES)
-        tail = rng.choice([f" {rng.randint(1, 300)}", f" No. {rng.randint(1, 300)}", f", {month} {year}",
-                           f" {year}-{rng.randint(1, 40):02d}", f" {month} {rng.randint(1, 28)}, {year}",
-                           f" (v{rng.randint(0, 3)}.{rng.randint(0, 9)})", " — do not cite", ""])
+        tail = rng.choice(
+            [
+                f" {rng.randint(1, 300)}",
+                f" No. {rng.randint(1, 300)}",
+                f", {month} {year}",
+                f" {year}-{rng.randint(1, 40):02d}",
+                f" {month} {rng.randint(1, 28)}, {year}",
+                f" (v{rng.randint(0, 3)}.{rng.randint(0, 9)})",
+                " — do not cite",
+                "",
+            ]
+        )
         text = f"{status} {rng.randint(1, 300)}" if status.endswith("No.") else status + tail
     elif style == 4:
-        report = rng.choice(["Progress Report", "Annual Report", "Interim Report", "Quarterly Report",
-                             "Status Report", "Final Report", "Quarterly Progress Report", "Milestone Report"])
+        report = rng.choice(
+            [
+                "Progress Report",
+                "Annual Report",
+                "Interim Report",
+                "Quarterly Report",
+                "Status Report",
+                "Final Report",
+                "Quarterly Progress Report",
+                "Milestone Report",
+            ]
+        )
         text = f"{report} {rng.choice(['for Year', 'Year', 'Phase', 'No.', 'Period', 'Q'])} {rng.randint(1, 5)}"
     else:
         text = _report_number(ctx)
@@ -577,8 +898,13 @@ def gen_figure_label(ctx: Ctx, record: Record) -> str | None:
     if len(record.abstract.split()) < 12 and len(record.keywords) < 2:
         return None
     rng = ctx.rng
-    number = rng.choice([str(rng.randint(1, 12)), f"{rng.randint(1, 6)}.{rng.randint(1, 9)}",
-                         rng.choice(["A1", "S1", "S2", "2a", "3b", "IV"])])
+    number = rng.choice(
+        [
+            str(rng.randint(1, 12)),
+            f"{rng.randint(1, 6)}.{rng.randint(1, 9)}",
+            rng.choice(["A1", "S1", "S2", "2a", "3b", "IV"]),
+        ]
+    )
     style = rng.randrange(5)
     if style == 0:  # bare label
         text = f"{rng.choice(FIGURE_WORDS)} {number}"
@@ -605,7 +931,9 @@ def gen_trailer_glued(ctx: Ctx, record: Record) -> str | None:
     elif style == 1:  # "Paper presented at the ... Meeting of ..."
         topic = _journal_name(record) if record.journal else rng.choice(ORG_FALLBACK)
         year = record.year or str(rng.randint(1975, 2021))
-        trailer = f"{rng.choice(PRESENTED_AT)} {rng.choice(['', f'{rng.choice(ORDINALS)} '])}{rng.choice(MEETINGS)} of the {topic}"
+        presented = rng.choice(PRESENTED_AT)  # the draws in this order: the corpus of a seed must not change
+        ordinal = rng.choice(["", f"{rng.choice(ORDINALS)} "])
+        trailer = f"{presented} {ordinal}{rng.choice(MEETINGS)} of the {topic}"
         if rng.random() < 0.5:
             trailer += f", {rng.choice(MONTHS)} {year}"
     elif style == 2:  # a project / report / grant number
@@ -613,7 +941,9 @@ def gen_trailer_glued(ctx: Ctx, record: Record) -> str | None:
     elif style == 3:  # equal-opportunity / employer statement of the issuing body
         names, statement = org_names(record), rng.choice(EEO_STATEMENTS)
         if names and rng.random() < 0.3:  # "<organisation> is an equal opportunity employer"
-            statement = f"{rng.choice(names)} is {statement.removeprefix('is ')[0].lower()}{statement.removeprefix('is ')[1:]}"
+            statement = (
+                f"{rng.choice(names)} is {statement.removeprefix('is ')[0].lower()}{statement.removeprefix('is ')[1:]}"
+            )
         trailer = statement
     elif style == 4 and (record.grants or record.affiliations):  # the issuing organisation
         names = org_names(record)
@@ -621,13 +951,19 @@ def gen_trailer_glued(ctx: Ctx, record: Record) -> str | None:
             return None
         trailer = rng.choice(names)
     else:  # a memo / status line
-        trailer = rng.choice(STATUS_LINES) + rng.choice(["", f" {rng.randint(1, 99)}", f", {rng.choice(MONTHS)} {record.year or 2000}"])
+        trailer = rng.choice(STATUS_LINES) + rng.choice(
+            ["", f" {rng.randint(1, 99)}", f", {rng.choice(MONTHS)} {record.year or 2000}"]
+        )
     trailer = _upper_or_not(ctx, trailer, 0.2)
     return f"{title}{rng.choice([' ', ' ', '. ', ', ', ' - '])}{trailer}"
 
 
-ORG_FALLBACK = ("Association for Computing Machinery", "American Statistical Association",
-                "Society for Industrial and Applied Mathematics", "American Economic Association")
+ORG_FALLBACK = (
+    "Association for Computing Machinery",
+    "American Statistical Association",
+    "Society for Industrial and Applied Mathematics",
+    "American Economic Association",
+)
 
 
 # --------------------------------------------------------------------------- generic strings
@@ -639,32 +975,88 @@ def gen_heading(ctx: Ctx) -> str:
 
 def gen_near_empty(ctx: Ctx) -> str:
     rng = ctx.rng
-    pieces = ["?", "*", "†", "•", "-", "–", "©", "..", "|", "I", "S", "a", "ii", "iv", "x", "A B",
-              "I S", "1 2 3", "( )", "[ ]", "#", "§", "et al", "n/a", "o", "Q", "––"]
+    pieces = [
+        "?",
+        "*",
+        "†",
+        "•",
+        "-",
+        "–",
+        "©",
+        "..",
+        "|",
+        "I",
+        "S",
+        "a",
+        "ii",
+        "iv",
+        "x",
+        "A B",
+        "I S",
+        "1 2 3",
+        "( )",
+        "[ ]",
+        "#",
+        "§",
+        "et al",
+        "n/a",
+        "o",
+        "Q",
+        "––",
+    ]
     return " ".join(rng.choice(pieces) for _ in range(rng.choice([1, 1, 1, 2])))
 
 
 def gen_number(ctx: Ctx) -> str:
     rng = ctx.rng
     n, m = rng.randint(1, 999), rng.randint(1, 60)
-    return rng.choice([
-        str(n), f"- {m} -", f"Page {m}", f"page {m} of {m + rng.randint(1, 30)}", f"p. {n}",
-        f"pp. {n}-{n + m}", f"Vol. {m}", f"No. {m}", str(rng.randint(1950, 2021)), f"{m}({rng.randint(1, 12)})",
-        f"ISSN {rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}", f"({m})", f"[{m}]", f"{m}.{rng.randint(1, 9)}",
-        f"{m} {rng.randint(1, 99)} {rng.randint(1, 99)}", f"S{m}", f"{n}–{n + m}", f"{rng.randint(1, 12)}/{m}",
-    ])
+    return rng.choice(
+        [
+            str(n),
+            f"- {m} -",
+            f"Page {m}",
+            f"page {m} of {m + rng.randint(1, 30)}",
+            f"p. {n}",
+            f"pp. {n}-{n + m}",
+            f"Vol. {m}",
+            f"No. {m}",
+            str(rng.randint(1950, 2021)),
+            f"{m}({rng.randint(1, 12)})",
+            f"ISSN {rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}",
+            f"({m})",
+            f"[{m}]",
+            f"{m}.{rng.randint(1, 9)}",
+            f"{m} {rng.randint(1, 99)} {rng.randint(1, 99)}",
+            f"S{m}",
+            f"{n}–{n + m}",
+            f"{rng.randint(1, 12)}/{m}",
+        ]
+    )
 
 
 GENERATORS: dict[str, Callable[[Ctx, Record], str | None]] = {
-    "affiliation": gen_affiliation, "authors": gen_authors, "venue": gen_venue,
-    "abstract": gen_abstract, "copyright": gen_copyright, "keywords": gen_keywords,
-    "truncated": gen_truncated, "heading_glued": gen_heading_glued, "header_glued": gen_header_glued,
-    "authors_after": gen_authors_after, "affiliation_after": gen_affiliation_after,
-    "citation": gen_citation, "toc_line": gen_toc_line, "ocr_damage": gen_ocr_damage,
-    "org_header": gen_org_header, "figure_label": gen_figure_label, "trailer_glued": gen_trailer_glued,
+    "affiliation": gen_affiliation,
+    "authors": gen_authors,
+    "venue": gen_venue,
+    "abstract": gen_abstract,
+    "copyright": gen_copyright,
+    "keywords": gen_keywords,
+    "truncated": gen_truncated,
+    "heading_glued": gen_heading_glued,
+    "header_glued": gen_header_glued,
+    "authors_after": gen_authors_after,
+    "affiliation_after": gen_affiliation_after,
+    "citation": gen_citation,
+    "toc_line": gen_toc_line,
+    "ocr_damage": gen_ocr_damage,
+    "org_header": gen_org_header,
+    "figure_label": gen_figure_label,
+    "trailer_glued": gen_trailer_glued,
 }
 GENERIC_GENERATORS: dict[str, Callable[[Ctx], str]] = {
-    "heading": gen_heading, "near_empty": gen_near_empty, "number": gen_number,
+    "heading": gen_heading,
+    "near_empty": gen_near_empty,
+    "number": gen_number,
     "form_field": gen_form_field,
 }
 
@@ -674,10 +1066,14 @@ def kind_available(kind: str, records: list[Record]) -> bool:
     if kind in GENERIC_GENERATORS:
         return True
     needs = {
-        "affiliation": lambda r: r.affiliations, "affiliation_after": lambda r: r.affiliations,
-        "authors": lambda r: r.authors, "authors_after": lambda r: r.authors,
-        "venue": lambda r: r.journal, "abstract": lambda r: len(r.abstract.split()) >= 12,
-        "copyright": lambda r: r.copyright, "keywords": lambda r: len(r.keywords) >= 2,
+        "affiliation": lambda r: r.affiliations,
+        "affiliation_after": lambda r: r.affiliations,
+        "authors": lambda r: r.authors,
+        "authors_after": lambda r: r.authors,
+        "venue": lambda r: r.journal,
+        "abstract": lambda r: len(r.abstract.split()) >= 12,
+        "copyright": lambda r: r.copyright,
+        "keywords": lambda r: len(r.keywords) >= 2,
         "org_header": lambda r: r.affiliations or r.grants,
         "figure_label": lambda r: len(r.abstract.split()) >= 12 or len(r.keywords) >= 2,
     }.get(kind, lambda r: True)

@@ -1,5 +1,6 @@
 """Progress display for corpus builds (lib/progress.py: a bar on a terminal, lines in a log file);
 silent when disabled (tests, library callers)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,11 +17,15 @@ class BuildProgress:
         self._progress = None
         if enabled:
             self._progress = progress(
-                SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
             )
 
-    def __enter__(self) -> "BuildProgress":
+    def __enter__(self) -> BuildProgress:
         if self._progress is not None:
             self._progress.console.log(self.title)
             self._progress.start()

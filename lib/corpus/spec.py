@@ -1,4 +1,5 @@
 """The corpus configuration (conf/data/titles.yaml), checked once into a plain dataclass."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,9 +8,9 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from lib.errors import ConfigError
 from lib.corpus.negatives import ALL_KINDS
 from lib.corpus.text import CASINGS
+from lib.errors import ConfigError
 
 # Bump when generation code changes what a given config produces, so old caches are not reused.
 CORPUS_VERSION = 3
@@ -101,15 +102,28 @@ def _extra_sources(value) -> tuple[str, ...]:
         raise ConfigError(f"data.extra_sources must be a list such as [hepcrawl, refextract], got {value!r}")
     unknown = [v for v in value if v not in EXTRA_SOURCES]
     if unknown:
-        raise ConfigError(f"data.extra_sources: unknown source(s) {', '.join(map(str, unknown))}; "
-                          f"known: {', '.join(EXTRA_SOURCES)}")
+        raise ConfigError(
+            f"data.extra_sources: unknown source(s) {', '.join(map(str, unknown))}; known: {', '.join(EXTRA_SOURCES)}"
+        )
     return tuple(dict.fromkeys(value))  # order-preserving de-duplication
 
 
 def parse_spec(cfg_data: DictConfig | dict) -> CorpusSpec:
     node = OmegaConf.to_container(cfg_data, resolve=True) if isinstance(cfg_data, DictConfig) else dict(cfg_data)
-    required = ("name", "seed", "size", "val_fraction", "test_fraction", "positive_fraction", "source",
-                "casing", "other_casing", "negatives", "length_matching", "cross_source")
+    required = (
+        "name",
+        "seed",
+        "size",
+        "val_fraction",
+        "test_fraction",
+        "positive_fraction",
+        "source",
+        "casing",
+        "other_casing",
+        "negatives",
+        "length_matching",
+        "cross_source",
+    )
     missing = [k for k in required if k not in node]
     if missing:
         raise ConfigError(f"data config lacks {', '.join(missing)} (see conf/data/titles.yaml)")

@@ -1,4 +1,5 @@
 """String helpers shared by the corpus generators: normalisation, casing, deterministic seeds."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,7 +54,7 @@ def title_case(text: str) -> str:
 def _cap_first(part: str) -> str:
     for j, ch in enumerate(part):
         if ch.isalpha():
-            return part[:j] + ch.upper() + part[j + 1:]
+            return part[:j] + ch.upper() + part[j + 1 :]
     return part
 
 

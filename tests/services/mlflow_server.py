@@ -1,4 +1,5 @@
 """An ``mlflow server`` on 127.0.0.1 over any backend store, started by a test and stopped after it."""
+
 from __future__ import annotations
 
 import os
@@ -7,9 +8,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def free_port() -> int:
@@ -30,10 +31,27 @@ def mlflow_server(backend_uri: str, artifacts: Path, port: int | None = None) ->
 
 
 def start_mlflow_server(backend_uri: str, artifacts: Path, port: int, timeout: float = 120) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
-                             "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            backend_uri,
+            "--artifacts-destination",
+            str(artifacts),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:

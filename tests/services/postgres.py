@@ -5,6 +5,7 @@ The cluster lives in a temporary folder owned by the ``postgres`` system user (i
 run as root), trusts local connections only, and is removed when the context exits. Tests skip
 with one line when the machine cannot run it (no PostgreSQL binaries, not root, no psycopg2).
 """
+
 from __future__ import annotations
 
 import glob
@@ -12,9 +13,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from services.mlflow_server import free_port
 
@@ -49,8 +50,9 @@ def why_not_available() -> str | None:
 
 
 def _as_postgres(*cmd: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["runuser", "-u", SERVICE_USER, "--", *cmd], check=True, capture_output=True, text=True,
-                          timeout=120, **kwargs)
+    return subprocess.run(
+        ["runuser", "-u", SERVICE_USER, "--", *cmd], check=True, capture_output=True, text=True, timeout=120, **kwargs
+    )
 
 
 @contextmanager

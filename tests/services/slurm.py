@@ -5,6 +5,7 @@ Debian's ``slurm-wlm`` and ``munge`` are installed with apt-get when missing. Th
 root (slurmd must, to start jobs), so the tests skip with one line where that is impossible. Clients
 (sbatch, squeue, scancel, submitit) find the cluster through ``SLURM_CONF``: use ``cluster.env``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,10 +16,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from services.mlflow_server import free_port
 
@@ -28,8 +29,9 @@ MARKER = "TITLESWEEP_SLURM_CLUSTER"  # in the env of the daemons and of the jobs
 
 
 def _which(name: str) -> str | None:
-    return shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)),
-                                      None)
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
+    )
 
 
 def _missing() -> list[str]:
@@ -52,7 +54,9 @@ def why_not_available() -> str | None:
         if done.returncode:
             last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
             return f"`{' '.join(cmd)}` failed: {last}"
-    return f"apt-get installed {' '.join(PACKAGES)} but {', '.join(_missing())} is still missing" if _missing() else None
+    return (
+        f"apt-get installed {' '.join(PACKAGES)} but {', '.join(_missing())} is still missing" if _missing() else None
+    )
 
 
 @dataclass
@@ -78,7 +82,7 @@ class Cluster:
         return dict(f.split("=", 1) for f in fields if "=" in f)
 
     def version(self) -> str:
-        """"slurm 22.05.8" (sinfo --version still wants a configuration to read)."""
+        """ "slurm 22.05.8" (sinfo --version still wants a configuration to read)."""
         return self.run("sinfo", "--version").strip()
 
     def log(self, name: str, lines: int = 30) -> str:
@@ -193,18 +197,35 @@ def slurm_cluster() -> Iterator[Cluster]:
         key = folder / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
-        procs.append(("munged", _start([_which("munged"), "-F", "-f", f"--socket={folder}/munge.socket",
-                                        f"--key-file={key}", f"--pid-file={folder}/munged.pid",
-                                        f"--log-file={folder}/munged.log", f"--seed-file={folder}/munged.seed"],
-                                       env, folder / "munged.out")))
+        procs.append(
+            (
+                "munged",
+                _start(
+                    [
+                        _which("munged"),
+                        "-F",
+                        "-f",
+                        f"--socket={folder}/munge.socket",
+                        f"--key-file={key}",
+                        f"--pid-file={folder}/munged.pid",
+                        f"--log-file={folder}/munged.log",
+                        f"--seed-file={folder}/munged.seed",
+                    ],
+                    env,
+                    folder / "munged.out",
+                ),
+            )
+        )
         _wait((folder / "munge.socket").exists, 30, "munged's socket", procs)
-        procs.append(("slurmctld", _start([_which("slurmctld"), "-D", "-f", str(cluster.conf)], env,
-                                          folder / "slurmctld.out")))
+        procs.append(
+            ("slurmctld", _start([_which("slurmctld"), "-D", "-f", str(cluster.conf)], env, folder / "slurmctld.out"))
+        )
         procs.append(("slurmd", _start([_which("slurmd"), "-D", "-f", str(cluster.conf)], env, folder / "slurmd.out")))
 
         def idle() -> bool:
-            done = subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True,
-                                  env=env, timeout=30)
+            done = subprocess.run(
+                ["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True, env=env, timeout=30
+            )
             return done.stdout.strip() == "idle"
 
         try:
@@ -216,8 +237,11 @@ def slurm_cluster() -> Iterator[Cluster]:
         try:
             if any(name == "slurmctld" and p.poll() is None for name, p in procs):
                 cluster.run("scancel", "--user", "root", check=False)
-                _wait(lambda: not cluster.run("squeue", "-h", "-o", "%i", check=False).split(), 45,
-                      "the cancelled jobs to end")
+                _wait(
+                    lambda: not cluster.run("squeue", "-h", "-o", "%i", check=False).split(),
+                    45,
+                    "the cancelled jobs to end",
+                )
         except RuntimeError:
             pass  # stopped below either way
         finally:
