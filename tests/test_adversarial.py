@@ -125,6 +125,7 @@ def test_invalid_values_raise_config_error(values):
 # ---------------------------------------------------------------- FGM
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_fgm_adds_the_adversarial_gradient_and_restores_embeddings(arch):
     model = tiny_model(arch)
@@ -255,6 +256,7 @@ def test_pgd_perturbation_stays_in_the_epsilon_ball():
     assert torch.equal(model.get_input_embeddings().weight, closure.clean_weight)
 
 
+@pytest.mark.slow
 def test_pgd_is_invariant_to_the_grad_scaler_scale():
     runs = []
     for scale in (1.0, 1024.0):
@@ -297,6 +299,7 @@ def test_pgd_restores_clean_gradients_when_the_closure_fails():
     assert all(torch.equal(after[n], g) for n, g in clean.items())
 
 
+@pytest.mark.slow
 def test_pgd_in_the_training_loop_changes_the_gradients_with_one_plus_steps_passes_per_batch():
     # tiny DeBERTa-v2 through lib.loop.train: every step's gradient recorded, weights left unchanged.
     from omegaconf import OmegaConf

@@ -48,6 +48,7 @@ CASES = {  # name: (file name, content, expected words in the one-line error)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_training_file(make_cfg, tmp_path, capsys, case):
     name, content, expected = CASES[case]
@@ -63,6 +64,7 @@ def test_bad_training_file(make_cfg, tmp_path, capsys, case):
     assert run.info.status == "FAILED" and "test_accuracy" not in run.data.metrics
 
 
+@pytest.mark.slow
 def test_citeseer_test_xlsx_without_yn_column(make_cfg, tmp_path, capsys):
     (tmp_path / "positive.txt").write_text("\n".join(f"Title {i} about kernels" for i in range(20)))
     (tmp_path / "negative.txt").write_text("\n".join(f"{i} Introduction" for i in range(20)))
@@ -73,6 +75,7 @@ def test_citeseer_test_xlsx_without_yn_column(make_cfg, tmp_path, capsys):
     assert stop.value.code == 2 and "testSet-1000.xlsx: no column 'Y/N'" in line and "testSet-1000 columns" in line
 
 
+@pytest.mark.slow
 def test_ten_thousand_character_title_is_truncated_and_trains(make_cfg, tmp_path):
     frame = pd.read_csv(write_toy_csv(tmp_path / "toy.csv", n_per_class=60))
     frame.loc[0, "text"] = "Long title " * 910  # 10,010 characters
@@ -100,6 +103,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_unknown_model_option_is_one_line():
     done = _cli("model=bert_large", "trainer.epochs=1")
     assert done.returncode == 2
@@ -109,6 +113,7 @@ def test_unknown_model_option_is_one_line():
     )
 
 
+@pytest.mark.slow
 def test_unwritable_outputs_folder_is_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -117,6 +122,7 @@ def test_unwritable_outputs_folder_is_one_line(tmp_path):
     assert done.stderr.strip() == f"error: paths.outputs={blocker}/outputs: cannot write there (Not a directory)"
 
 
+@pytest.mark.slow
 def test_hub_model_while_offline_is_one_line(tmp_path, toy_csv):
     done = subprocess.run(
         [

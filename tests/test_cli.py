@@ -9,6 +9,8 @@ import pytest
 
 from lib.paths import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # end to end, through subprocesses
+
 TRAIN = [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py")]
 
 

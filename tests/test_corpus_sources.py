@@ -280,6 +280,7 @@ def test_default_config_hash_is_unchanged_by_the_new_keys():
 # --------------------------------------------------------------------------- a real build
 
 
+@pytest.mark.slow
 def test_real_build_with_hepcrawl_refextract_and_tugboat(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     cfg = OmegaConf.load(ROOT / "conf" / "data" / "titles.yaml")

@@ -42,6 +42,7 @@ def test_nonfinite_steps_are_skipped_and_weights_stay_finite(make_cfg, toy_csv):
     assert math.isfinite(result.best_metrics["loss"])
 
 
+@pytest.mark.slow
 def test_too_many_nonfinite_steps_in_a_row_stop_the_run(make_cfg, toy_csv):
     cfg, model, tl, vl, opt, sched = _setup(make_cfg, toy_csv, max_nonfinite_steps=3)
     with pytest.raises(NonFiniteLoss, match="NaN/inf for 3 optimiser steps in a row"):
@@ -65,6 +66,7 @@ def test_tracking_credentials_never_reach_params():
     assert params["tracking.uri"] == "https://127.0.0.1:8443" and "pw" not in str(params)
 
 
+@pytest.mark.slow
 def test_resuming_may_change_how_a_run_executes_but_not_what_it_computes(tmp_path):
     import mlflow
 

@@ -113,6 +113,7 @@ def assert_same_gradients(actual, expected, atol=1e-6):
 # --------------------------------------------------------------- gradient accumulation
 
 
+@pytest.mark.slow
 def test_the_last_partial_accumulation_window_is_a_full_mean():
     # 5 batches, accumulation 2: windows (1, 2), (3, 4), (5). The third step's gradient must be the
     # gradient of batch 5's mean loss, not half of it.
@@ -131,6 +132,7 @@ def test_the_last_partial_accumulation_window_is_a_full_mean():
     assert losses[3] == pytest.approx(last_loss, rel=1e-5)  # one batch, counted once
 
 
+@pytest.mark.slow
 def test_accumulating_two_batches_of_16_equals_one_batch_of_32():
     ids, labels = examples(64)
     model = tiny_bert()
@@ -153,6 +155,7 @@ def test_window_lengths_cover_every_batch_once():
 # --------------------------------------------------------------- the non-finite guard
 
 
+@pytest.mark.slow
 def test_a_step_with_a_finite_loss_but_a_nan_gradient_is_skipped():
     ids, labels = examples(64)
     model = tiny_bert()
@@ -170,6 +173,7 @@ def test_a_step_with_a_finite_loss_but_a_nan_gradient_is_skipped():
         assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_nan_gradients_in_a_row_stop_the_run():
     ids, labels = examples(64)
     model = tiny_bert()
@@ -198,6 +202,7 @@ class CountingFGM:
         return torch.tensor(self.losses[-1])
 
 
+@pytest.mark.slow
 def test_the_adversarial_loss_is_logged_as_adv_loss():
     ids, labels = examples(32)
     adversary = CountingFGM()
@@ -221,6 +226,7 @@ def test_no_adv_loss_without_an_adversary():
 # --------------------------------------------------------------- evaluation precision
 
 
+@pytest.mark.slow
 def test_validation_probabilities_are_fp32_even_when_training_in_bf16():
     # The threshold is chosen on validation probabilities and applied to predict/evaluate's, which
     # are fp32: validation must not be scored under the training autocast.
@@ -283,6 +289,7 @@ def test_a_gpu_index_beyond_the_visible_gpus_is_refused(monkeypatch):
 # --------------------------------------------------------------- torch.compile
 
 
+@pytest.mark.slow
 def test_layer_wise_groups_are_the_same_with_and_without_compile():
     cfg = OmegaConf.create(
         {
@@ -308,6 +315,7 @@ def test_layer_wise_groups_are_the_same_with_and_without_compile():
     assert plain["classifier.weight"] == ("head/decay", 1e-2)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_loads_whether_or_not_compile_was_on():
     from lib.checkpoint import model_state
 

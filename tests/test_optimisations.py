@@ -234,6 +234,7 @@ def test_sdpa_and_eager_attention_give_the_same_logits(world, trained):
     assert torch.equal(sdpa_logits.argmax(1), eager_logits.argmax(1))
 
 
+@pytest.mark.slow
 def test_sdpa_and_eager_attention_train_alike(world):
     sdpa, _ = _fit(world)
     eager, _ = _fit(world, _eager_copy(world, world.model))
@@ -245,6 +246,7 @@ def test_sdpa_and_eager_attention_train_alike(world):
 # --------------------------------------------------------------- training switches
 
 
+@pytest.mark.slow
 def test_pad_to_max_length_trains_alike(world):
     dynamic, dynamic_model = _fit(world)
     padded, padded_model = _fit(world, pad_to=world.cfg.model.max_length)
@@ -257,6 +259,7 @@ def test_pad_to_max_length_trains_alike(world):
     torch.testing.assert_close(_logits(world, dynamic_model), _logits(world, padded_model), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_log_every_steps_changes_nothing_in_training(world):
     # Dropout on: logging must not touch the random stream or anything else.
     often, often_model = _fit(world, log_every=1, dropout=True)

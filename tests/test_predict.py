@@ -102,6 +102,7 @@ def _predict(trained, source, *options):
     return pd.read_csv(out, keep_default_na=False, na_values={"probability": [""]})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix,column", [(".txt", None), (".csv", "title"), (".tsv", "text"), (".xlsx", "title")])
 def test_predict_keeps_every_row_in_order_on_every_format(trained, tmp_path, suffix, column):
     source = _write(trained.fresh, tmp_path / f"titles{suffix}", column)
@@ -117,6 +118,7 @@ def test_predict_keeps_every_row_in_order_on_every_format(trained, tmp_path, suf
     assert (scored["label"][~empty] == truth).mean() >= 0.9  # the model learnt the two vocabularies
 
 
+@pytest.mark.slow
 def test_stored_threshold_is_used_and_can_be_overridden(trained, tmp_path):
     files = MlflowClient(trained.uri).download_artifacts(trained.run_id, "model/titlesweep.json", str(tmp_path))
     stored = json.loads(open(files).read())
@@ -141,6 +143,7 @@ def _artifacts(client, run_id, path=""):
     return set(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", ["input", "data=csv"])
 def test_evaluate_logs_a_linked_run_with_every_artifact(trained, tmp_path, data):
     if data == "input":  # CiteSeer test format, every row; 60 titles: the embedding map is a t-SNE
@@ -189,6 +192,7 @@ def _offline_env(trained):
     return {**env, "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": trained.uri}
 
 
+@pytest.mark.slow
 def test_pyfunc_model_loads_and_predicts_in_a_fresh_process(trained, tmp_path):
     titles = trained.fresh["text"].head(8).tolist()
     command = [sys.executable, "-c", FRESH_PROCESS, f"runs:/{trained.run_id}/pyfunc_model", json.dumps(titles)]
@@ -202,6 +206,7 @@ def test_pyfunc_model_loads_and_predicts_in_a_fresh_process(trained, tmp_path):
     assert out["label"] == inference.labels_at(expected, trained.threshold).tolist()
 
 
+@pytest.mark.slow
 def test_mlflow_models_predict_cli_serves_the_pyfunc_model_offline(trained, tmp_path):
     source = tmp_path / "in.csv"
     pd.DataFrame({"title": trained.fresh["text"].head(5)}).to_csv(source, index=False)
@@ -228,6 +233,7 @@ def test_mlflow_models_predict_cli_serves_the_pyfunc_model_offline(trained, tmp_
     assert len(predictions) == 5 and {"probability", "label"} == set(predictions[0])
 
 
+@pytest.mark.slow
 def test_compare_registers_the_best_run_and_predict_loads_it_by_alias(trained, tmp_path):
     client = MlflowClient(trained.uri)
     experiment = trained.run.info.experiment_id
@@ -263,6 +269,7 @@ def test_compare_registers_the_best_run_and_predict_loads_it_by_alias(trained, t
         compare_main(["sweep=latest", "register=true", "metric=test_loss", f"out={tmp_path / 'cmp2'}", trained.paths])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,expected",
     [
@@ -300,6 +307,7 @@ def test_bad_predict_arguments_give_one_line_errors(trained, tmp_path, args, exp
     assert not (tmp_path / "titles.predictions.csv").exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_command_line_exits_2_with_one_error_line(trained, tmp_path):
     command = [
         sys.executable,

@@ -103,6 +103,7 @@ def seed_sweep(tmp_path):
     return store, client, tmp_path
 
 
+@pytest.mark.slow
 def test_runs_are_grouped_by_recipe_with_mean_std_and_the_top_two_compared(seed_sweep):
     store, client, _ = seed_sweep
     parent, runs = compare.select_runs(client, "titlesweep", None, {})
@@ -125,6 +126,7 @@ def test_runs_are_grouped_by_recipe_with_mean_std_and_the_top_two_compared(seed_
     assert 0 < interval.low < 0.1 < interval.high and interval.verdict == "loss=focal is better"
 
 
+@pytest.mark.slow
 def test_ranking_by_a_loss_puts_the_lowest_first(seed_sweep):
     store, client, _ = seed_sweep
     parent, runs = compare.select_runs(client, "titlesweep", None, {})
@@ -134,6 +136,7 @@ def test_ranking_by_a_loss_puts_the_lowest_first(seed_sweep):
     assert summary.ranked == ["loss=ce", "loss=focal"] and summary.intervals[0].difference == pytest.approx(-0.10)
 
 
+@pytest.mark.slow
 def test_compare_command_prints_and_writes_the_recipe_view(seed_sweep):
     store, client, tmp_path = seed_sweep
     out = tmp_path / "report"
@@ -159,6 +162,7 @@ def test_compare_command_prints_and_writes_the_recipe_view(seed_sweep):
     assert set(pd.read_csv(out / "recipes.csv")["recipe"]) == {"loss=ce", "loss=focal"}
 
 
+@pytest.mark.slow
 def test_rank_by_a_metric_no_run_has_is_refused_in_one_line(seed_sweep):
     store, _, tmp_path = seed_sweep
     done = subprocess.run(
@@ -177,6 +181,7 @@ def test_rank_by_a_metric_no_run_has_is_refused_in_one_line(seed_sweep):
     assert done.stderr.strip().splitlines()[-1].endswith("rank_by=val_nonsense: no finished run has this metric")
 
 
+@pytest.mark.slow
 def test_offline_five_sweeps_five_recipes_over_three_seeds(make_cfg):
     from hydra import compose, initialize_config_dir
 

@@ -13,6 +13,8 @@ from mlflow import MlflowClient
 
 from lib.paths import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # end to end, through subprocesses
+
 ARGS = [
     "model=tiny_bert",
     "data=csv",

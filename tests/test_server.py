@@ -12,6 +12,8 @@ from services.mlflow_server import free_port, mlflow_server
 from lib.paths import PROJECT_ROOT
 from lib.tracking import ROLE_TAG
 
+pytestmark = pytest.mark.slow  # end to end, through subprocesses
+
 
 @pytest.fixture
 def server(tmp_path):

@@ -14,6 +14,8 @@ from lib import compare
 from lib.paths import PROJECT_ROOT
 from lib.tracking import ROLE_TAG
 
+pytestmark = pytest.mark.slow  # end to end, through subprocesses
+
 # The toy set's 400 rows leave about 320 for training: 10 steps of 32, enough for tiny_bert's own
 # recipe (conf/model/tiny_bert.yaml) to learn it, so every job's numbers mean something.
 SMALL = [

@@ -26,6 +26,7 @@ def _runs(cfg):
     return mlflow.search_runs(experiment_names=[cfg.tracking.experiment], output_format="list")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny_bert", "tiny_roberta", "tiny_deberta"])
 def test_tiny_architecture_learns_a_separable_set(make_cfg, toy_csv, model):
     cfg = make_cfg(f"model={model}", "data=csv", f"data.train={toy_csv}", "trainer.epochs=4", *FAST)
@@ -34,6 +35,7 @@ def test_tiny_architecture_learns_a_separable_set(make_cfg, toy_csv, model):
     assert metrics["test_f1"] >= 0.9
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_metrics(make_cfg, toy_csv):
     overrides = ["model=tiny_bert", "data=csv", f"data.train={toy_csv}", "trainer.epochs=1", *FAST]
     first, second = run_training(make_cfg(*overrides)), run_training(make_cfg(*overrides))
@@ -43,6 +45,7 @@ def test_same_seed_gives_the_same_metrics(make_cfg, toy_csv):
     assert third["test_loss"] != first["test_loss"]
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_restores_the_best_weights(make_cfg, toy_csv):
     # "Best" = the highest validation loss: the first evaluation, as the loss falls while learning.
     cfg = make_cfg(
@@ -83,6 +86,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(make_cfg, toy_csv):
     assert restored["loss"] == pytest.approx(evals[0]["val_loss"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_default_minilm_run_is_completely_tracked_in_mlflow(make_cfg):
     # The default recipe (MiniLM on the default corpus), made short: a small corpus, few rows.
     cfg = make_cfg(
@@ -151,6 +155,7 @@ def _artifact_paths(client, run_id, path=""):
     return out
 
 
+@pytest.mark.slow
 def test_failing_job_ends_its_run_failed_with_the_traceback(make_cfg, tmp_path):
     cfg = make_cfg("model=tiny_bert", "data=csv", f"data.train={tmp_path / 'missing.csv'}")
     with pytest.raises(DataError, match="missing.csv: file not found"):
@@ -161,6 +166,7 @@ def test_failing_job_ends_its_run_failed_with_the_traceback(make_cfg, tmp_path):
     assert "DataError" in open(text).read()
 
 
+@pytest.mark.slow
 def test_fewer_rows_than_a_batch_is_refused(make_cfg, toy_csv):
     cfg = make_cfg("model=tiny_bert", "data=csv", f"data.train={toy_csv}", "trainer.limit_train=10")
     with pytest.raises(DataError, match=r"only 10 training rows, fewer than trainer.batch_size=32"):

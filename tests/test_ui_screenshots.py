@@ -11,7 +11,10 @@ from lib.paths import PROJECT_ROOT
 from lib.screenshots import find_chromium
 
 pytest.importorskip("playwright", reason="Playwright is not installed (pip install -e '.[dev]')")
-pytestmark = pytest.mark.skipif(find_chromium() is None, reason="no Chromium (apt-get install -y chromium)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(find_chromium() is None, reason="no Chromium (apt-get install -y chromium)"),
+]
 
 EXPERIMENTS = PROJECT_ROOT / "experiments"
 
