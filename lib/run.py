@@ -66,7 +66,16 @@ def run_job(cfg) -> float:
                 raise _as_user_error(err) if isinstance(err, OSError) else err  # noqa: B904 - the same error
         log.error("job failed: %s", f"{err}" if isinstance(err, UserError) else f"{type(err).__name__}: {err}")
         return float("nan")
-    return metrics.get(f"best_val_{cfg.trainer.early_stopping.metric}", float("nan"))  # for HPO sweepers
+    return objective(metrics, cfg.optimized_metric)
+
+
+def objective(metrics: dict[str, float], name: str) -> float:
+    """The run's value of ``optimized_metric`` for a search sweeper; NaN (and an error line naming the
+    metrics there are) when the run has no such metric."""
+    if name not in metrics:
+        log.error("optimized_metric=%s: the run has no such metric; choose one of %s", name, ", ".join(sorted(metrics)))
+        return float("nan")
+    return metrics[name]
 
 
 def run_training(cfg) -> dict[str, float]:

@@ -1,5 +1,7 @@
 """Every option of every config group composes and resolves, and overrides land where the code reads them."""
 
+import math
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -108,3 +110,14 @@ def test_launcher_and_search_presets_compose(tmp_path, preset, launcher):
             "adversarial.epsilon",
             "schedule.layer_decay",
         }
+
+
+def test_a_job_returns_the_named_optimized_metric_to_the_sweeper(make_cfg, monkeypatch, caplog):
+    from lib import run
+
+    assert make_cfg().optimized_metric == "best_val_f1"  # the default: best validation F1
+    monkeypatch.setattr(run, "run_training", lambda cfg: {"best_val_f1": 0.8, "citeseer_dev_roc_auc": 0.9})
+    assert run.run_job(make_cfg()) == 0.8
+    assert run.run_job(make_cfg("optimized_metric=citeseer_dev_roc_auc")) == 0.9
+    assert math.isnan(run.run_job(make_cfg("optimized_metric=val_nonsense")))
+    assert "optimized_metric=val_nonsense: the run has no such metric; choose one of best_val_f1" in caplog.text
