@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mlflow import MlflowClient  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from lib import compare, recipes  # noqa: E402
+from lib import compare, recipes, registry  # noqa: E402
 from lib.cli import compose_config, parse_key_values  # noqa: E402
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
@@ -37,9 +37,9 @@ OPTIONS = {
     "out": "folder for comparison.md/.csv/.png (default: <sweep folder>/comparison)",
     "rank_by": f"metric ranking recipes in a seed sweep (default {recipes.RANK_DEFAULT})",
     "register": "true: register the best run's model in the MLflow registry",
-    "name": f"registered model name (default {compare.REGISTER_DEFAULTS['name']})",
-    "alias": f"alias pointed at the new version (default {compare.REGISTER_DEFAULTS['alias']})",
-    "metric": f"metric choosing the run to register (default {compare.REGISTER_DEFAULTS['metric']})",
+    "name": f"registered model name (default {registry.REGISTER_DEFAULTS['name']})",
+    "alias": f"alias pointed at the new version (default {registry.REGISTER_DEFAULTS['alias']})",
+    "metric": f"metric choosing the run to register (default {registry.REGISTER_DEFAULTS['metric']})",
     "KEY=VALUE": "filter on the runs' config: model=scibert (model.name), loss.gamma=2.0",
     "tracking.*, paths.*": "config overrides, e.g. tracking.uri=http://127.0.0.1:5000",
 }
@@ -49,7 +49,7 @@ def main(args: list[str]) -> None:
     options = parse_key_values(args, USAGE, OPTIONS, __doc__)
     config_overrides = [f"{k}={v}" for k, v in options.items() if k.startswith(("tracking.", "paths."))]
     filters = {k: v for k, v in options.items() if k not in OPTIONS and not k.startswith(("tracking.", "paths."))}
-    registration = compare.registration_options(options)
+    registration = registry.registration_options(options)
     cfg = compose_config(config_overrides)
     client = MlflowClient(tracking_uri(cfg))
     parent, runs = compare.select_runs(
@@ -67,12 +67,12 @@ def main(args: list[str]) -> None:
     for path in compare.write_outputs(client, comparison, out_dir, summary):
         console.print(f"wrote {path}", soft_wrap=True)  # a long path on one line, also in a log file
     if registration:
-        version, best = compare.register_best(client, comparison, **registration)
+        version, best = registry.register_best(client, comparison, **registration)
         console.print(
             f"registered {version.name} version {version.version} (alias {registration['alias']}: "
             f"models:/{version.name}@{registration['alias']}) from run {best['run']} "
             f"({registration['metric']} = {best[registration['metric']]:.4f}, "
-            f"{compare.REPORTED_BESIDE} = {best[compare.REPORTED_BESIDE]:.4f})"
+            f"{registry.REPORTED_BESIDE} = {best[registry.REPORTED_BESIDE]:.4f})"
         )
 
 

@@ -31,15 +31,6 @@ REQUEUE_SIGNAL = getattr(signal, "SIGUSR2", None)
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, REQUEUE_SIGNAL) if s is not None)
 
 
-class TrainingInterrupted(Exception):
-    """SIGINT / SIGTERM / SIGUSR2 arrived; the run stopped at a step boundary and saved ``path``.
-    ``signal_name`` says which ("SIGUSR2": the job is to be requeued)."""
-
-    def __init__(self, path: Path, signal_name: str):
-        super().__init__(f"{signal_name} received: checkpoint saved to {path}; resume with trainer.resume={path}")
-        self.path, self.signal_name = path, signal_name
-
-
 def save(state: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")

@@ -10,24 +10,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from mlflow import MlflowClient
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.measure import Measurement  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from lib import plots, recipes  # noqa: E402
-from lib.errors import ConfigError, UserError  # noqa: E402
-from lib.tracking import ROLE_TAG  # noqa: E402
+from lib import plots, recipes
+from lib.errors import ConfigError
+from lib.tracking import ROLE_TAG
 
 # Metric columns: (MLflow key, header, better). better None: shown, never marked best.
 METRICS = [
@@ -139,11 +133,11 @@ def recipe_summary(client: MlflowClient, comparison: Comparison, rank_by: str = 
     sets = extra_sets(comparison)
     metrics = ["test_accuracy", "test_f1", *[f"{n}_{m}" for n in sets for m in ("accuracy", "roc_auc")]]
     # roc_auc and the ranking metric are not table columns: read from the runs
-    with_metrics = _with_run_metrics(client, comparison, [*metrics, rank_by])
+    with_metrics = with_run_metrics(client, comparison, [*metrics, rank_by])
     return recipes.summarise(client, with_metrics, metrics, sets, rank_by)
 
 
-def _with_run_metrics(client: MlflowClient, comparison: Comparison, keys: list[str]) -> Comparison:
+def with_run_metrics(client: MlflowClient, comparison: Comparison, keys: list[str]) -> Comparison:
     """The comparison with ``keys`` added as table columns, read from each run where missing."""
     missing = [k for k in keys if k not in comparison.table]
     if not missing:
@@ -252,34 +246,18 @@ def to_markdown(comparison: Comparison) -> str:
 
 
 def bar_chart(comparison: Comparison, path: Path) -> Path:
+    """Test and extra-set scores (higher is better) of every run."""
     keys = [k for k, _, b in comparison.columns if b == "max" and not k.startswith("train_")]
-    frame = comparison.table.set_index("run")[keys]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(frame) * max(1, len(keys)) / 3), 4))
-    frame.plot.bar(ax=ax, rot=20)
-    low = frame.min().min()
-    ax.set_ylim(max(0.0, (low if math.isfinite(low) else 0.0) - 0.05), 1.0)
-    ax.set_ylabel("score")
-    ax.legend(fontsize=8, ncol=2)
-    ax.set_title("test and extra-set scores per run")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.score_bars_png(comparison.table.set_index("run")[keys], path)
 
 
 def validation_curves(client: MlflowClient, comparison: Comparison, path: Path, metric: str = "val_f1") -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    """``metric`` against the optimiser step, one line per run, from MLflow's metric history."""
+    curves = {}
     for _, row in comparison.table.iterrows():
         history = sorted(client.get_metric_history(row["run_id"], metric), key=lambda m: m.step)
-        ax.plot([m.step for m in history], [m.value for m in history], "o-", label=row["run"], markersize=3)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.legend(fontsize=8)
-    ax.set_title("validation curves")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        curves[row["run"]] = ([m.step for m in history], [m.value for m in history])
+    return plots.curves_png(curves, metric.replace("_", " "), path)
 
 
 def write_outputs(client: MlflowClient, comparison: Comparison, out_dir: Path, summary=None) -> list[Path]:
@@ -314,104 +292,3 @@ def default_out_dir(comparison: Comparison, outputs: Path) -> Path:
     if comparison.sweep is not None and comparison.sweep.data.tags.get("sweep_dir"):
         return Path(comparison.sweep.data.tags["sweep_dir"]) / "comparison"
     return Path(outputs) / "comparisons" / time.strftime("%Y-%m-%d_%H-%M-%S")
-
-
-# ------------------------------------------------------------------- registry
-
-# Chosen on validation: picking the best of N runs by a test score biases that score upwards.
-REGISTER_DEFAULTS = {"name": "titlesweep-best", "alias": "champion", "metric": "best_val_f1"}
-REPORTED_BESIDE = "test_f1"  # printed and tagged beside the selection metric: an unbiased look
-FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-
-
-def registration_options(options: dict[str, str]) -> dict[str, str] | None:
-    """{name, alias, metric} when ``register=true``; None when not registering."""
-    flag = options.get("register", "false").strip().lower()
-    if flag not in FLAGS:
-        raise ConfigError(f"register={options['register']}: choose true or false")
-    given = [k for k in REGISTER_DEFAULTS if k in options]
-    if not FLAGS[flag]:
-        if given:
-            raise ConfigError(f"{', '.join(given)}: only used with register=true")
-        return None
-    return {k: options.get(k, default) for k, default in REGISTER_DEFAULTS.items()}
-
-
-def register_best(
-    client: MlflowClient,
-    comparison: Comparison,
-    name: str = REGISTER_DEFAULTS["name"],
-    alias: str = REGISTER_DEFAULTS["alias"],
-    metric: str = REGISTER_DEFAULTS["metric"],
-):
-    """Register the pyfunc model of the compared run with the best ``metric`` as a new version of
-    ``name``, and point ``alias`` at it. Returns (model version, best run's row); the row also
-    holds the run's test F1 (REPORTED_BESIDE), which the version's tags and description carry."""
-    row = best_run(client, comparison, metric)
-    if REPORTED_BESIDE not in row:
-        row[REPORTED_BESIDE] = client.get_run(row["run_id"]).data.metrics.get(REPORTED_BESIDE, math.nan)
-    model = _pyfunc_model_of(client, row["run_id"], row["run"])
-    _ensure_registered_model(client, name)
-    beside = f"{REPORTED_BESIDE} {row[REPORTED_BESIDE]:.4f}"
-    # The SQL registry looks models:/<model id> up through the global tracking URI, not this client's
-    # (a TODO in MLflow's create_model_version): point the global one at this store meanwhile.
-    with _global_tracking_uri(client.tracking_uri):
-        version = client.create_model_version(
-            name,
-            source=f"models:/{model.model_id}",
-            run_id=row["run_id"],
-            model_id=model.model_id,
-            tags={"selected_by": metric, metric: f"{row[metric]:.6g}", REPORTED_BESIDE: f"{row[REPORTED_BESIDE]:.6g}"},
-            description=f"best {metric} ({row[metric]:.4f}; {beside}) of {len(comparison.table)} compared runs: "
-            f"{row['run']}",
-        )
-    client.set_registered_model_alias(name, alias, version.version)
-    return version, row
-
-
-def best_run(client: MlflowClient, comparison: Comparison, metric: str) -> pd.Series:
-    """The finished run with the best ``metric`` (lower is better for losses and times, as in METRICS)."""
-    table = _with_run_metrics(client, comparison, [metric]).table  # e.g. best_val_f1 is not a table column
-    table = table[(table["status"] == "FINISHED") & table[metric].notna()]
-    if table.empty:
-        raise ConfigError(f"metric={metric}: no finished compared run has this metric")
-    return table.loc[table[metric].idxmin() if recipes.lower_is_better(metric) else table[metric].idxmax()]
-
-
-def _pyfunc_model_of(client: MlflowClient, run_id: str, run_name: str):
-    from lib.pyfunc import PYFUNC_ARTIFACT  # imported when needed: it loads torch
-
-    experiment = client.get_run(run_id).info.experiment_id
-    found = client.search_logged_models(
-        [experiment],
-        filter_string=f"source_run_id = '{run_id}' AND name = '{PYFUNC_ARTIFACT}'",
-        order_by=[{"field_name": "creation_timestamp", "ascending": False}],
-        max_results=1,
-    )
-    if not found:
-        raise UserError(
-            f"run {run_name} ({run_id}) is the best but has no {PYFUNC_ARTIFACT} to register "
-            "(trained with tracking.log_model=false, or before models were logged as pyfunc)"
-        )
-    return found[0]
-
-
-def _ensure_registered_model(client: MlflowClient, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description="TitleSweep title classifier (lib/pyfunc.py)")
-
-
-@contextmanager
-def _global_tracking_uri(uri: str) -> Iterator[None]:
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)

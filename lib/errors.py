@@ -17,6 +17,15 @@ class DataError(UserError):
     """A data file that is missing, unreadable or unusable."""
 
 
+class TrainingInterrupted(Exception):
+    """SIGINT / SIGTERM / SIGUSR2 arrived; the run stopped at a step boundary and saved ``path``.
+    ``signal_name`` says which ("SIGUSR2": the job is to be requeued)."""
+
+    def __init__(self, path, signal_name: str):
+        super().__init__(f"{signal_name} received: checkpoint saved to {path}; resume with trainer.resume={path}")
+        self.path, self.signal_name = path, signal_name
+
+
 class exit_on_user_error:
     """Entry points: print a UserError as one line on stderr and exit with status 2."""
 

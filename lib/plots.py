@@ -139,3 +139,28 @@ def recipe_bars_png(table, metrics: list[tuple[str, str]], path: Path) -> Path:
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("recipes across seeds")
     return _save(fig, path)
+
+
+def score_bars_png(frame, path: Path) -> Path:
+    """One group of bars per run (``frame``'s index), one bar per score column; the y axis starts
+    just under the lowest score, so differences of a point or two stay visible."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(frame) * max(1, len(frame.columns)) / 3), 4))
+    frame.plot.bar(ax=ax, rot=20)
+    low = frame.min().min()
+    ax.set_ylim(max(0.0, (low if np.isfinite(low) else 0.0) - 0.05), 1.0)
+    ax.set_ylabel("score")
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("test and extra-set scores per run")
+    return _save(fig, path)
+
+
+def curves_png(curves: dict[str, tuple[list, list]], ylabel: str, path: Path) -> Path:
+    """One line per name: (optimiser steps, values)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (steps, values) in curves.items():
+        ax.plot(steps, values, "o-", label=name, markersize=3)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.set_title("validation curves")
+    return _save(fig, path)

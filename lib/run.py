@@ -24,10 +24,10 @@ from omegaconf import OmegaConf
 from lib import checkpoint, plots
 from lib.adversarial import build_adversary
 from lib.batching import encode, make_loader
-from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG, TrainingInterrupted
+from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG
 from lib.data import Splits, check_training_set, load_data
 from lib.device import resolve_device, resolve_precision, why_precision
-from lib.errors import DataError, UserError, exit_on_user_error
+from lib.errors import DataError, TrainingInterrupted, UserError, exit_on_user_error
 from lib.evaluation import write_evaluation_files
 from lib.loop import LoopState, evaluate, train
 from lib.losses import build_loss

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import mlflow
 from omegaconf import OmegaConf
 
-from lib.errors import ConfigError
+from lib.errors import ConfigError, TrainingInterrupted
 from lib.paths import PROJECT_ROOT
 
 ROLE_TAG = "titlesweep.role"  # what a run is: "sweep" (a parent), "job" (its child), "eval" (evaluate.py)
@@ -188,7 +188,7 @@ def _params_to_log(params: dict[str, str], resumed=None) -> dict[str, str]:
 
 
 def _end_with_error(err: BaseException) -> None:
-    from lib.checkpoint import CHECKPOINT_TAG, TrainingInterrupted
+    from lib.checkpoint import CHECKPOINT_TAG  # here: it imports torch
 
     if isinstance(err, SystemExit) and not err.code:
         mlflow.end_run("FINISHED")

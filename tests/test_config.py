@@ -121,3 +121,10 @@ def test_a_job_returns_the_named_optimized_metric_to_the_sweeper(make_cfg, monke
     assert run.run_job(make_cfg("optimized_metric=citeseer_dev_roc_auc")) == 0.9
     assert math.isnan(run.run_job(make_cfg("optimized_metric=val_nonsense")))
     assert "optimized_metric=val_nonsense: the run has no such metric; choose one of best_val_f1" in caplog.text
+
+
+def test_the_smoke_preset_is_a_tiny_one_epoch_run_without_model_logging(make_cfg):
+    cfg = make_cfg("+debug=smoke")
+    assert cfg.model.name == "tiny_bert" and cfg.schedule.lr == make_cfg("model=tiny_bert").schedule.lr
+    assert cfg.trainer.epochs == 1 and cfg.trainer.limit_eval == 200 and cfg.tracking.log_model is False
+    assert make_cfg("+debug=smoke", "trainer.limit_eval=48").trainer.limit_eval == 48  # the command line wins

@@ -19,13 +19,11 @@ pytestmark = pytest.mark.slow  # end to end, through subprocesses
 # The toy set's 400 rows leave about 320 for training: 10 steps of 32, enough for tiny_bert's own
 # recipe (conf/model/tiny_bert.yaml) to learn it, so every job's numbers mean something.
 SMALL = [
-    "model=tiny_bert",
-    "trainer.epochs=1",
+    "+debug=smoke",
     "trainer.limit_eval=48",
-    "tracking.log_model=false",
     "extra_eval=null",
     "trainer.log_every_steps=1",
-]
+]  # conf/debug/smoke.yaml
 LEARNED = 0.8  # test accuracy a job must reach on the toy set (chance: 0.5)
 
 
