@@ -5,6 +5,10 @@ validation titles (timed, and scored for accuracy).
 * ours        lib.loop.train / lib.loop.predict with our loaders: length buckets + dynamic padding
 * hf_trainer  transformers.Trainer + DataCollatorWithPadding, its usual setup (random batches
               padded to their own longest, fused AdamW, no evaluation while training)
+* hf_trainer_grouped  the same with the Trainer's own length grouping
+              (train_sampling_strategy="group_by_length"): its strongest fp32 setting
+* hf_trainer_bf16     hf_trainer_grouped with bf16=True (skipped on a CPU without native bf16,
+              where it is emulated and ~30x slower)
 * pad_to_max  the original approach: our loop, random batches, every batch padded to max_length
 * ours_alt    ours again at another precision (bf16 on CPU)
 """
@@ -23,6 +27,7 @@ import transformers
 from omegaconf import OmegaConf
 
 from lib.batching import make_loader
+from lib.device import cpu_bf16_flag
 from lib.loop import predict, train
 from lib.metrics import compute_metrics
 from lib.optim import build_optimizer, build_scheduler
@@ -265,10 +270,11 @@ def _warmup_steps(cfg_schedule, steps: int) -> int:
     return scheduler.lr_lambdas[0].warmup_steps
 
 
-def trainer_arguments(setup: Setup, seed: int, steps: int, output_dir: str, precision: str):
+def trainer_arguments(setup: Setup, seed: int, steps: int, output_dir: str, precision: str, sampling: str = "random"):
     """TrainingArguments matching the project's recipe (batch size, lr, AdamW weight decay,
-    warm-up + schedule, clipping, precision); everything else at the Trainer's defaults
-    (train_sampling_strategy='random', i.e. no length grouping; fused AdamW; eval_strategy='no')."""
+    warm-up + schedule, clipping, precision); everything else at the Trainer's defaults (fused
+    AdamW; eval_strategy='no'), its batch sampler ``sampling`` ("random", its default, or
+    "group_by_length")."""
     from transformers import TrainingArguments
 
     cfg = setup.cfg
@@ -293,6 +299,7 @@ def trainer_arguments(setup: Setup, seed: int, steps: int, output_dir: str, prec
         report_to="none",
         dataloader_num_workers=cfg.trainer.num_workers,
         torch_compile=bool(cfg.trainer.compile),
+        train_sampling_strategy=sampling,
     )
 
 
@@ -303,7 +310,9 @@ def _samples_in(batches: int, rows: int, batch_size: int) -> int:
     return epochs * rows + min(rest * batch_size, rows)
 
 
-def run_hf_trainer(setup: Setup, seed: int, steps: int) -> Outcome:
+def run_hf_trainer(
+    setup: Setup, seed: int, steps: int, sampling: str = "random", precision: str | None = None
+) -> Outcome:
     """Trainer.train for ``steps`` steps, then Trainer.predict on the validation titles."""
     from transformers import DataCollatorWithPadding, Trainer
 
@@ -313,7 +322,7 @@ def run_hf_trainer(setup: Setup, seed: int, steps: int) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as output_dir:
         trainer = Trainer(
             model=_fresh_model(setup),
-            args=trainer_arguments(setup, seed, steps, output_dir, setup.precision),
+            args=trainer_arguments(setup, seed, steps, output_dir, precision or setup.precision, sampling),
             train_dataset=Encoded(setup.train_ids, setup.train_labels),
             data_collator=tally,
             processing_class=setup.tokenizer,
@@ -341,6 +350,14 @@ def variants(setup: Setup, names: list[str], alt_precision: str | None) -> dict:
     table = {
         "ours": ("ours", lambda seed, steps: run_ours(setup, seed, steps)),
         "hf_trainer": ("hf_trainer", lambda seed, steps: run_hf_trainer(setup, seed, steps)),
+        "hf_trainer_grouped": (
+            "hf_trainer_grouped",
+            lambda seed, steps: run_hf_trainer(setup, seed, steps, sampling="group_by_length"),
+        ),
+        "hf_trainer_bf16": (
+            "hf_trainer_bf16",
+            lambda seed, steps: run_hf_trainer(setup, seed, steps, sampling="group_by_length", precision="bf16"),
+        ),
         "pad_to_max": (
             f"pad_to_{setup.max_length}",
             lambda seed, steps: run_ours(setup, seed, steps, bucketing=False, pad_to=setup.max_length),
@@ -355,4 +372,8 @@ def variants(setup: Setup, names: list[str], alt_precision: str | None) -> dict:
     if unknown:
         known = ", ".join(sorted({*table, "ours_alt"}))
         raise ValueError(f"bench.variants: unknown {sorted(unknown)}; choose from {known}")
+    if setup.device.type == "cpu" and cpu_bf16_flag() is None:  # emulated bf16: ~30x slower, not worth timing
+        for name in [n for n in names if n == "hf_trainer_bf16" or (n == "ours_alt" and alt_precision == "bf16")]:
+            print(f"skipping {name}: this CPU has no native bf16 (AMX / AVX-512 BF16); emulated it is ~30x slower")
+            table.pop(name, None)
     return {name: table[name] for name in names if name in table}

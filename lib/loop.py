@@ -237,6 +237,15 @@ def train(
         result.train_seconds = time.perf_counter() - clock
         on_interrupt(state)  # saves, then raises TrainingInterrupted
 
+    # One optimisation step, in order:
+    #  1. for each batch of the accumulation window: forward under autocast, loss / window, backward
+    #     (and, with an adversary, its attack: perturb the embeddings, forward, backward, restore);
+    #  2. unscale (fp16) and clip the gradients, reading their norm;
+    #  3. a NaN/inf loss or gradient norm skips the step (gradients dropped); too many in a row stop;
+    #  4. optimiser step, scheduler step, step count + 1;
+    #  5. every log_every_steps: read the summed losses back from the device and log them;
+    #  6. every eval_every_steps, and at each epoch's end: validate, keep the best weights, maybe stop;
+    #  7. on SIGINT / SIGTERM: checkpoint at this step boundary and raise.
     with _progress() as bars:
         task = bars.add_task("train", total=total_steps, completed=state.step, info="")
         stop, evaluated_at = False, -1

@@ -1,7 +1,12 @@
 """One training job: composed cfg -> data -> model -> loop -> test metrics -> MLflow.
 
-``experiments/train.py`` only composes the config and calls ``run_job``, which wraps
-``run_training`` with what a command needs: exit codes, one-line errors, signals.
+``experiments/train.py`` only composes the config and calls ``run_job``. Each level adds one thing:
+
+    run_job            exit codes, one-line errors, signals, a failed sweep job recorded (not raised)
+    run_training       the MLflow run: tags, resumption, what the console shows first and last
+    _train_and_report  data, model and loaders; after training: threshold, per-split reports, artifacts
+    _fit               optimiser, schedule, adversary; a checkpoint when a signal stops the loop
+    lib.loop.train     the optimisation steps, validation and early stopping
 """
 
 from __future__ import annotations
@@ -117,6 +122,8 @@ def run_training(cfg) -> dict[str, float]:
 
 
 def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict | None) -> dict[str, float]:
+    """Data -> model -> loaders -> _fit; then the threshold chosen on validation, every held-out split
+    scored and reported at it, artifacts and the time split logged. Returns the final metrics."""
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     transformers.set_seed(cfg.trainer.seed)

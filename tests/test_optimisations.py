@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import transformers
-from conftest import write_toy_csv
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import write_toy_csv
 from lib.batching import LengthBucketSampler, encode, make_loader
 from lib.data import load_data
 from lib.loop import predict, train
@@ -296,6 +296,26 @@ def test_benchmark_trainer_gets_the_recipe_of_our_loop(world):
     assert (args.learning_rate, args.weight_decay, args.max_grad_norm) == (1e-3, 0.01, 1.0)
     assert (args.max_steps, args.warmup_steps, args.lr_scheduler_type.value) == (40, 4, "linear")
     assert (args.seed, args.bf16, args.eval_strategy.value, args.train_sampling_strategy) == (7, False, "no", "random")
+    grouped = trainer_arguments(setup, 7, 40, str(world.tmp / "hf"), "fp32", sampling="group_by_length")
+    assert grouped.train_sampling_strategy == "group_by_length"  # hf_trainer_grouped: the Trainer at its best
+
+
+def test_our_loop_is_judged_against_the_fastest_trainer_row():
+    from benchmarks.report import check_targets
+
+    def row(train, infer=100.0):
+        return {"train_samples_per_s": {"median": train}, "infer_titles_per_s": {"median": infer},
+                "accuracy": {"median": 0.75}}  # fmt: skip
+
+    summary = {"ours": row(30.0, 300.0), "hf_trainer": row(20.0), "hf_trainer_grouped": row(27.0),
+               "ours_bf16": row(45.0), "hf_trainer_bf16": row(40.0)}  # fmt: skip
+    labels = {k: k for k in summary} | {"ours_alt": "ours_bf16"}
+    checks = {c["target"]: c for c in check_targets(summary, labels, titles=800)}
+    fp32 = checks["training vs the best fp32 Trainer row (hf_trainer_grouped) >= 1.2x"]
+    assert fp32["measured"] == round(30 / 27, 2) and not fp32["met"]  # 1.5x the plain Trainer does not count
+    bf16 = checks["training vs the best bf16 Trainer row (hf_trainer_bf16) >= 1.2x"]
+    assert bf16["measured"] == round(45 / 40, 2) and not bf16["met"]
+    assert checks["inference vs Trainer.predict >= 1.5x"]["met"]  # 300 / 100
 
 
 def test_trainer_sample_count_skips_the_partial_batch_only_at_epoch_ends():
@@ -323,9 +343,10 @@ def test_benchmark_variants_do_the_same_work(world):
         48,
     )
     ours, padded = run_ours(setup, 0, 3), run_ours(setup, 0, 3, bucketing=False, pad_to=48)
-    trainer = run_hf_trainer(setup, 0, 3)
-    for outcome in (ours, padded, trainer):
+    trainer, grouped = run_hf_trainer(setup, 0, 3), run_hf_trainer(setup, 0, 3, sampling="group_by_length")
+    for outcome in (ours, padded, trainer, grouped):
         assert outcome.train_samples == 3 * 16 and outcome.infer_titles == len(world.val_ids)
         assert outcome.train_seconds > 0 and outcome.infer_seconds > 0 and 0 <= outcome.accuracy <= 1
     assert padded.padded_tokens == 48 > trainer.padded_tokens >= ours.padded_tokens >= ours.real_tokens
+    assert grouped.padded_tokens < trainer.padded_tokens  # the Trainer's length grouping pads less
     assert torch.get_num_threads() == 1  # the Trainer left the thread count alone
