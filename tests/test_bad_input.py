@@ -8,8 +8,9 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
-from conftest import write_toy_csv
 
+from conftest import write_toy_csv
+from entry_points import run_entry_point
 from lib.batching import encode
 from lib.data import load_data
 from lib.models import build_model
@@ -95,12 +96,7 @@ def test_ten_thousand_character_title_is_truncated_and_trains(make_cfg, tmp_path
 
 
 def _cli(*args):
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_entry_point("train.py", *args, timeout=120)
 
 
 @pytest.mark.slow

@@ -1,22 +1,19 @@
 """The command-line entry as users run it: Hydra overrides, exit codes, one-line errors."""
 
 import re
-import subprocess
-import sys
 
 import mlflow
 import pytest
 
+from entry_points import run_entry_point
 from lib.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # end to end, through subprocesses
 
-TRAIN = [sys.executable, str(PROJECT_ROOT / "experiments" / "train.py")]
-
 
 def _train(tmp_path, *overrides):
     common = [f"paths.outputs={tmp_path / 'outputs'}", "tracking.log_model=false", "extra_eval=null"]
-    return subprocess.run([*TRAIN, *common, *overrides], capture_output=True, text=True, timeout=600)
+    return run_entry_point("train.py", *common, *overrides)
 
 
 def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_csv):
@@ -121,12 +118,7 @@ def test_help_lists_every_option_with_one_line_each(name, flag, capsys):
     ],
 )
 def test_an_unknown_option_names_the_valid_ones(name, valid):
-    done = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "experiments" / f"{name}.py"), "colour=red", "input=x"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_entry_point(f"{name}.py", "colour=red", "input=x", timeout=120)
     assert done.returncode != 0
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: unknown option(s) colour; valid: " + valid)

@@ -128,3 +128,10 @@ def test_the_smoke_preset_is_a_tiny_one_epoch_run_without_model_logging(make_cfg
     assert cfg.model.name == "tiny_bert" and cfg.schedule.lr == make_cfg("model=tiny_bert").schedule.lr
     assert cfg.trainer.epochs == 1 and cfg.trainer.limit_eval == 200 and cfg.tracking.log_model is False
     assert make_cfg("+debug=smoke", "trainer.limit_eval=48").trainer.limit_eval == 48  # the command line wins
+
+
+def test_offline_best_is_the_best_offline_recipe_found(make_cfg):
+    cfg = make_cfg("+experiment=offline_best")
+    assert (cfg.loss.name, cfg.adversarial.name, cfg.schedule.name) == ("focal", "fgm", "cosine")
+    assert (cfg.schedule.layer_decay, cfg.schedule.head_lr_mult) == (0.95, 10.0)
+    assert cfg == make_cfg("recipe=focal_fgm_llrd")

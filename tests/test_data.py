@@ -2,9 +2,9 @@
 
 import pandas as pd
 import pytest
-from conftest import CITESEER_DEV, write_toy_csv
 from omegaconf import OmegaConf
 
+from conftest import CITESEER_DEV, write_toy_csv
 from lib.data import citeseer_table, load_citeseer, load_csv, load_data, remove_leaks
 from lib.errors import DataError
 

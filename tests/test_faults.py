@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
-from faulty_losses import nan_loss
 from omegaconf import OmegaConf
 
+from faulty_losses import nan_loss
 from lib.batching import make_loader
 from lib.loop import NonFiniteLoss, train
 from lib.models import build_model

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import transformers
-from faulty_losses import nan_gradient_loss
 from omegaconf import OmegaConf
 
+from faulty_losses import nan_gradient_loss
 from lib import device, loop
 from lib.batching import make_loader
 from lib.loop import evaluate, train

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_toy_csv
 from mlflow import MlflowClient
-from services.mlflow_server import mlflow_server
-from services.postgres import postgres_database, why_not_available
 
+from conftest import write_toy_csv
 from lib.paths import PROJECT_ROOT
 from lib.tracking import ROLE_TAG
+from services.mlflow_server import mlflow_server
+from services.postgres import postgres_database, why_not_available
 
 pytestmark = [
     pytest.mark.cluster,

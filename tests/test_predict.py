@@ -13,10 +13,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_toy_csv
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
+from conftest import write_toy_csv
 from lib import inference
 from lib.errors import UserError
 from lib.paths import CONF_DIR, PROJECT_ROOT

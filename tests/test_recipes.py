@@ -1,16 +1,13 @@
 """Recipes across seeds (lib/recipes.py): mean +- std per recipe and a paired bootstrap interval for
 the top two, on runs logged to a real MLflow store the way train.py logs them."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from entry_points import run_entry_point
 from lib import compare
-from lib.paths import PROJECT_ROOT
 from lib.recipes import paired_bootstrap
 from lib.tracking import ROLE_TAG
 
@@ -140,17 +137,8 @@ def test_ranking_by_a_loss_puts_the_lowest_first(seed_sweep):
 def test_compare_command_prints_and_writes_the_recipe_view(seed_sweep):
     store, client, tmp_path = seed_sweep
     out = tmp_path / "report"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "experiments" / "compare.py"),
-            f"tracking.uri={store}",
-            f"paths.outputs={tmp_path}",
-            f"out={out}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_entry_point(
+        "compare.py", f"tracking.uri={store}", f"paths.outputs={tmp_path}", f"out={out}", timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "recipes across seeds" in done.stdout and "0.9000 ± 0.0200" in done.stdout  # focal's citeseer acc
@@ -165,17 +153,8 @@ def test_compare_command_prints_and_writes_the_recipe_view(seed_sweep):
 @pytest.mark.slow
 def test_rank_by_a_metric_no_run_has_is_refused_in_one_line(seed_sweep):
     store, _, tmp_path = seed_sweep
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "experiments" / "compare.py"),
-            f"tracking.uri={store}",
-            f"paths.outputs={tmp_path}",
-            "rank_by=val_nonsense",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_entry_point(
+        "compare.py", f"tracking.uri={store}", f"paths.outputs={tmp_path}", "rank_by=val_nonsense", timeout=300
     )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].endswith("rank_by=val_nonsense: no finished run has this metric")

@@ -8,9 +8,9 @@ import time
 
 import pytest
 import torch
-from conftest import write_toy_csv
 from mlflow import MlflowClient
 
+from conftest import write_toy_csv
 from lib.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # end to end, through subprocesses

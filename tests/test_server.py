@@ -1,16 +1,14 @@
 """A real MLflow tracking server on loopback (SQLite backend): parallel jobs lose nothing; a server
 that does not answer fails the command at once with one line."""
 
-import subprocess
-import sys
 import time
 
 import pytest
 from mlflow import MlflowClient
-from services.mlflow_server import free_port, mlflow_server
 
-from lib.paths import PROJECT_ROOT
+from entry_points import run_entry_point
 from lib.tracking import ROLE_TAG
+from services.mlflow_server import free_port, mlflow_server
 
 pytestmark = pytest.mark.slow  # end to end, through subprocesses
 
@@ -22,24 +20,19 @@ def server(tmp_path):
 
 
 def _sweep(tmp_path, toy_csv, uri, *extra):
-    return subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "experiments" / "train.py"),
-            "--multirun",
-            f"tracking.uri={uri}",
-            f"paths.outputs={tmp_path / 'out'}",
-            "data=csv",
-            f"data.train={toy_csv}",
-            "model=tiny_bert",
-            "trainer.epochs=1",
-            "trainer.limit_train=96",
-            "trainer.log_every_steps=1",
-            "extra_eval=null",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
+    return run_entry_point(
+        "train.py",
+        "--multirun",
+        f"tracking.uri={uri}",
+        f"paths.outputs={tmp_path / 'out'}",
+        "data=csv",
+        f"data.train={toy_csv}",
+        "model=tiny_bert",
+        "trainer.epochs=1",
+        "trainer.limit_train=96",
+        "trainer.log_every_steps=1",
+        "extra_eval=null",
+        *extra,
         timeout=600,
     )
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_toy_csv
 from mlflow import MlflowClient
-from services.slurm import slurm_cluster, why_not_available
 
+from conftest import write_toy_csv
 from lib.paths import PROJECT_ROOT
 from lib.tracking import ROLE_TAG
+from services.slurm import slurm_cluster, why_not_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 TRAIN = str(PROJECT_ROOT / "experiments" / "train.py")

@@ -2,16 +2,14 @@
 sequential, parallel (joblib) and submitit-local launchers and the Optuna sweeper; compare.py."""
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from entry_points import run_entry_point
 from lib import compare
-from lib.paths import PROJECT_ROOT
 from lib.tracking import ROLE_TAG
 
 pytestmark = pytest.mark.slow  # end to end, through subprocesses
@@ -28,17 +26,10 @@ LEARNED = 0.8  # test accuracy a job must reach on the toy set (chance: 0.5)
 
 
 def sweep(tmp_path, toy_csv, *overrides, expect_rc=0):
-    cmd = [
-        sys.executable,
-        str(PROJECT_ROOT / "experiments" / "train.py"),
-        "--multirun",
-        f"paths.outputs={tmp_path / 'out'}",
-        "data=csv",
-        f"data.train={toy_csv}",
-        *SMALL,
-        *overrides,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = run_entry_point(
+        "train.py", "--multirun", f"paths.outputs={tmp_path / 'out'}", "data=csv", f"data.train={toy_csv}",
+        *SMALL, *overrides, cwd=tmp_path,
+    )  # fmt: skip
     assert done.returncode == expect_rc, done.stdout[-1500:] + done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'out'}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("titlesweep").experiment_id])
@@ -89,12 +80,7 @@ def test_sequential_sweep_makes_one_parent_and_a_child_per_job(tmp_path, toy_csv
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     # compare.py on that store: table printed, files written and logged on the sweep run
-    out = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "experiments" / "compare.py"), f"paths.outputs={tmp_path / 'out'}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_entry_point("compare.py", f"paths.outputs={tmp_path / 'out'}", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loss=focal" in out.stdout and "test acc" in out.stdout
     logged = {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}

@@ -2,12 +2,10 @@
 pictures of a sweep, and the sweep run's page listing its jobs (skipped where Chromium is missing)."""
 
 import struct
-import subprocess
-import sys
 
 import pytest
 
-from lib.paths import PROJECT_ROOT
+from entry_points import run_entry_point
 from lib.screenshots import find_chromium
 
 pytest.importorskip("playwright", reason="Playwright is not installed (pip install -e '.[dev]')")
@@ -15,8 +13,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(find_chromium() is None, reason="no Chromium (apt-get install -y chromium)"),
 ]
-
-EXPERIMENTS = PROJECT_ROOT / "experiments"
 
 
 def _png_size(path):
@@ -27,34 +23,13 @@ def _png_size(path):
 
 def test_screenshots_show_a_sweep_and_its_jobs(tmp_path, toy_csv):
     outputs = tmp_path / "out"
-    sweep = subprocess.run(
-        [
-            sys.executable,
-            str(EXPERIMENTS / "train.py"),
-            "--multirun",
-            f"paths.outputs={outputs}",
-            "data=csv",
-            f"data.train={toy_csv}",
-            "model=tiny_bert",
-            "trainer.epochs=1",
-            "trainer.limit_eval=48",
-            "tracking.log_model=false",
-            "extra_eval=null",
-            "loss=ce,focal",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
+    sweep = run_entry_point(
+        "train.py", "--multirun", f"paths.outputs={outputs}", "data=csv", f"data.train={toy_csv}",
+        "+debug=smoke", "trainer.limit_eval=48", "extra_eval=null", "loss=ce,focal", cwd=tmp_path,
+    )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     shots = tmp_path / "shots"
-    done = subprocess.run(
-        [sys.executable, str(EXPERIMENTS / "ui_screenshots.py"), f"paths.outputs={outputs}", f"out={shots}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_entry_point("ui_screenshots.py", f"paths.outputs={outputs}", f"out={shots}")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "the sweep run's page lists 2 of its 2 child runs: loss=ce, loss=focal" in done.stdout
     for name in ("mlflow_sweep_run.png", "mlflow_experiment_runs.png", "mlflow_compare_jobs.png"):
@@ -63,11 +38,6 @@ def test_screenshots_show_a_sweep_and_its_jobs(tmp_path, toy_csv):
 
 
 def test_an_unknown_option_is_one_line_naming_the_valid_ones(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(EXPERIMENTS / "ui_screenshots.py"), f"paths.outputs={tmp_path}", "colour=red"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_entry_point("ui_screenshots.py", f"paths.outputs={tmp_path}", "colour=red", timeout=120)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
     assert "unknown option colour" in done.stderr and "sweep" in done.stderr

@@ -1,0 +1,19 @@
+"""The entry points as users run them: ``python experiments/<script> args...`` in a subprocess, output
+captured as text. One helper for every end-to-end test."""
+
+import subprocess
+import sys
+
+from lib.paths import PROJECT_ROOT
+
+EXPERIMENTS = PROJECT_ROOT / "experiments"
+
+
+def command(script: str, *args) -> list[str]:
+    """``[python, experiments/<script>, *args]``, e.g. ``command("train.py", "--multirun", "loss=ce,focal")``."""
+    return [sys.executable, str(EXPERIMENTS / script), *map(str, args)]
+
+
+def run_entry_point(script: str, *args, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``experiments/<script>`` with ``args``; ``kwargs`` go to subprocess.run (cwd, env)."""
+    return subprocess.run(command(script, *args), capture_output=True, text=True, timeout=timeout, **kwargs)
