@@ -20,6 +20,20 @@ JUNK_WORDS = (
 ).split()
 
 
+# A 2-layer BERT-shaped config for unit tests of the loop and the adversaries: fast, and no dropout,
+# so two forward passes of the same batch agree.
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    vocab_size=100,
+    num_labels=2,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
 def write_toy_csv(path: Path, n_per_class: int = 200, seed: int = 0, header=("text", "label")) -> Path:
     """A clearly separable set: titles from one vocabulary, wrong extractions from another."""
     rng = random.Random(seed)

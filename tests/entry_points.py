@@ -17,3 +17,17 @@ def command(script: str, *args) -> list[str]:
 def run_entry_point(script: str, *args, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
     """Run ``experiments/<script>`` with ``args``; ``kwargs`` go to subprocess.run (cwd, env)."""
     return subprocess.run(command(script, *args), capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+# A tiny_bert run on the toy set that lasts ~400 steps of batch 8: long enough to be interrupted after
+# a logged step (tests/test_resume.py, tests/test_slurm.py).
+INTERRUPTIBLE_RUN = [
+    "model=tiny_bert",
+    "data=csv",
+    "trainer.epochs=2",
+    "trainer.batch_size=8",
+    "trainer.log_every_steps=5",
+    "schedule.lr=1e-3",
+    "tracking.log_model=false",
+    "extra_eval=null",
+]

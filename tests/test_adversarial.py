@@ -8,21 +8,12 @@ import torch
 import transformers
 from omegaconf import OmegaConf
 
+from conftest import TINY
 from lib.adversarial import FGM, PGD, build_adversary
 from lib.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "adversarial"
 
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    vocab_size=100,
-    num_labels=2,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
 ARCHS = {
     "bert": (transformers.BertConfig, transformers.BertForSequenceClassification),
     "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification),

@@ -9,22 +9,12 @@ import torch
 import transformers
 from omegaconf import OmegaConf
 
+from conftest import TINY
 from faulty_losses import nan_gradient_loss
 from lib import device, loop
 from lib.batching import make_loader
 from lib.loop import evaluate, train
 from lib.optim import build_param_groups
-
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    vocab_size=100,
-    num_labels=2,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
 
 
 def tiny_bert(seed: int = 0):

@@ -11,20 +11,12 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import write_toy_csv
+from entry_points import INTERRUPTIBLE_RUN
 from lib.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # end to end, through subprocesses
 
-ARGS = [
-    "model=tiny_bert",
-    "data=csv",
-    "trainer.epochs=2",
-    "trainer.batch_size=8",
-    "trainer.log_every_steps=5",
-    "schedule.lr=1e-3",
-    "tracking.log_model=false",
-    "extra_eval=null",
-]
+ARGS = INTERRUPTIBLE_RUN
 
 
 def _train(out, data, *extra, wait=True):

@@ -16,6 +16,7 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import write_toy_csv
+from entry_points import INTERRUPTIBLE_RUN
 from lib.paths import PROJECT_ROOT
 from lib.tracking import ROLE_TAG
 from services.slurm import slurm_cluster, why_not_available
@@ -39,17 +40,7 @@ SLURM = [
     "hydra.launcher.mem_gb=2",
     "hydra.launcher.timeout_min=10",
 ]
-# As in tests/test_resume.py: ~400 steps of batch 8, long enough to be interrupted after a logged step.
-LONG = [
-    "model=tiny_bert",
-    "data=csv",
-    "trainer.epochs=2",
-    "trainer.batch_size=8",
-    "trainer.log_every_steps=5",
-    "schedule.lr=1e-3",
-    "tracking.log_model=false",
-    "extra_eval=null",
-]
+LONG = INTERRUPTIBLE_RUN  # ~400 steps of batch 8, long enough to be interrupted after a logged step
 COMPARED = ("test_accuracy", "test_loss", "test_roc_auc", "best_val_loss", "best_epoch")
 
 
