@@ -52,7 +52,7 @@ def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_cs
     assert f"{run.data.metrics['test_accuracy']:.4f}" in test_row and f"{run.data.metrics['test_f1']:.4f}" in test_row
     # where the time went, on the console and in MLflow; the run page's description says the same
     split = re.search(r"time: data (\d+) s, setup (\d+) s, training (\d+) s, evaluation (\d+) s, logging (\d+) s", out)
-    assert split and int(split[3]) >= 1, out[-1500:]
+    assert split, out[-1500:]  # whole seconds: a fast machine trains this toy set in "0 s"
     assert run.data.metrics["time_training_s"] >= run.data.metrics["train_seconds"] > 0
     note = run.data.tags["mlflow.note.content"]
     assert "model tiny_roberta · data csv · loss focal · adversarial fgm · schedule cosine" in note
