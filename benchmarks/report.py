@@ -29,6 +29,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
     keys = (
         "train_samples_per_s",
         "infer_titles_per_s",
+        "pyfunc_titles_per_s",
         "accuracy",
         "f1",
         "padded_tokens",
@@ -127,6 +128,7 @@ def rows(summary: dict, rel: dict) -> list[list[str]]:
                 f"{r['train_samples_per_s']:.2f}x" if r else "-",
                 _fmt(s["infer_titles_per_s"]),
                 f"{r['infer_titles_per_s']:.2f}x" if r else "-",
+                _fmt(s["pyfunc_titles_per_s"]) if "pyfunc_titles_per_s" in s else "-",
                 _fmt(s["accuracy"], 3),
                 f"{s['padded_tokens']['median']:.1f} / {s['real_tokens']['median']:.1f}",
                 mem,
@@ -141,6 +143,7 @@ HEADERS = [
     "ours ÷ this",
     "infer titles/s",
     "ours ÷ this",
+    "pyfunc infer titles/s",
     "val accuracy",
     "tokens/example padded / real",
     "peak RSS MB (+growth)",

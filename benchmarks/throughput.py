@@ -60,6 +60,7 @@ def build_setup(cfg, device: torch.device, precision: str) -> Setup:
         splits.train["label"].tolist(),
         tokens(val),
         val["label"].tolist(),
+        val["text"].tolist(),
         build_loss(cfg.loss).to(device),
         max_length,
     )

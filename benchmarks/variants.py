@@ -2,7 +2,9 @@
 ``steps`` optimiser steps on the same training titles, then one inference pass over the same
 validation titles (timed, and scored for accuracy).
 
-* ours        lib.loop.train / lib.loop.predict with our loaders: length buckets + dynamic padding
+* ours        lib.loop.train / lib.loop.predict with our loaders: length buckets + dynamic padding;
+              its inference also timed through the pyfunc model that training logs
+              (mlflow.pyfunc.load_model(...).predict on a DataFrame of titles: tokenizing included)
 * hf_trainer  transformers.Trainer + DataCollatorWithPadding, its usual setup (random batches
               padded to their own longest, fused AdamW, no evaluation while training)
 * hf_trainer_grouped  the same with the Trainer's own length grouping
@@ -20,6 +22,7 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ from omegaconf import OmegaConf
 
 from lib.batching import make_loader
 from lib.device import cpu_bf16_flag
-from lib.loop import predict, train
+from lib.loop import TrainingParts, predict, train
 from lib.metrics import compute_metrics
 from lib.optim import build_optimizer, build_scheduler
 
@@ -46,6 +49,7 @@ class Setup:
     train_labels: list[int]
     val_ids: list[list[int]]
     val_labels: list[int]
+    val_texts: list[str]  # the same titles as text, for the pyfunc model (it tokenizes itself)
     loss_fn: torch.nn.Module
     max_length: int  # truncation of every variant, and the width pad_to_max pads to
 
@@ -68,13 +72,17 @@ class Outcome:
     f1: float
     padded_tokens: float  # per training example: batch width, padding included
     real_tokens: float  # per training example: attention-mask ones
+    pyfunc_seconds: float | None = None  # the same titles through the pyfunc model (ours only)
+    pyfunc_accuracy: float | None = None  # its labels at 0.5: the same model, so the same accuracy
 
     def as_dict(self) -> dict:
-        return {
-            **self.__dict__,
+        speeds = {
             "train_samples_per_s": self.train_samples / self.train_seconds,
             "infer_titles_per_s": self.infer_titles / self.infer_seconds,
         }
+        if self.pyfunc_seconds is not None:
+            speeds["pyfunc_titles_per_s"] = self.infer_titles / self.pyfunc_seconds
+        return {**self.__dict__, **speeds}
 
 
 class Tally:
@@ -153,8 +161,10 @@ def run_ours(
     bucketing: bool = True,
     pad_to: int | None = None,
     precision: str | None = None,
+    pyfunc: bool = False,
 ) -> Outcome:
-    """lib.loop.train for ``steps`` steps, then lib.loop.predict on the validation titles."""
+    """lib.loop.train for ``steps`` steps, then lib.loop.predict on the validation titles (and,
+    with ``pyfunc``, the pyfunc model's predict on the same titles)."""
     precision = precision or setup.precision
     transformers.set_seed(seed)  # dropout; the batch order comes from the sampler's own seed
     model = _fresh_model(setup)
@@ -183,19 +193,8 @@ def run_ours(
     )
     optimizer = build_optimizer(setup.cfg.schedule, net)
     scheduler = build_scheduler(setup.cfg.schedule, optimizer, steps)
-    result = train(
-        net,
-        loader,
-        probe,
-        setup.loss_fn,
-        optimizer,
-        scheduler,
-        None,
-        _loop_cfg(setup.cfg.trainer, steps, len(loader)),
-        setup.device,
-        precision,
-        steps,
-    )
+    parts = TrainingParts(net, loader, probe, setup.loss_fn, optimizer, scheduler, None, setup.device, precision)
+    result = train(parts, _loop_cfg(setup.cfg.trainer, steps, len(loader)), steps)
     padded, real = tally.per_sample()
 
     eval_loader = _our_loader(
@@ -223,7 +222,32 @@ def run_ours(
         f1,
         padded,
         real,
+        *(_time_pyfunc(setup, model) if pyfunc else ()),
     )
+
+
+def _time_pyfunc(setup: Setup, model) -> tuple[float, float]:
+    """Seconds of mlflow.pyfunc.load_model(...).predict on the validation titles, the model saved as
+    training logs it (lib/pyfunc.py), loading not timed; and the accuracy of its labels."""
+    import mlflow
+    import pandas as pd
+
+    from lib.pyfunc import save_pyfunc_model, write_settings
+
+    with tempfile.TemporaryDirectory(prefix="bench-pyfunc-") as folder:
+        hf_folder = Path(folder) / "hf"
+        model.save_pretrained(hf_folder)
+        setup.tokenizer.save_pretrained(hf_folder)
+        write_settings(hf_folder, 0.5, setup.max_length)
+        save_pyfunc_model(hf_folder, Path(folder) / "pyfunc")
+        loaded = mlflow.pyfunc.load_model(str(Path(folder) / "pyfunc"))
+        titles = pd.DataFrame({"title": setup.val_texts})
+        _sync(setup.device)
+        start = time.perf_counter()
+        predicted = loaded.predict(titles)
+        _sync(setup.device)
+        seconds = time.perf_counter() - start
+    return seconds, float(np.mean(predicted["label"].to_numpy() == np.asarray(setup.val_labels)))
 
 
 # --------------------------------------------------------------- Hugging Face Trainer
@@ -348,7 +372,7 @@ def run_hf_trainer(
 def variants(setup: Setup, names: list[str], alt_precision: str | None) -> dict:
     """{name: (label, run(seed, steps) -> Outcome)} for the names asked for, in order."""
     table = {
-        "ours": ("ours", lambda seed, steps: run_ours(setup, seed, steps)),
+        "ours": ("ours", lambda seed, steps: run_ours(setup, seed, steps, pyfunc=setup.cfg.bench.pyfunc)),
         "hf_trainer": ("hf_trainer", lambda seed, steps: run_hf_trainer(setup, seed, steps)),
         "hf_trainer_grouped": (
             "hf_trainer_grouped",

@@ -4,11 +4,16 @@ Protocol used by the training loop, right after the clean ``backward()``::
 
     adv_loss = adversary.attack(forward_backward)
 
-``forward_backward()`` runs the forward pass on the current batch, computes the (accumulation-
-and grad-scaler-scaled) loss, calls ``backward()`` on it and returns the detached loss. On return
-the embeddings hold their exact clean values and every parameter's ``.grad`` holds the clean
-gradient plus one adversarial gradient. The perturbation direction is g / ||g||, which does not
-depend on a GradScaler's scale factor.
+``forward_backward(weight=None)`` runs the forward pass on the current batch, computes the
+(accumulation- and grad-scaler-scaled) loss, times ``weight`` when given, calls ``backward()`` on
+it and returns the detached loss. On return the embeddings hold their exact clean values and every
+parameter's ``.grad`` holds the clean gradient plus one adversarial gradient. The perturbation
+direction is g / ||g||, which does not depend on a GradScaler's scale factor.
+
+When g has no direction (||g|| is 0, inf or NaN) there is nothing to add. On the CPU the attack
+then returns None at once. On a GPU, where that test would make the host wait for the device at
+every step (lib.device.host_reads_are_free), the attack runs with a zero perturbation and
+``weight`` 0, so it adds nothing, and the host never reads a value back.
 
 The gradient read is the embedding matrix's accumulated ``.grad``: with gradient accumulation it
 also contains the earlier micro-batches' gradients, which only changes the direction of the
@@ -25,25 +30,29 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lib.errors import ConfigError
+from lib import device as device_helpers
+from lib.errors import ConfigError, require_keys
 
 ADVERSARY_NAMES = ("none", "fgm", "pgd")
-ForwardBackward = Callable[[], torch.Tensor]
+ADVERSARY_KEYS = {"none": (), "fgm": ("epsilon",), "pgd": ("epsilon", "step_size", "steps")}  # conf/adversarial/*.yaml
+ForwardBackward = Callable[..., torch.Tensor]  # (weight: torch.Tensor | None = None) -> detached loss
 
 
 def build_adversary(cfg_adv: DictConfig, model: nn.Module) -> Adversary | None:
     """The adversary named by ``cfg_adv.name``, or None for ``none``."""
     name = cfg_adv.get("name")
+    if name in ADVERSARY_KEYS:
+        require_keys(cfg_adv, "adversarial", ADVERSARY_KEYS[name])
     if name == "none":
         return None
     if name == "fgm":
-        return FGM(model, epsilon=cfg_adv.get("epsilon", 1.0))
+        return FGM(model, epsilon=cfg_adv.epsilon)
     if name == "pgd":
         return PGD(
             model,
-            epsilon=cfg_adv.get("epsilon", 1.0),
-            step_size=cfg_adv.get("step_size", 0.3),
-            steps=cfg_adv.get("steps", 3),
+            epsilon=cfg_adv.epsilon,
+            step_size=cfg_adv.step_size,
+            steps=cfg_adv.steps,
         )
     raise ConfigError(f"adversarial.name={name!r} is unknown; valid names: {', '.join(ADVERSARY_NAMES)}")
 
@@ -76,18 +85,19 @@ class Adversary(ABC):
     def attack(self, forward_backward: ForwardBackward) -> torch.Tensor | None:
         """Run the attack; the adversarial loss, or None when the gradient gave no direction."""
 
-    def _unit_gradient(self) -> torch.Tensor | None:
-        """g / ||g|| of the embedding matrix, or None when the norm is 0, inf or NaN (e.g. an
-        fp16 overflow that the GradScaler is about to skip anyway)."""
+    def _unit_gradient(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(g / ||g||, weight) of the embedding matrix, weight None on the CPU and 1.0 on a GPU; when the
+        norm is 0, inf or NaN (e.g. an fp16 overflow that the GradScaler is about to skip anyway) None
+        on the CPU, and (zeros, 0.0) on a GPU, decided there (see the module docstring)."""
         grad = self.weight.grad
         if grad is None:
             return None
-        norm = grad.float().norm()
-        # One host sync per step: the branch needs the value.
-        norm_value = norm.item()
-        if norm_value == 0.0 or not math.isfinite(norm_value):
-            return None
-        return grad.float() / norm
+        grad = grad.float()
+        norm = grad.norm()
+        usable = torch.isfinite(norm) & (norm > 0)
+        if device_helpers.host_reads_are_free(grad.device):
+            return (grad / norm, None) if usable else None
+        return torch.where(usable, grad / norm, 0.0), usable.float()
 
 
 class FGM(Adversary):
@@ -96,15 +106,16 @@ class FGM(Adversary):
     name = "fgm"
 
     def attack(self, forward_backward: ForwardBackward) -> torch.Tensor | None:
-        direction = self._unit_gradient()
-        if direction is None:
+        unit = self._unit_gradient()
+        if unit is None:
             return None
+        direction, weight = unit
         backup = self.weight.detach().clone()
         with torch.no_grad():
             self.weight.add_((self.epsilon * direction).to(self.weight.dtype))
         try:
             # The adversarial gradient accumulates onto the clean one already in .grad.
-            return forward_backward()
+            return forward_backward(weight)
         finally:
             # Copy the backup back (not subtract r): subtraction would not be bit-exact.
             with torch.no_grad():
@@ -128,9 +139,10 @@ class PGD(Adversary):
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def attack(self, forward_backward: ForwardBackward) -> torch.Tensor | None:
-        direction = self._unit_gradient()
-        if direction is None:
+        unit = self._unit_gradient()
+        if unit is None:
             return None
+        direction, weight = unit
         clean_grads = [None if p.grad is None else p.grad.detach().clone() for p in self.params]
         original = self.weight.detach().clone()
         try:
@@ -139,14 +151,15 @@ class PGD(Adversary):
                 # This pass only steers the next step: its gradient must not reach the update.
                 self._zero_grads()
                 forward_backward()
-                direction = self._unit_gradient()
-                if direction is None:
+                unit = self._unit_gradient()
+                if unit is None:
                     break  # no usable direction here: finish from the current point
+                direction = unit[0]  # (CUDA: zeros when unusable, so the point stays where it is)
             else:
                 self._ascend(direction, original)
             # The last pass adds its adversarial gradient onto the clean one.
             self._restore_grads(clean_grads)
-            return forward_backward()
+            return forward_backward(weight)
         except BaseException:
             # A failed attack must not leave intermediate gradients behind.
             self._restore_grads(clean_grads)

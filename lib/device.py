@@ -69,6 +69,13 @@ def why_precision(name: str, device: torch.device, precision: str) -> str:
     return f"auto: the CPU has {flag}" if flag else "auto: the CPU has no native bf16 (AMX / AVX-512 BF16)"
 
 
+def host_reads_are_free(device: torch.device) -> bool:
+    """Whether reading a tensor's value back into Python costs nothing (the CPU) or makes the host wait
+    until the accelerator has run everything queued (CUDA, MPS). The training step decides on the
+    device where reads are not free: the loop's NaN/inf skip and the adversary's empty-direction case."""
+    return device.type == "cpu"
+
+
 def autocast(device: torch.device, precision: str):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -17,6 +17,15 @@ class DataError(UserError):
     """A data file that is missing, unreadable or unusable."""
 
 
+def require_keys(cfg, group: str, keys: tuple[str, ...]) -> None:
+    """Defaults live in the config group's YAML only: a key missing here is a config written by hand
+    (or an old one), not a reason to invent a second default in code."""
+    missing = [key for key in keys if key not in cfg]
+    if missing:
+        name = cfg.get("name", "<option>")
+        raise ConfigError(f"{group}: {', '.join(missing)} missing (conf/{group}/{name}.yaml sets every key it needs)")
+
+
 class TrainingInterrupted(Exception):
     """SIGINT / SIGTERM / SIGUSR2 arrived; the run stopped at a step boundary and saved ``path``.
     ``signal_name`` says which ("SIGUSR2": the job is to be requeued)."""

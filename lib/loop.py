@@ -7,15 +7,22 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from lib import device as device_helpers
 from lib.device import autocast, to_device
 from lib.errors import ConfigError, UserError
 from lib.metrics import compute_metrics, metrics_at_threshold
 from lib.progress import progress
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from lib.adversarial import Adversary
 
 # --------------------------------------------------------------- evaluation
 
@@ -57,33 +64,35 @@ def evaluate(model, loader, loss_fn, device, threshold: float | None = None) -> 
 
 
 class EarlyStopping:
-    """Tracks the best validation value; ``should_stop`` after ``patience`` evaluations without gain."""
+    """Judges each validation by ``metric``: best so far, and whether ``patience`` evaluations in a row
+    brought no gain. The values it tracks live in the LoopState (best_value, bad_evals), so that a
+    checkpoint holds them and a resumed run judges the same way."""
 
     def __init__(self, metric: str, mode: str, patience: int | None):
         if mode not in ("max", "min"):
             raise ConfigError(f"trainer.early_stopping.mode={mode}: choose max or min")
         self.metric, self.mode, self.patience = metric, mode, patience
-        self.best = -math.inf if mode == "max" else math.inf
-        self.bad_evals = 0
 
-    def update(self, metrics: dict) -> bool:
-        """Record one evaluation; True when it is the best so far."""
+    def update(self, state: LoopState, metrics: dict) -> bool:
+        """Record one evaluation in ``state``; True when it is the best so far."""
         if self.metric not in metrics:
             raise ConfigError(
                 f"trainer.early_stopping.metric={self.metric}: not a validation metric "
                 f"(choose from {', '.join(sorted(metrics))})"
             )
         value = metrics[self.metric]
-        improved = value > self.best if self.mode == "max" else value < self.best
+        best = state.best_value
+        if best is None:
+            best = -math.inf if self.mode == "max" else math.inf
+        improved = value > best if self.mode == "max" else value < best
         if improved:
-            self.best, self.bad_evals = value, 0
+            state.best_value, state.bad_evals = value, 0
         else:
-            self.bad_evals += 1
+            state.best_value, state.bad_evals = best, state.bad_evals + 1
         return improved
 
-    @property
-    def should_stop(self) -> bool:
-        return self.patience is not None and self.bad_evals >= self.patience
+    def should_stop(self, state: LoopState) -> bool:
+        return self.patience is not None and state.bad_evals >= self.patience
 
 
 # --------------------------------------------------------------- training
@@ -116,8 +125,8 @@ class LoopState:
     step: int = 0  # optimiser steps done
     epoch: int = 1  # current epoch (1-based)
     next_batch: int = 0  # position in the current epoch's batch order
-    best_value: float | None = None
-    bad_evals: int = 0
+    best_value: float | None = None  # early stopping: the best validation value so far (None: none yet)
+    bad_evals: int = 0  # and the evaluations since, without gain
     best_weights: dict | None = None
     running_loss: float = 0.0  # sum of per-batch mean losses since the last log line
     running_adv_loss: float = 0.0  # the same for the adversarial (FGM/PGD) loss
@@ -131,6 +140,23 @@ class LoopState:
     @classmethod
     def from_dict(cls, saved: dict) -> LoopState:
         return cls(**{**saved, "result": LoopResult(**saved["result"])})
+
+
+@dataclass
+class TrainingParts:
+    """What the loop trains with, built from the config groups (lib/run.py): the model (or its
+    torch.compile wrapper), the loaders, the loss, optimiser and schedule, the adversary (None: no
+    adversarial training), and where and in which precision it computes."""
+
+    model: torch.nn.Module
+    train_loader: DataLoader
+    val_loader: DataLoader
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    adversary: Adversary | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
 
 
 class NonFiniteLoss(UserError):
@@ -150,20 +176,13 @@ def _progress():
 
 
 def train(
-    model,
-    train_loader,
-    val_loader,
-    loss_fn,
-    optimizer,
-    scheduler,
-    adversary,
+    parts: TrainingParts,
     cfg_trainer,
-    device: torch.device,
-    precision: str,
     total_steps: int,
+    *,
     on_metrics: Callable[[dict, int], None] = lambda metrics, step: None,
     state: LoopState | None = None,
-    stop_requested=lambda: False,
+    stop_requested: Callable[[], bool] = lambda: False,
     on_interrupt: Callable[[LoopState], None] | None = None,
 ) -> LoopResult:
     """Train until epochs, max_steps or early stopping; leaves the model holding its best weights.
@@ -171,6 +190,8 @@ def train(
     ``state`` continues a checkpointed run. When ``stop_requested()`` turns true, training stops
     at the next optimiser-step boundary and ``on_interrupt(state)`` saves it (then raises).
     """
+    model, optimizer = parts.model, parts.optimizer
+    device, precision, adversary = parts.device, parts.precision, parts.adversary
     accum = cfg_trainer.grad_accum_steps
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     stopper = EarlyStopping(
@@ -180,44 +201,43 @@ def train(
     if state.scaler:
         scaler.load_state_dict(state.scaler)
     result = state.result
-    if state.best_value is not None:
-        stopper.best, stopper.bad_evals = state.best_value, state.bad_evals
-    # Losses are summed on the device and read back only at log steps: no per-batch sync.
-    window_loss = torch.tensor(state.running_loss, device=device)
-    window_adv_loss = torch.tensor(state.running_adv_loss, device=device)
+    # Losses and skip counts stay on the device and are read back only at log steps: no per-batch sync.
+    tally = StepTally(state, device)
     step_loss, step_adv_loss = torch.zeros((), device=device), torch.zeros((), device=device)
+    skip_on_device = _skips_on_device(device, optimizer, scaler)
     clock = time.perf_counter() - result.train_seconds
 
-    def loss_of(inputs, window: int):
+    def loss_of(inputs, window: int, weight: torch.Tensor | None = None):
         """The batch's mean loss divided by the number of batches in its accumulation window,
-        so that the window's summed gradient is the gradient of the mean over its batches."""
+        so that the window's summed gradient is the gradient of the mean over its batches
+        (times ``weight``: an adversary's 0 when its attack had no direction)."""
         with autocast(device, precision):
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        return loss_fn(logits.float(), inputs["labels"]) / window
+        loss = parts.loss_fn(logits.float(), inputs["labels"]) / window
+        return loss if weight is None else loss * weight
 
     def run_eval() -> bool:
         """Evaluate, keep the best weights, log; True when training should stop."""
         eval_start = time.perf_counter()
-        metrics, probs = evaluate(model, val_loader, loss_fn, device)
+        metrics, probs = evaluate(model, parts.val_loader, parts.loss_fn, device)
         model.train()
         result.eval_seconds += time.perf_counter() - eval_start
         val = {f"val_{k}": v for k, v in metrics.items()}
         result.history.append({"step": state.step, "epoch": state.epoch, **val})
         on_metrics({**val, "epoch": state.epoch}, state.step)
-        if stopper.update(metrics):
+        if stopper.update(state, metrics):
             # On the CPU: a copy of the weights on the GPU would double the model's GPU memory.
             state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             result.best_metrics, result.best_step, result.best_epoch = metrics, state.step, state.epoch
             result.best_val_probs = probs.tolist()
-        state.best_value, state.bad_evals = stopper.best, stopper.bad_evals
-        return stopper.should_stop
+        return stopper.should_stop(state)
 
     def log_train(bars, task) -> None:
-        state.running_loss = float(window_loss)  # the host-device syncs of the logging path
+        tally.read()  # the host-device sync of the logging path
+        _check_nonfinite_streak(state, cfg_trainer)
         count = max(state.running_count, 1)
         logged = {"train_loss": state.running_loss / count, "lr": _base_lr(optimizer)}
         if adversary is not None:
-            state.running_adv_loss = float(window_adv_loss)
             logged["adv_loss"] = state.running_adv_loss / count
         result.history.append({"step": state.step, "epoch": state.epoch, **logged})
         on_metrics(logged, state.step)
@@ -227,12 +247,10 @@ def train(
             info=f"epoch {state.epoch} loss {logged['train_loss']:.4f} lr {logged['lr']:.2e} "
             f"{result.samples_per_second:.0f} samples/s",
         )
-        window_loss.zero_()
-        window_adv_loss.zero_()
-        state.running_loss, state.running_adv_loss, state.running_count = 0.0, 0.0, 0
+        tally.new_window()
 
     def checkpoint_and_raise() -> None:
-        state.running_loss, state.running_adv_loss = float(window_loss), float(window_adv_loss)
+        tally.read()
         state.scaler = scaler.state_dict()
         result.train_seconds = time.perf_counter() - clock
         on_interrupt(state)  # saves, then raises TrainingInterrupted
@@ -241,9 +259,10 @@ def train(
     #  1. for each batch of the accumulation window: forward under autocast, loss / window, backward
     #     (and, with an adversary, its attack: perturb the embeddings, forward, backward, restore);
     #  2. unscale (fp16) and clip the gradients, reading their norm;
-    #  3. a NaN/inf loss or gradient norm skips the step (gradients dropped); too many in a row stop;
+    #  3. a NaN/inf loss or gradient norm skips the step (gradients dropped; on CUDA the fused AdamW
+    #     kernel skips it on the device, see _skips_on_device); too many in a row stop;
     #  4. optimiser step, scheduler step, step count + 1;
-    #  5. every log_every_steps: read the summed losses back from the device and log them;
+    #  5. every log_every_steps: read the summed losses and skip counts back from the device, log them;
     #  6. every eval_every_steps, and at each epoch's end: validate, keep the best weights, maybe stop;
     #  7. on SIGINT / SIGTERM: checkpoint at this step boundary and raise.
     with _progress() as bars:
@@ -251,16 +270,16 @@ def train(
         stop, evaluated_at = False, -1
         while state.epoch <= cfg_trainer.epochs:
             model.train()
-            train_loader.batch_sampler.set_epoch(state.epoch, skip=state.next_batch)
-            batches = len(train_loader)
-            for i, batch in enumerate(train_loader, start=state.next_batch):
+            parts.train_loader.batch_sampler.set_epoch(state.epoch, skip=state.next_batch)
+            batches = len(parts.train_loader)
+            for i, batch in enumerate(parts.train_loader, start=state.next_batch):
                 window = _window_length(i, accum, batches)
                 inputs = to_device(batch, device)
                 loss = loss_of(inputs, window)
                 scaler.scale(loss).backward()
                 step_loss += loss.detach()
                 if adversary is not None:
-                    adv_loss = adversary.attack(lambda: _backward(scaler, loss_of(inputs, window)))  # noqa: B023 - called now
+                    adv_loss = adversary.attack(lambda weight=None: _backward(scaler, loss_of(inputs, window, weight)))  # noqa: B023 - called now
                     if adv_loss is not None:
                         step_adv_loss += adv_loss
                 result.train_samples += len(batch["labels"])
@@ -269,25 +288,21 @@ def train(
                 state.next_batch = i + 1
                 grad_norm = _unscale_and_clip(model, optimizer, scaler, cfg_trainer.max_grad_norm)
                 # fp16: the grad scaler skips steps with inf/NaN gradients itself (and lowers its scale).
-                finite = _finite_step(
-                    step_loss + step_adv_loss,
-                    None if scaler.is_enabled() else grad_norm,
-                    state,
-                    cfg_trainer,
-                    optimizer,
-                    scaler,
-                )
-                if finite:
-                    window_loss += step_loss * window
-                    window_adv_loss += step_adv_loss * window
-                    state.running_count += window
+                finite = torch.isfinite(step_loss + step_adv_loss)
+                if not scaler.is_enabled():
+                    finite &= torch.isfinite(grad_norm)
+                tally.add_step(finite, step_loss, step_adv_loss, window)
                 step_loss.zero_()
                 step_adv_loss.zero_()
-                if not finite:
-                    result.skipped_steps += 1
+                if skip_on_device:
+                    optimizer.found_inf = (~finite).float()  # read by the fused kernel, on the device
+                elif not finite:  # a free read on the CPU
+                    _drop_step(optimizer, scaler)
+                    tally.read()
+                    _check_nonfinite_streak(state, cfg_trainer)
                     continue
                 _optimizer_step(optimizer, scaler)
-                scheduler.step()
+                parts.scheduler.step()
                 state.step += 1
                 if state.step % cfg_trainer.log_every_steps == 0 or state.step == total_steps:
                     log_train(bars, task)
@@ -305,7 +320,9 @@ def train(
             state.epoch, state.next_batch = state.epoch + 1, 0
             if stop_requested() and on_interrupt is not None:
                 checkpoint_and_raise()
-    result.stopped_early = stopper.should_stop
+    tally.read()
+    _check_nonfinite_streak(state, cfg_trainer)
+    result.stopped_early = stopper.should_stop(state)
     result.steps, result.train_seconds = state.step, time.perf_counter() - clock
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
@@ -318,27 +335,63 @@ def _window_length(batch: int, accum: int, batches: int) -> int:
     return min(accum, batches - batch // accum * accum)
 
 
-def _finite_step(
-    loss: torch.Tensor, grad_norm: torch.Tensor | None, state: LoopState, cfg_trainer, optimizer, scaler
-) -> bool:
-    """False (and the gradients dropped) when this step's loss or gradient norm is NaN/inf; too
-    many in a row raise. A finite loss can still have a NaN gradient (e.g. an infinite derivative).
+class StepTally:
+    """What the loop counts per optimiser step, kept on the device so that nothing is read back
+    between log steps: the summed losses of the log window and its batches (finite steps only),
+    the steps skipped for NaN/inf and the current run of them. ``read()`` brings them into the
+    LoopState with one transfer."""
 
-    One boolean read from the device per optimiser step: the price of never stepping on NaN.
-    """
-    finite = torch.isfinite(loss) if grad_norm is None else torch.isfinite(loss) & torch.isfinite(grad_norm)
-    if bool(finite):
-        state.nonfinite_streak = 0
-        return True
+    def __init__(self, state: LoopState, device: torch.device):
+        self.state = state
+        values = [state.running_loss, state.running_adv_loss, state.running_count, state.nonfinite_streak, 0.0]
+        self.values = torch.tensor(values, dtype=torch.float32, device=device)
+        self.loss, self.adv_loss, self.count, self.streak, self.skipped = self.values.unbind()
+
+    def add_step(self, finite: torch.Tensor, loss: torch.Tensor, adv_loss: torch.Tensor, window: int) -> None:
+        self.loss.add_(torch.where(finite, loss * window, 0.0))
+        self.adv_loss.add_(torch.where(finite, adv_loss * window, 0.0))
+        self.count.add_(finite * window)
+        self.streak.copy_(torch.where(finite, 0.0, self.streak + 1))
+        self.skipped.add_(~finite)
+
+    def read(self) -> None:
+        loss, adv_loss, count, streak, skipped = self.values.tolist()
+        self.state.running_loss, self.state.running_adv_loss, self.state.running_count = loss, adv_loss, round(count)
+        self.state.nonfinite_streak = round(streak)
+        self.state.result.skipped_steps += round(skipped)
+        self.skipped.zero_()
+
+    def new_window(self) -> None:
+        for value in (self.loss, self.adv_loss, self.count):
+            value.zero_()
+        self.state.running_loss, self.state.running_adv_loss, self.state.running_count = 0.0, 0.0, 0
+
+
+def _skips_on_device(device: torch.device, optimizer, scaler) -> bool:
+    """Whether a NaN/inf step is skipped on the device: on a GPU with a fused AdamW (lib/optim.py), which
+    reads ``optimizer.found_inf`` in its kernel and then leaves weights, moments and its step count
+    untouched, so the host never waits for the GPU between log steps. The schedule still advances
+    and the step is counted (knowing it was skipped needs the read this avoids); the run of skipped
+    steps is checked at the next log step. Elsewhere the host decides at once: on the CPU the read
+    costs nothing. fp16's GradScaler skips steps its own way."""
+    fused = getattr(optimizer, "_step_supports_amp_scaling", False)
+    return not device_helpers.host_reads_are_free(device) and fused and not scaler.is_enabled()
+
+
+def _drop_step(optimizer, scaler) -> None:
+    """Skip this optimiser step: its gradients dropped."""
     optimizer.zero_grad(set_to_none=True)
     scaler.update()  # closes this step's unscale_ (fp16); a no-op otherwise
-    state.nonfinite_streak += 1
+
+
+def _check_nonfinite_streak(state: LoopState, cfg_trainer) -> None:
+    """Too many NaN/inf steps in a row: the run diverged, stop it. A finite loss can still have a
+    NaN gradient (e.g. an infinite derivative), so the gradient norm counts too."""
     if state.nonfinite_streak >= cfg_trainer.max_nonfinite_steps:
         raise NonFiniteLoss(
             f"the training loss or gradient norm was NaN/inf for {state.nonfinite_streak} optimiser "
             f"steps in a row (after step {state.step}); lower schedule.lr, or use trainer.precision=fp32"
         )
-    return False
 
 
 def _base_lr(optimizer) -> float:

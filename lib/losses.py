@@ -14,25 +14,33 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig
 from torch import nn
 
-from lib.errors import ConfigError
+from lib.errors import ConfigError, require_keys
 
 # The task is binary: class 0 = wrongly extracted title, class 1 = correct title.
 NUM_CLASSES = 2
 LOSS_NAMES = ("ce", "weighted_ce", "focal")
+# The keys each option's YAML (conf/loss/<name>.yaml) sets: the only place their defaults live.
+LOSS_KEYS = {
+    "ce": ("label_smoothing",),
+    "weighted_ce": ("class_weights", "label_smoothing"),
+    "focal": ("alpha", "gamma", "balanced_alpha"),
+}
 
 
 def build_loss(cfg_loss: DictConfig) -> nn.Module:
     """Build the loss named by ``cfg_loss.name`` (one of LOSS_NAMES)."""
     name = cfg_loss.get("name")
+    if name in LOSS_KEYS:
+        require_keys(cfg_loss, "loss", LOSS_KEYS[name])
     if name == "ce":
         return nn.CrossEntropyLoss(label_smoothing=_label_smoothing(cfg_loss))
     if name == "weighted_ce":
-        weights = _per_class(cfg_loss.get("class_weights"), "loss.class_weights")
+        weights = _per_class(cfg_loss.class_weights, "loss.class_weights")
         # CrossEntropyLoss keeps `weight` as a buffer; 'mean' divides by the summed weights of
         # the batch's targets, i.e. a weighted mean.
         return nn.CrossEntropyLoss(weight=weights, label_smoothing=_label_smoothing(cfg_loss))
     if name == "focal":
-        return FocalLoss(alpha=cfg_loss.alpha, gamma=cfg_loss.gamma, balanced=cfg_loss.get("balanced_alpha", False))
+        return FocalLoss(alpha=cfg_loss.alpha, gamma=cfg_loss.gamma, balanced=cfg_loss.balanced_alpha)
     raise ConfigError(f"loss.name={name!r} is unknown; valid names: {', '.join(LOSS_NAMES)}")
 
 
@@ -85,7 +93,7 @@ class FocalLoss(nn.Module):
 
 
 def _label_smoothing(cfg_loss: DictConfig) -> float:
-    value = _number(cfg_loss.get("label_smoothing", 0.0), "loss.label_smoothing")
+    value = _number(cfg_loss.label_smoothing, "loss.label_smoothing")
     if not 0.0 <= value < 1.0:
         raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {value}")
     return value

@@ -24,11 +24,13 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from lib.errors import ConfigError
+from lib.errors import ConfigError, require_keys
 
 log = logging.getLogger(__name__)
 
 SCHEDULE_NAMES = ("linear", "cosine", "constant")
+# The keys conf/schedule/linear.yaml sets (cosine and constant extend it): their defaults live there only.
+SCHEDULE_KEYS = ("lr", "weight_decay", "warmup_ratio", "warmup_steps", "layer_decay", "head_lr_mult")
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
 _NO_DECAY_MARKERS = ("bias", "LayerNorm", "layer_norm")
 FUSED_DEVICES = {"cpu", "cuda"}  # where torch's fused AdamW kernel exists
@@ -54,9 +56,9 @@ def build_param_groups(cfg_schedule: DictConfig, model: nn.Module) -> list[dict]
     # A torch.compile wrapper prefixes every name with `_orig_mod.`: group by the real module's names.
     model = getattr(model, "_orig_mod", model)
     lr = float(cfg_schedule.lr)
-    weight_decay = float(cfg_schedule.get("weight_decay", 0.0))
-    layer_decay = float(cfg_schedule.get("layer_decay", 1.0))
-    head_lr_mult = float(cfg_schedule.get("head_lr_mult", 1.0))
+    weight_decay = float(cfg_schedule.weight_decay)
+    layer_decay = float(cfg_schedule.layer_decay)
+    head_lr_mult = float(cfg_schedule.head_lr_mult)
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     placement = _place(model, [n for n, _ in named], layer_decay)
@@ -173,9 +175,9 @@ def _check_partition(groups: list[dict], params: list[nn.Parameter]) -> None:
 
 
 def _warmup_steps(cfg_schedule: DictConfig, total_steps: int) -> int:
-    steps = cfg_schedule.get("warmup_steps")
+    steps = cfg_schedule.warmup_steps
     if steps is None:
-        return math.ceil(float(cfg_schedule.get("warmup_ratio", 0.0)) * total_steps)
+        return math.ceil(float(cfg_schedule.warmup_ratio) * total_steps)
     if steps > total_steps:
         # Short smoke runs (trainer.max_steps) with the original 500 warm-up steps.
         log.warning("schedule.warmup_steps=%d > %d total steps; warming up over all steps", steps, total_steps)
@@ -187,17 +189,18 @@ def _validate(cfg: DictConfig) -> None:
     name = cfg.get("name")
     if name not in SCHEDULE_NAMES:
         raise ConfigError(f"schedule.name={name!r} is unknown; valid names: {', '.join(SCHEDULE_NAMES)}")
+    require_keys(cfg, "schedule", SCHEDULE_KEYS)
     checks = [
-        ("lr", cfg.get("lr"), lambda v: v > 0, "> 0"),
-        ("weight_decay", cfg.get("weight_decay", 0.0), lambda v: v >= 0, ">= 0"),
-        ("layer_decay", cfg.get("layer_decay", 1.0), lambda v: 0 < v <= 1, "in (0, 1]"),
-        ("head_lr_mult", cfg.get("head_lr_mult", 1.0), lambda v: v > 0, "> 0"),
-        ("warmup_ratio", cfg.get("warmup_ratio", 0.0), lambda v: 0 <= v <= 1, "in [0, 1]"),
+        ("lr", cfg.lr, lambda v: v > 0, "> 0"),
+        ("weight_decay", cfg.weight_decay, lambda v: v >= 0, ">= 0"),
+        ("layer_decay", cfg.layer_decay, lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("head_lr_mult", cfg.head_lr_mult, lambda v: v > 0, "> 0"),
+        ("warmup_ratio", cfg.warmup_ratio, lambda v: 0 <= v <= 1, "in [0, 1]"),
     ]
     for field, value, ok, expected in checks:
         if not _is_number(value) or not ok(value):
             raise ConfigError(f"schedule.{field} must be a number {expected}, got {value!r}")
-    steps = cfg.get("warmup_steps")
+    steps = cfg.warmup_steps
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
         raise ConfigError(f"schedule.warmup_steps must be null or an integer >= 0, got {steps!r}")
 

@@ -12,6 +12,7 @@ the standard library, and keep the ``set_model`` call at the bottom.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -110,17 +111,32 @@ def pip_requirements() -> list[str]:
 def log_pyfunc_model(model_folder: Path, artifact_path: str = PYFUNC_ARTIFACT):
     """Log ``model_folder`` (HF model + tokenizer + titlesweep.json) as a pyfunc model of the active
     run, named ``artifact_path`` (``runs:/<run id>/pyfunc_model``). Returns MLflow's ModelInfo."""
+    with _quiet_input_example():
+        return mlflow.pyfunc.log_model(name=artifact_path, **_model_arguments(model_folder))
+
+
+def save_pyfunc_model(model_folder: Path, path: Path) -> None:
+    """The same pyfunc model written to the folder ``path``, outside any run (the benchmark loads it)."""
+    with _quiet_input_example():
+        mlflow.pyfunc.save_model(str(path), **_model_arguments(model_folder))
+
+
+def _model_arguments(model_folder: Path) -> dict:
+    return {
+        "python_model": Path(__file__).resolve(),
+        "artifacts": {HF_ARTIFACT: str(model_folder)},
+        "signature": SIGNATURE,
+        "input_example": INPUT_EXAMPLE,
+        "pip_requirements": pip_requirements(),
+    }
+
+
+@contextlib.contextmanager
+def _quiet_input_example():
+    # MLflow's input-example writer compares columns with a range, which pandas 3 deprecates: not ours to fix.
     with warnings.catch_warnings():
-        # MLflow's input-example writer compares columns with a range, which pandas 3 deprecates: not ours to fix.
         warnings.filterwarnings("ignore", message="Operation with range is deprecated")
-        return mlflow.pyfunc.log_model(
-            name=artifact_path,
-            python_model=Path(__file__).resolve(),
-            artifacts={HF_ARTIFACT: str(model_folder)},
-            signature=SIGNATURE,
-            input_example=INPUT_EXAMPLE,
-            pip_requirements=pip_requirements(),
-        )
+        yield
 
 
 # MLflow reads the model object from this call when it executes the copied file.

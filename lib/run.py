@@ -34,7 +34,7 @@ from lib.data import Splits, check_training_set, load_data
 from lib.device import resolve_device, resolve_precision, why_precision
 from lib.errors import DataError, TrainingInterrupted, UserError, exit_on_user_error
 from lib.evaluation import write_evaluation_files
-from lib.loop import LoopState, evaluate, train
+from lib.loop import LoopState, TrainingParts, evaluate, train
 from lib.losses import build_loss
 from lib.metrics import best_threshold
 from lib.models import build_model
@@ -213,17 +213,12 @@ def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkp
         raise TrainingInterrupted(path, stop.signal_name)
 
     with checkpoint.stop_on_signals() as stop:
+        parts = TrainingParts(
+            net, loaders["train"], loaders["val"], loss_fn, optimizer, scheduler, adversary, device, precision
+        )
         return train(
-            net,
-            loaders["train"],
-            loaders["val"],
-            loss_fn,
-            optimizer,
-            scheduler,
-            adversary,
+            parts,
             cfg.trainer,
-            device,
-            precision,
             total_steps,
             on_metrics=_log_step_metrics,
             state=state,

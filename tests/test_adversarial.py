@@ -44,10 +44,11 @@ class Closure:
         self.clean_weight = self.weight.detach().clone()
         self.perturbations = []
 
-    def __call__(self):
+    def __call__(self, weight=None):
         self.perturbations.append((self.weight.detach() - self.clean_weight).clone())
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
             loss = self.model(input_ids=self.ids, labels=self.labels).loss
+        loss = loss if weight is None else loss * weight
         # `scale` plays the GradScaler: it multiplies every gradient by a constant.
         (loss * self.scale).backward()
         return loss.detach()
@@ -185,7 +186,7 @@ def test_fgm_restores_embeddings_when_the_closure_fails():
     closure = Closure(model)
     clean_backward(model, closure)
 
-    def failing():
+    def failing(weight=None):
         raise RuntimeError("out of memory")
 
     with pytest.raises(RuntimeError):
@@ -277,11 +278,11 @@ def test_pgd_restores_clean_gradients_when_the_closure_fails():
     clean = clean_backward(model, closure)
     calls = []
 
-    def fails_on_second_call():
+    def fails_on_second_call(weight=None):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("out of memory")
-        return closure()
+        return closure(weight)
 
     with pytest.raises(RuntimeError):
         PGD(model, epsilon=1.0, step_size=0.3, steps=3).attack(fails_on_second_call)
@@ -296,7 +297,7 @@ def test_pgd_in_the_training_loop_changes_the_gradients_with_one_plus_steps_pass
     from omegaconf import OmegaConf
 
     from lib.batching import make_loader
-    from lib.loop import train
+    from lib.loop import TrainingParts, train
 
     ids = [
         torch.randint(3, 100, (int(n),), generator=torch.Generator().manual_seed(i)).tolist()
@@ -328,19 +329,10 @@ def test_pgd_in_the_training_loop_changes_the_gradients_with_one_plus_steps_pass
         optimizer = Recorder(model.parameters(), lr=1.0)
         train_loader = make_loader(ids, labels, 8, shuffle=False, pad_id=0, bucketing=False)
         val_loader = make_loader(ids[:8], labels[:8], 8, shuffle=False, pad_id=0)
-        train(
-            model,
-            train_loader,
-            val_loader,
-            torch.nn.CrossEntropyLoss(),
-            optimizer,
-            torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
-            build_adversary(adversary_cfg, model),
-            trainer,
-            torch.device("cpu"),
-            "fp32",
-            4,
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        adversary = build_adversary(adversary_cfg, model)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        train(TrainingParts(model, train_loader, val_loader, loss_fn, optimizer, scheduler, adversary), trainer, 4)
         return len(passes), recorded
 
     clean_passes, clean = run(cfg(name="none"))

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from faulty_losses import nan_loss
 from lib.batching import make_loader
-from lib.loop import NonFiniteLoss, train
+from lib.loop import NonFiniteLoss, TrainingParts, train
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
 from lib.run import _as_user_error
@@ -36,7 +36,7 @@ def _setup(make_cfg, toy_csv, **trainer):
 
 def test_nonfinite_steps_are_skipped_and_weights_stay_finite(make_cfg, toy_csv):
     cfg, model, tl, vl, opt, sched = _setup(make_cfg, toy_csv)
-    result = train(model, tl, vl, nan_loss({2, 5}), opt, sched, None, cfg.trainer, torch.device("cpu"), "fp32", 8)
+    result = train(TrainingParts(model, tl, vl, nan_loss({2, 5}), opt, sched), cfg.trainer, 8)
     assert result.skipped_steps == 2 and result.steps == 6  # 8 batches, two of them skipped
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert math.isfinite(result.best_metrics["loss"])
@@ -46,7 +46,7 @@ def test_nonfinite_steps_are_skipped_and_weights_stay_finite(make_cfg, toy_csv):
 def test_too_many_nonfinite_steps_in_a_row_stop_the_run(make_cfg, toy_csv):
     cfg, model, tl, vl, opt, sched = _setup(make_cfg, toy_csv, max_nonfinite_steps=3)
     with pytest.raises(NonFiniteLoss, match="NaN/inf for 3 optimiser steps in a row"):
-        train(model, tl, vl, nan_loss({2, 3, 4}), opt, sched, None, cfg.trainer, torch.device("cpu"), "fp32", 8)
+        train(TrainingParts(model, tl, vl, nan_loss({2, 3, 4}), opt, sched), cfg.trainer, 8)
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS])

@@ -13,7 +13,7 @@ from conftest import TINY
 from faulty_losses import nan_gradient_loss
 from lib import device, loop
 from lib.batching import make_loader
-from lib.loop import evaluate, train
+from lib.loop import TrainingParts, evaluate, train
 from lib.optim import build_param_groups
 
 
@@ -66,19 +66,12 @@ def run(
     optimizer = optimizer or GradientRecorder(model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     logged = []
+    loss_fn = loss_fn or torch.nn.CrossEntropyLoss()
+    parts = TrainingParts(
+        model, train_loader, val_loader, loss_fn, optimizer, scheduler, adversary, precision=precision
+    )
     result = train(
-        model,
-        train_loader,
-        val_loader,
-        loss_fn or torch.nn.CrossEntropyLoss(),
-        optimizer,
-        scheduler,
-        adversary,
-        cfg,
-        torch.device("cpu"),
-        precision,
-        steps or len(train_loader),
-        on_metrics=lambda metrics, step: logged.append((step, metrics)),
+        parts, cfg, steps or len(train_loader), on_metrics=lambda metrics, step: logged.append((step, metrics))
     )
     return result, optimizer, logged
 

@@ -24,8 +24,14 @@ CE = [0.1269280110, 0.3132616875, 0.9740769842]
 P_T = [0.8807970780, 0.7310585786, 0.3775406688]
 
 
+def loss_cfg(values: dict):
+    """The option's YAML (where every default lives) with ``values`` over it."""
+    path = CONF / f"{values['name']}.yaml"
+    return OmegaConf.merge(OmegaConf.load(path), values) if path.is_file() else OmegaConf.create(values)
+
+
 def loss_of(cfg: dict, logits=LOGITS, labels=LABELS) -> float:
-    return build_loss(OmegaConf.create(cfg))(logits, labels).item()
+    return build_loss(loss_cfg(cfg))(logits, labels).item()
 
 
 def test_ce_is_mean_negative_log_likelihood():
@@ -106,7 +112,7 @@ def test_focal_gradient_stays_finite_when_p_t_underflows_to_exactly_one(gamma):
 def test_focal_balanced_alpha_weights_class_1_by_alpha_and_class_0_by_one_minus_alpha():
     # balanced_alpha, alpha 0.25: row A (label 0) weighs 0.75, rows B and C (label 1) 0.25.
     # (0.75 * 0.0142093 * 0.1269280 + 0.25 * 0.0723295 * 0.3132617 + 0.25 * 0.3874556 * 0.9740770) / 3
-    loss_fn = build_loss(OmegaConf.create({"name": "focal", "alpha": 0.25, "gamma": 2.0, "balanced_alpha": True}))
+    loss_fn = build_loss(loss_cfg({"name": "focal", "alpha": 0.25, "gamma": 2.0, "balanced_alpha": True}))
     assert loss_fn.alpha.tolist() == [0.75, 0.25]
     assert loss_fn(LOGITS, LABELS).item() == pytest.approx(0.0337900, abs=1e-6)
     # The default (scalar alpha for both classes) only rescales the loss: the same for every row.
@@ -146,7 +152,7 @@ def test_focal_is_stable_for_extreme_logits():
     labels = torch.tensor([1, 0])
     # Row 1: CE = 200, p_t = e^-200 -> 0.25 * 1 * 200 = 50; row 2: p_t = 1 -> 0. Mean 25.
     # Computing softmax first and then log would give log(0) = -inf for row 1.
-    loss = build_loss(OmegaConf.create({"name": "focal", "alpha": 0.25, "gamma": 2.0}))
+    loss = build_loss(loss_cfg({"name": "focal", "alpha": 0.25, "gamma": 2.0}))
     assert loss(logits, labels).item() == pytest.approx(25.0, rel=1e-6)
 
 
@@ -174,7 +180,7 @@ def test_focal_gradient_flows_to_logits():
     ],
 )
 def test_per_class_tensors_are_buffers_that_move_with_the_module(cfg, buffer):
-    loss_fn = build_loss(OmegaConf.create(cfg))
+    loss_fn = build_loss(loss_cfg(cfg))
     assert buffer in dict(loss_fn.named_buffers())
     # "meta" stands in for a GPU: .to() must carry the buffer along.
     loss_fn.to("meta")
@@ -188,7 +194,7 @@ def test_loss_yaml_files_all_build():
 
 def test_unknown_loss_name_lists_valid_names():
     with pytest.raises(ConfigError) as err:
-        build_loss(OmegaConf.create({"name": "dice"}))
+        build_loss(loss_cfg({"name": "dice"}))
     message = str(err.value)
     assert "'dice'" in message and "ce, weighted_ce, focal" in message and "\n" not in message
 
@@ -207,4 +213,22 @@ def test_unknown_loss_name_lists_valid_names():
 )
 def test_invalid_values_raise_config_error(cfg):
     with pytest.raises(ConfigError):
-        build_loss(OmegaConf.create(cfg))
+        build_loss(loss_cfg(cfg))
+
+
+@pytest.mark.parametrize("group", ["loss", "adversarial", "schedule"])
+def test_a_key_missing_from_a_group_is_an_error_not_a_second_default(group):
+    # Defaults live in conf/<group>/*.yaml only; a hand-written config lacking one is told so.
+    from lib.adversarial import build_adversary
+    from lib.optim import build_optimizer
+
+    path = {"loss": CONF / "focal.yaml", "adversarial": CONF.parent / "adversarial" / "pgd.yaml",
+            "schedule": CONF.parent / "schedule" / "linear.yaml"}[group]  # fmt: skip
+    cfg = OmegaConf.load(path)
+    dropped = {"loss": "gamma", "adversarial": "step_size", "schedule": "weight_decay"}[group]
+    del cfg[dropped]
+    model = torch.nn.Module()
+    build = {"loss": lambda: build_loss(cfg), "adversarial": lambda: build_adversary(cfg, model),
+             "schedule": lambda: build_optimizer(cfg, model)}[group]  # fmt: skip
+    with pytest.raises(ConfigError, match=f"^{group}: {dropped} missing \\(conf/{group}/{cfg.name}.yaml"):
+        build()

@@ -39,7 +39,9 @@ def tiny_model(arch: str):
 
 
 def schedule_cfg(file="linear", **overrides):
-    cfg = OmegaConf.load(CONF / f"{file}.yaml")
+    # cosine.yaml and constant.yaml extend linear.yaml through their defaults list, as Hydra composes them
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / "linear.yaml"), OmegaConf.load(CONF / f"{file}.yaml"))
+    cfg.pop("defaults", None)
     cfg.merge_with(OmegaConf.create({"lr": LR, "layer_decay": DECAY, "head_lr_mult": HEAD, **overrides}))
     return cfg
 

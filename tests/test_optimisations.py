@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from conftest import write_toy_csv
 from lib.batching import LengthBucketSampler, encode, make_loader
 from lib.data import load_data
-from lib.loop import predict, train
+from lib.loop import TrainingParts, predict, train
 from lib.losses import build_loss
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
@@ -116,19 +116,9 @@ def _fit(world, model=None, *, pad_to=None, log_every=5, dropout=False):
     total = cfg_trainer.epochs * len(train_loader)
     optimizer = build_optimizer(world.cfg.schedule, model)
     transformers.set_seed(0)
-    result = train(
-        model,
-        train_loader,
-        val_loader,
-        build_loss(world.cfg.loss),
-        optimizer,
-        build_scheduler(world.cfg.schedule, optimizer, total),
-        None,
-        cfg_trainer,
-        CPU,
-        "fp32",
-        total,
-    )
+    scheduler = build_scheduler(world.cfg.schedule, optimizer, total)
+    parts = TrainingParts(model, train_loader, val_loader, build_loss(world.cfg.loss), optimizer, scheduler)
+    result = train(parts, cfg_trainer, total)
     return result, model
 
 
@@ -288,6 +278,7 @@ def test_benchmark_trainer_gets_the_recipe_of_our_loop(world):
         world.train_labels,
         world.val_ids,
         world.val_labels,
+        world.splits.val["text"].tolist(),
         build_loss(cfg.loss),
         48,
     )
@@ -339,10 +330,11 @@ def test_benchmark_variants_do_the_same_work(world):
         world.train_labels[:rows],
         world.val_ids,
         world.val_labels,
+        world.splits.val["text"].tolist(),
         build_loss(world.cfg.loss),
         48,
     )
-    ours, padded = run_ours(setup, 0, 3), run_ours(setup, 0, 3, bucketing=False, pad_to=48)
+    ours, padded = run_ours(setup, 0, 3, pyfunc=True), run_ours(setup, 0, 3, bucketing=False, pad_to=48)
     trainer, grouped = run_hf_trainer(setup, 0, 3), run_hf_trainer(setup, 0, 3, sampling="group_by_length")
     for outcome in (ours, padded, trainer, grouped):
         assert outcome.train_samples == 3 * 16 and outcome.infer_titles == len(world.val_ids)
@@ -350,3 +342,6 @@ def test_benchmark_variants_do_the_same_work(world):
     assert padded.padded_tokens == 48 > trainer.padded_tokens >= ours.padded_tokens >= ours.real_tokens
     assert grouped.padded_tokens < trainer.padded_tokens  # the Trainer's length grouping pads less
     assert torch.get_num_threads() == 1  # the Trainer left the thread count alone
+    # the pyfunc row: the same titles through mlflow.pyfunc.load_model(...).predict, the same answers
+    assert ours.pyfunc_seconds > 0 and ours.pyfunc_accuracy == pytest.approx(ours.accuracy, abs=1 / len(world.val_ids))
+    assert "pyfunc_titles_per_s" in ours.as_dict() and padded.pyfunc_seconds is None

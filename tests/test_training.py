@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from lib.batching import encode, make_loader
 from lib.data import load_data
 from lib.errors import ConfigError, DataError
-from lib.loop import evaluate, train
+from lib.loop import TrainingParts, evaluate, train
 from lib.losses import build_loss
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
@@ -67,18 +67,8 @@ def test_early_stopping_stops_and_restores_the_best_weights(make_cfg, toy_csv):
     optimizer = build_optimizer(cfg.schedule, model)
     total = 6 * len(loaders[0])
     loss_fn = build_loss(cfg.loss)
-    result = train(
-        model,
-        *loaders,
-        loss_fn,
-        optimizer,
-        build_scheduler(cfg.schedule, optimizer, total),
-        None,
-        cfg.trainer,
-        torch.device("cpu"),
-        "fp32",
-        total,
-    )
+    scheduler = build_scheduler(cfg.schedule, optimizer, total)
+    result = train(TrainingParts(model, *loaders, loss_fn, optimizer, scheduler), cfg.trainer, total)
     evals = [h for h in result.history if "val_loss" in h]
     assert result.stopped_early and len(evals) == 3  # best at epoch 1, then 2 evaluations without gain
     assert result.best_epoch == 1 and evals[0]["val_loss"] > evals[-1]["val_loss"]
