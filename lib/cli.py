@@ -1,5 +1,11 @@
-"""Command-line helpers: ``key=value`` arguments for the entry points that are not Hydra apps
-(compare, download), and the checks train.py makes before Hydra starts."""
+"""Command-line helpers for the entry points.
+
+The ones that are not Hydra apps (predict.py, evaluate.py, compare.py, download_models.py,
+ui_screenshots.py) take ``key=value`` arguments: each declares its options once, as an ``OPTIONS``
+dict of one-line descriptions, which ``--help`` prints (``help_text``) and against which an unknown
+option is refused with the valid names (``split_options``; compare.py reads other keys as run
+filters). train.py and build_corpus.py are Hydra apps; ``preflight`` makes the checks that Hydra
+would report as a traceback (an unknown group option, an unwritable outputs folder) before it starts."""
 
 from __future__ import annotations
 

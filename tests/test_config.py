@@ -135,3 +135,32 @@ def test_offline_best_is_the_best_offline_recipe_found(make_cfg):
     assert (cfg.loss.name, cfg.adversarial.name, cfg.schedule.name) == ("focal", "fgm", "cosine")
     assert (cfg.schedule.layer_decay, cfg.schedule.head_lr_mult) == (0.95, 10.0)
     assert cfg == make_cfg("recipe=focal_fgm_llrd")
+
+
+def test_a_machine_keeps_its_own_settings_in_the_git_ignored_local_config(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    from hydra import compose, initialize_config_dir
+
+    monkeypatch.delenv("TITLESWEEP_SHARED_DATA", raising=False)
+    conf = shutil.copytree(CONF_DIR, tmp_path / "conf")
+    (conf / "local" / "default.yaml").unlink(missing_ok=True)  # this checkout's own, if it has one
+
+    def extra_eval(*overrides):
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+        return OmegaConf.to_container(cfg.extra_eval, resolve=True)
+
+    # without one: the CiteSeer sample where the team keeps it, beside the clone; the example is not read
+    assert extra_eval() == {"citeseer_dev": f"{PROJECT_ROOT}/../shared/data/citeseer_dev.csv"}
+    (conf / "local" / "default.yaml").write_text(
+        "# @package _global_\npaths:\n  shared_data: /srv/shared\nextra_eval:\n  lab: /srv/lab.csv\n"
+    )
+    assert extra_eval() == {"citeseer_dev": "/srv/shared/citeseer_dev.csv", "lab": "/srv/lab.csv"}
+    assert extra_eval("extra_eval.lab=/tmp/x.csv")["lab"] == "/tmp/x.csv"  # the command line still wins
+    ignored = subprocess.run(
+        ["git", "check-ignore", "conf/local/default.yaml", "conf/local/example.yaml"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert ignored.stdout.split() == ["conf/local/default.yaml"]

@@ -9,8 +9,6 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from entry_points import run_entry_point
 from lib.corpus import build as build_mod
 from lib.corpus import ensure_corpus, negatives, parse_spec, sources
 from lib.corpus.baseline import run_baseline
@@ -530,18 +529,8 @@ def test_composed_hydra_config_builds(tmp_path):
 @pytest.mark.slow
 def test_build_corpus_entry_point_reports_config_errors_in_one_line(tmp_path):
     env = {**os.environ, "TITLESWEEP_OUTPUTS": str(tmp_path)}
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "experiments/build_corpus.py",
-            "+data.negatives.footnotes=1",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    bad = run_entry_point(
+        "build_corpus.py", "+data.negatives.footnotes=1", f"hydra.run.dir={tmp_path / 'run'}", env=env, timeout=300
     )
     assert bad.returncode == 2
     assert [line for line in bad.stderr.splitlines() if line.startswith("error:")] == [

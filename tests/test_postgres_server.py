@@ -2,8 +2,6 @@
 (tests/services/postgres.py). Parallel jobs lose nothing, and compare.py and predict.py work
 against it. Select alone with `python -m pytest -m cluster`."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import write_toy_csv
-from lib.paths import PROJECT_ROOT
+from entry_points import run_entry_point
 from lib.tracking import ROLE_TAG
 from services.mlflow_server import mlflow_server
 from services.postgres import postgres_database, why_not_available
@@ -31,15 +29,6 @@ def server(tmp_path_factory):
         yield url
 
 
-def _entry(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "experiments" / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def _files(local: Path) -> set[str]:
     return {str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()}
 
@@ -53,7 +42,7 @@ def _artifacts(client, run_id, path=""):
 
 def test_four_parallel_jobs_log_every_run_metric_and_artifact(tmp_path, server):
     toy = write_toy_csv(tmp_path / "toy.csv")
-    done = _entry(
+    done = run_entry_point(
         "train.py",
         "--multirun",
         "launcher=parallel",
@@ -93,9 +82,9 @@ def test_four_parallel_jobs_log_every_run_metric_and_artifact(tmp_path, server):
 def test_compare_registers_and_predict_loads_by_alias_from_the_server(tmp_path, server):
     toy = write_toy_csv(tmp_path / "toy.csv", seed=3)
     common = [f"tracking.uri={server}", f"paths.outputs={tmp_path / 'out'}", "tracking.experiment=pg-registry"]
-    done = _entry("train.py", f"data.train={toy}", "tracking.log_model=true", *TINY, *common)
+    done = run_entry_point("train.py", f"data.train={toy}", "tracking.log_model=true", *TINY, *common)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = _entry(
+    done = run_entry_point(
         "compare.py",
         "model=tiny_bert",
         "register=true",
@@ -114,7 +103,7 @@ def test_compare_registers_and_predict_loads_by_alias_from_the_server(tmp_path, 
 
     fresh = pd.read_csv(write_toy_csv(tmp_path / "fresh.csv", n_per_class=20, seed=9))
     (tmp_path / "titles.txt").write_text("".join(f"{t}\n" for t in fresh["text"]))
-    done = _entry(
+    done = run_entry_point(
         "predict.py",
         "model=pg-titles@champion",
         f"input={tmp_path / 'titles.txt'}",
@@ -162,7 +151,7 @@ def test_a_server_restart_during_a_sweep_loses_nothing_silently(tmp_path, tmp_pa
         restarter = threading.Thread(target=restart_once_training_logs)
         restarter.start()
         try:
-            done = _entry(
+            done = run_entry_point(
                 "train.py",
                 "--multirun",
                 "loss=ce,focal",

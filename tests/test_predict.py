@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
 from conftest import write_toy_csv
+from entry_points import run_entry_point
 from lib import inference
 from lib.errors import UserError
 from lib.paths import CONF_DIR, PROJECT_ROOT
@@ -309,14 +310,9 @@ def test_bad_predict_arguments_give_one_line_errors(trained, tmp_path, args, exp
 
 @pytest.mark.slow
 def test_command_line_exits_2_with_one_error_line(trained, tmp_path):
-    command = [
-        sys.executable,
-        str(PROJECT_ROOT / "experiments" / "evaluate.py"),
-        f"run={trained.run_id}",
-        f"input={tmp_path / 'missing.xlsx'}",
-        trained.paths,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = run_entry_point(
+        "evaluate.py", f"run={trained.run_id}", f"input={tmp_path / 'missing.xlsx'}", trained.paths, timeout=300
+    )
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {tmp_path / 'missing.xlsx'}: file not found"], done.stderr[-2000:]

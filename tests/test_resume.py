@@ -3,7 +3,6 @@ continues the same run and ends with exactly the metrics of an uninterrupted run
 
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -11,8 +10,7 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import write_toy_csv
-from entry_points import INTERRUPTIBLE_RUN
-from lib.paths import PROJECT_ROOT
+from entry_points import INTERRUPTIBLE_RUN, command
 
 pytestmark = pytest.mark.slow  # end to end, through subprocesses
 
@@ -22,15 +20,9 @@ ARGS = INTERRUPTIBLE_RUN
 def _train(out, data, *extra, wait=True):
     # One tokenizer cache for all runs: the tiny model's tokenizer is trained by HF tokenizers, whose
     # tie-breaking differs between processes, so only a shared (cached) tokenizer gives equal runs.
-    cmd = [
-        sys.executable,
-        str(PROJECT_ROOT / "experiments" / "train.py"),
-        f"paths.outputs={out}",
-        f"paths.cache={out.parent / 'cache'}",
-        f"data.train={data}",
-        *ARGS,
-        *extra,
-    ]
+    cmd = command(
+        "train.py", f"paths.outputs={out}", f"paths.cache={out.parent / 'cache'}", f"data.train={data}", *ARGS, *extra
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc.communicate(timeout=600) + (proc.returncode,) if wait else proc
 

@@ -7,7 +7,6 @@ import math
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,13 +15,11 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import write_toy_csv
-from entry_points import INTERRUPTIBLE_RUN
-from lib.paths import PROJECT_ROOT
+from entry_points import INTERRUPTIBLE_RUN, command, run_entry_point
 from lib.tracking import ROLE_TAG
 from services.slurm import slurm_cluster, why_not_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-TRAIN = str(PROJECT_ROOT / "experiments" / "train.py")
 TINY = [
     "model=tiny_bert",
     "data=csv",
@@ -108,13 +105,8 @@ def _wait_job_ended(cluster, job_id: str, timeout: float = 300) -> dict:
 
 
 def _sweep(tmp_path, cluster, *overrides, expect_rc=0):
-    done = subprocess.run(
-        [sys.executable, TRAIN, "--multirun", f"paths.outputs={tmp_path / 'out'}", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env=cluster.env,
+    done = run_entry_point(
+        "train.py", "--multirun", f"paths.outputs={tmp_path / 'out'}", *overrides, cwd=tmp_path, env=cluster.env
     )
     assert done.returncode == expect_rc, done.stdout[-1500:] + done.stderr[-3000:]
     client, runs = _store(tmp_path / "out")
@@ -170,14 +162,13 @@ class Reference:
             self.log = self.out.with_suffix(".log")  # a file, not a pipe nobody reads until the end
             with open(self.log, "w") as log:
                 self.proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        TRAIN,
+                    command(
+                        "train.py",
                         f"paths.outputs={self.out}",
                         f"paths.cache={self.cache}",
                         f"data.train={self.data}",
                         *LONG,
-                    ],
+                    ),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -204,9 +195,8 @@ def long_data(tmp_path_factory):
 def _start_long_sweep(tmp_path, cluster, data, cache, *extra) -> subprocess.Popen:
     with open(tmp_path / "sweep.log", "w") as log:
         return subprocess.Popen(
-            [
-                sys.executable,
-                TRAIN,
+            command(
+                "train.py",
                 "--multirun",
                 f"paths.outputs={tmp_path / 'out'}",
                 f"paths.cache={cache}",
@@ -214,7 +204,7 @@ def _start_long_sweep(tmp_path, cluster, data, cache, *extra) -> subprocess.Pope
                 *LONG,
                 *SLURM,
                 *extra,
-            ],
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
@@ -272,8 +262,11 @@ def test_scancel_leaves_a_checkpoint_and_a_killed_run_and_a_resubmitted_resume_m
         "--mem=2G",
         f"--output={tmp_path / 'resume.log'}",
         f"--chdir={tmp_path}",
-        f"--wrap={sys.executable} {TRAIN} paths.outputs={out} paths.cache={cache} "
-        f"data.train={data} {' '.join(LONG)} trainer.resume={run.info.run_id}",
+        "--wrap="
+        + " ".join(
+            command("train.py", f"paths.outputs={out}", f"paths.cache={cache}", f"data.train={data}", *LONG)
+            + [f"trainer.resume={run.info.run_id}"]
+        ),
     ).strip()
     job = _wait_job_ended(cluster, resubmitted)
     assert job["JobState"] == "COMPLETED", (tmp_path / "resume.log").read_text()[-3000:]

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lib.screenshots import NO_JOB_RUNNER
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -51,6 +53,7 @@ def start_mlflow_server(backend_uri: str, artifacts: Path, port: int, timeout: f
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=NO_JOB_RUNNER,
     )
     deadline = time.time() + timeout
     while time.time() < deadline:
