@@ -161,6 +161,7 @@ def assemble(cfg, setup: Setup, info: dict, runs: dict, labels: dict, started: s
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="throughput")
 def main(cfg) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the pyfunc load's bars, per run
     threads = machine.pin_threads(cfg.trainer.num_threads or cfg.bench.threads)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
