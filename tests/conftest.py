@@ -34,6 +34,29 @@ TINY = dict(
 )
 
 
+# The files that take longest (minutes each: services, interrupted-and-resumed runs, sweeps; from
+# `--durations` on a 2-core machine, 2026-12-02), collected first: `-n 2 --dist loadfile` (pyproject)
+# hands whole files to the two workers in collection order, so they start early and both workers
+# finish together, instead of one running the last long file alone.
+LONGEST_FIRST = (
+    "test_slurm.py",
+    "test_sweep.py",
+    "test_postgres_server.py",
+    "test_resume.py",
+    "test_cli.py",
+    "test_server.py",
+    "test_ui_screenshots.py",
+    "test_predict.py",
+    "test_corpus_sources.py",
+    "test_corpus.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
 def write_toy_csv(path: Path, n_per_class: int = 200, seed: int = 0, header=("text", "label")) -> Path:
     """A clearly separable set: titles from one vocabulary, wrong extractions from another."""
     rng = random.Random(seed)

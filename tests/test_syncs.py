@@ -69,8 +69,9 @@ def run(steps: int, device: torch.device, *, bad=(), adversary: bool = False, **
     model = BagOfEmbeddings().to(device)
     ids = [[3 + (i * 7 + j) % 90 for j in range(4 + i % 5)] for i in range(steps * 8)]
     labels = [i % 2 for i in range(steps * 8)]
-    train_loader = make_loader(ids, labels, 8, shuffle=False, pad_id=0, bucketing=False)
-    val_loader = make_loader(ids[:16], labels[:16], 16, shuffle=False, pad_id=0)
+    pinned = device.type == "cuda"  # as lib/run.py: a copy from pageable memory would wait
+    train_loader = make_loader(ids, labels, 8, shuffle=False, pad_id=0, bucketing=False, pin_memory=pinned)
+    val_loader = make_loader(ids[:16], labels[:16], 16, shuffle=False, pad_id=0, pin_memory=pinned)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     parts = TrainingParts(
