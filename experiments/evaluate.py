@@ -32,7 +32,7 @@ from lib.tracking import tracking_uri  # noqa: E402
 
 USAGE = (
     "evaluate.py (run=RUN_ID | model=NAME[@ALIAS]) (input=LABELLED_FILE | data=csv data.train=FILE "
-    "[data.test=FILE] | data=citeseer data.dir=DIR) [batch_size=N] [device=auto|cpu|cuda] "
+    "[data.test=FILE] | data=citeseer data.dir=DIR) [batch_size=N] [device=auto|cpu|cuda] [precision=fp32|bf16|auto] "
     "[tracking.*=... paths.*=...]"
 )
 OPTIONS = {
@@ -42,6 +42,7 @@ OPTIONS = {
     "data=..., data.*": "instead of input: the test split as train.py builds it from these options",
     "batch_size": f"titles per forward pass (default {DEFAULT_BATCH_SIZE})",
     "device": "auto | cpu | cuda | cuda:N (default auto)",
+    "precision": "fp32 (default, as the stored threshold was chosen) | bf16 | auto (bf16 where it is native)",
     "tracking.*, paths.*": "config overrides, e.g. tracking.uri=http://127.0.0.1:5000",
 }
 CONFIG_PREFIXES = ("tracking.", "paths.", "data")  # "data" covers data= and data.*
@@ -66,7 +67,10 @@ def main(args: list[str]) -> None:
         data_name = f"data={cfg.data.name} test split ({' '.join(data_options)})"
     mlflow.set_tracking_uri(tracking_uri(cfg))
     predictor = inference.load_predictor(
-        run=options.get("run"), model=options.get("model"), device=options.get("device", "auto")
+        run=options.get("run"),
+        model=options.get("model"),
+        device=options.get("device", "auto"),
+        precision=options.get("precision", "fp32"),
     )
     run_id, metrics = evaluation.evaluate_in_mlflow(predictor, frame, data_name, stats, batch_size, progress=True)
     print(f"evaluation run {run_id} ({len(frame)} rows, source run {predictor.run_id})")

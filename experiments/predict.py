@@ -23,7 +23,7 @@ from lib.tracking import tracking_uri  # noqa: E402
 
 USAGE = (
     "predict.py (run=RUN_ID | model=NAME[@ALIAS] | model_dir=DIR) input=FILE [output=CSV] [threshold=P] "
-    "[text_column=NAME] [batch_size=N] [device=auto|cpu|cuda] [tracking.*=... paths.*=...]"
+    "[text_column=NAME] [batch_size=N] [device=auto|cpu|cuda] [precision=fp32|bf16|auto] [tracking.*=... paths.*=...]"
 )
 OPTIONS = {
     "run": "MLflow run id of a training run: its logged model",
@@ -35,6 +35,7 @@ OPTIONS = {
     "text_column": "column holding the titles (default: title, else text)",
     "batch_size": f"titles per forward pass (default {inference.DEFAULT_BATCH_SIZE})",
     "device": "auto | cpu | cuda | cuda:N (default auto)",
+    "precision": "fp32 (default, as the stored threshold was chosen) | bf16 | auto (bf16 where it is native)",
     "tracking.*, paths.*": "config overrides, e.g. tracking.uri=http://127.0.0.1:5000",
 }
 
@@ -54,6 +55,7 @@ def main(args: list[str]) -> None:
         model=options.get("model"),
         model_dir=options.get("model_dir"),
         device=options.get("device", "auto"),
+        precision=options.get("precision", "fp32"),
     )
     threshold = predictor.threshold if threshold is None else threshold
     probs = predictor.predict_titles(titles, batch_size, progress=True)

@@ -86,6 +86,7 @@ def evaluate_in_mlflow(
                 "eval.data": data_name,
                 "eval.rows": len(frame),
                 "eval.threshold": predictor.threshold,
+                "eval.precision": predictor.precision,
                 "eval.source_run_id": predictor.run_id,
             }
         )

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 
 from lib.batching import encode, make_loader
 from lib.data import CITESEER_TEXT, read_lines, read_table
-from lib.device import resolve_device
+from lib.device import autocast, resolve_device, resolve_precision
 from lib.errors import ConfigError, DataError, UserError
 from lib.progress import progress
 from lib.pyfunc import HF_ARTIFACT, MODEL_ARTIFACT, read_settings
@@ -55,6 +55,9 @@ class Predictor:
     source: str  # how it was named on the command line, for messages and tags
     run_id: str | None  # the training run, when known
     device: torch.device
+    # fp32 by default: the stored threshold was chosen on fp32 validation probabilities, so labels mean
+    # the same on every machine; bf16 (precision=bf16 / auto) is faster where the hardware computes it.
+    precision: str = "fp32"
 
     def predict_titles(self, texts, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> np.ndarray:
         """P(correct title) of every text, in input order; NaN for empty texts."""
@@ -81,10 +84,12 @@ class Predictor:
             task = bars.add_task("predict", total=len(loader))
             for batch in loader:
                 mask = batch["attention_mask"].to(self.device)
-                # fp32, as training scored validation when it chose the stored threshold (lib.loop.predict)
-                out = self.model(
-                    input_ids=batch["input_ids"].to(self.device), attention_mask=mask, output_hidden_states=embeddings
-                )
+                with autocast(self.device, self.precision):
+                    out = self.model(
+                        input_ids=batch["input_ids"].to(self.device),
+                        attention_mask=mask,
+                        output_hidden_states=embeddings,
+                    )
                 logits[batch["index"]] = out.logits.float().cpu()
                 if embeddings:
                     pooled[batch["index"]] = _mean_pool(out.hidden_states[-1].float(), mask).cpu()
@@ -118,9 +123,15 @@ def labels_at(probs: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def load_predictor(
-    *, run: str | None = None, model: str | None = None, model_dir: str | None = None, device: str = "auto"
+    *,
+    run: str | None = None,
+    model: str | None = None,
+    model_dir: str | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
 ) -> Predictor:
-    """Exactly one of ``run``, ``model``, ``model_dir`` (see the module docstring)."""
+    """Exactly one of ``run``, ``model``, ``model_dir`` (see the module docstring); ``precision`` as
+    trainer.precision (fp32, bf16, fp16 on CUDA, or auto)."""
     given = {k: v for k, v in {"run": run, "model": model, "model_dir": model_dir}.items() if v}
     if len(given) != 1:
         raise ConfigError(
@@ -129,13 +140,13 @@ def load_predictor(
         )
     ((kind, value),) = given.items()
     if kind == "model_dir":
-        return _from_folder(Path(value), f"model_dir={value}", None, device)
+        return _from_folder(Path(value), f"model_dir={value}", None, device, precision)
     # Downloads only live until the weights are in memory.
     with tempfile.TemporaryDirectory(prefix="titlesweep-model-", ignore_cleanup_errors=True) as tmp:
         if kind == "run":
-            return _from_folder(_download_run_model(value, Path(tmp)), f"run={value}", value, device)
+            return _from_folder(_download_run_model(value, Path(tmp)), f"run={value}", value, device, precision)
         folder, run_id = _download_pyfunc_model(value, Path(tmp))
-        return _from_folder(folder, f"model={value}", run_id, device)
+        return _from_folder(folder, f"model={value}", run_id, device, precision)
 
 
 def _download_run_model(run_id: str, dst: Path) -> Path:
@@ -176,7 +187,7 @@ def _download_pyfunc_model(reference: str, dst: Path) -> tuple[Path, str | None]
     return local / relative, meta.run_id
 
 
-def _from_folder(folder: Path, source: str, run_id: str | None, device: str) -> Predictor:
+def _from_folder(folder: Path, source: str, run_id: str | None, device: str, precision: str = "fp32") -> Predictor:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if not (folder / "config.json").is_file():
@@ -186,6 +197,10 @@ def _from_folder(folder: Path, source: str, run_id: str | None, device: str) -> 
         torch_device = resolve_device(device)
     except ConfigError:  # its message names trainer.device; here the option is device=
         raise ConfigError(f"device={device}: no CUDA GPU is visible; use device=cpu or device=auto") from None
+    try:
+        chosen = resolve_precision(precision, torch_device)
+    except ConfigError as err:  # its message names trainer.precision; here the option is precision=
+        raise ConfigError(str(err).replace("trainer.precision", "precision")) from None
     model = AutoModelForSequenceClassification.from_pretrained(folder).to(torch_device).eval()
     return Predictor(
         model=model,
@@ -195,6 +210,7 @@ def _from_folder(folder: Path, source: str, run_id: str | None, device: str) -> 
         source=source,
         run_id=run_id,
         device=torch_device,
+        precision=chosen,
     )
 
 

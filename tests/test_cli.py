@@ -114,7 +114,7 @@ def test_help_lists_every_option_with_one_line_each(name, flag, capsys):
     "name, valid",
     [
         ("predict", "run, model, model_dir, input, output, threshold"),
-        ("evaluate", "run, model, input, batch_size, device"),
+        ("evaluate", "run, model, input, batch_size, device, precision"),
     ],
 )
 def test_an_unknown_option_names_the_valid_ones(name, valid):

@@ -120,6 +120,17 @@ def test_predict_keeps_every_row_in_order_on_every_format(trained, tmp_path, suf
 
 
 @pytest.mark.slow
+def test_bf16_scoring_is_an_option_that_agrees_with_the_fp32_default(trained, tmp_path):
+    source = _write(trained.fresh, tmp_path / "titles.txt")
+    fp32, bf16 = _predict(trained, source), _predict(trained, source, "precision=bf16")
+    assert inference.load_predictor(run=trained.run_id).precision == "fp32"  # the default
+    scored = fp32["title"] != ""
+    gap = (fp32["probability"][scored] - bf16["probability"][scored]).abs()
+    assert 0 < gap.max() < 0.05  # bf16 arithmetic: close, not identical
+    assert (fp32["label"] == bf16["label"]).mean() >= 0.95
+
+
+@pytest.mark.slow
 def test_stored_threshold_is_used_and_can_be_overridden(trained, tmp_path):
     files = MlflowClient(trained.uri).download_artifacts(trained.run_id, "model/titlesweep.json", str(tmp_path))
     stored = json.loads(open(files).read())
@@ -286,6 +297,8 @@ def test_compare_registers_the_best_run_and_predict_loads_it_by_alias(trained, t
         (["run={run}", "input={txt}", "threshold=1.5"], "threshold=1.5: must be a probability"),
         (["run={run}", "input={txt}", "output={txt}"], "is the input file"),
         (["run={run}", "input={txt}", "colour=red"], "unknown option(s) colour"),
+        (["run={run}", "input={txt}", "precision=fp16"], "precision=fp16 needs a CUDA GPU"),
+        (["run={run}", "input={txt}", "precision=half"], "precision=half: choose auto, fp32, bf16 or fp16"),
     ],
 )
 def test_bad_predict_arguments_give_one_line_errors(trained, tmp_path, args, expected):
