@@ -85,7 +85,7 @@ class Adversary(ABC):
     def attack(self, forward_backward: ForwardBackward) -> torch.Tensor | None:
         """Run the attack; the adversarial loss, or None when the gradient gave no direction."""
 
-    def _unit_gradient(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _unit_gradient(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """(g / ||g||, weight) of the embedding matrix, weight None on the CPU and 1.0 on a GPU; when the
         norm is 0, inf or NaN (e.g. an fp16 overflow that the GradScaler is about to skip anyway) None
         on the CPU, and (zeros, 0.0) on a GPU, decided there (see the module docstring)."""
