@@ -232,13 +232,10 @@ def _time_pyfunc(setup: Setup, model) -> tuple[float, float]:
     import mlflow
     import pandas as pd
 
-    from lib.pyfunc import save_pyfunc_model, write_settings
+    from lib.pyfunc import save_model_folder, save_pyfunc_model
 
     with tempfile.TemporaryDirectory(prefix="bench-pyfunc-") as folder:
-        hf_folder = Path(folder) / "hf"
-        model.save_pretrained(hf_folder)
-        setup.tokenizer.save_pretrained(hf_folder)
-        write_settings(hf_folder, 0.5, setup.max_length)
+        hf_folder = save_model_folder(Path(folder) / "hf", model, setup.tokenizer, 0.5, setup.max_length)
         save_pyfunc_model(hf_folder, Path(folder) / "pyfunc")
         loaded = mlflow.pyfunc.load_model(str(Path(folder) / "pyfunc"))
         titles = pd.DataFrame({"title": setup.val_texts})

@@ -187,7 +187,7 @@ def _download_pyfunc_model(reference: str, dst: Path) -> tuple[Path, str | None]
     return local / relative, meta.run_id
 
 
-def _from_folder(folder: Path, source: str, run_id: str | None, device: str, precision: str = "fp32") -> Predictor:
+def _from_folder(folder: Path, source: str, run_id: str | None, device: str, precision: str) -> Predictor:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if not (folder / "config.json").is_file():

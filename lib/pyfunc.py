@@ -81,6 +81,15 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
         return probs
 
 
+def save_model_folder(folder: Path, model, tokenizer, threshold: float, max_length: int) -> Path:
+    """The model folder a run logs as ``model/`` and wraps as the pyfunc model: HF weights and config,
+    tokenizer, and the settings file (decision threshold, max_length) that inference reads."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_settings(folder, threshold, max_length)
+    return Path(folder)
+
+
 def write_settings(folder: Path, threshold: float, max_length: int) -> None:
     (Path(folder) / SETTINGS_FILE).write_text(json.dumps({"decision_threshold": threshold, "max_length": max_length}))
 

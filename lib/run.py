@@ -372,16 +372,9 @@ def _log_model(model, tokenizer, output_dir: Path, threshold: float, max_length:
     """The HF model folder plus what inference needs to match training (titlesweep.json), as run
     artifacts ``model/`` (experiments/predict.py, evaluate.py), and the same folder wrapped as the
     pyfunc model ``pyfunc_model`` (mlflow.pyfunc.load_model, `mlflow models`, the model registry)."""
-    from lib.pyfunc import (
-        MODEL_ARTIFACT,
-        log_pyfunc_model,
-        write_settings,
-    )  # here: it registers the pyfunc model object
+    from lib.pyfunc import MODEL_ARTIFACT, log_pyfunc_model, save_model_folder  # here: it registers the pyfunc model
 
-    folder = output_dir / MODEL_ARTIFACT
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    write_settings(folder, threshold, max_length)
+    folder = save_model_folder(output_dir / MODEL_ARTIFACT, model, tokenizer, threshold, max_length)
     mlflow.log_artifacts(str(folder), MODEL_ARTIFACT)
     log_pyfunc_model(folder)
 
