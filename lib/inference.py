@@ -32,7 +32,7 @@ from lib.batching import encode, make_loader
 from lib.data import CITESEER_TEXT, read_lines, read_table
 from lib.device import autocast, resolve_device, resolve_precision
 from lib.errors import ConfigError, DataError, UserError
-from lib.progress import progress
+from lib.progress import progress, quiet_library_bars
 from lib.pyfunc import HF_ARTIFACT, MODEL_ARTIFACT, read_settings
 from lib.tracking import redact
 
@@ -132,6 +132,7 @@ def load_predictor(
 ) -> Predictor:
     """Exactly one of ``run``, ``model``, ``model_dir`` (see the module docstring); ``precision`` as
     trainer.precision (fp32, bf16, fp16 on CUDA, or auto)."""
+    quiet_library_bars()
     given = {k: v for k, v in {"run": run, "model": model, "model_dir": model_dir}.items() if v}
     if len(given) != 1:
         raise ConfigError(

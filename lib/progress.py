@@ -4,6 +4,7 @@ because a rich bar there is drawn only once, at the end."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +15,18 @@ from rich.progress import Progress
 LINE_EVERY_FRACTION = 0.10  # a plain line each time another 10% is done ...
 LINE_EVERY_SECONDS = 30.0  # ... or 30 s have passed, whichever comes first,
 MIN_SECONDS_BETWEEN = 2.0  # but work that takes seconds in all gets its last line only
+
+
+def quiet_library_bars(stream=None) -> None:
+    """Where output is not a terminal, switch off the tqdm bars transformers (loading and writing
+    weights) and MLflow (artifact transfers) draw: in a log file they are rows of carriage returns."""
+    stream = stream or sys.stderr
+    if stream.isatty():
+        return
+    import transformers  # here, not at the top: the corpus builder imports this module too
+
+    transformers.utils.logging.disable_progress_bar()
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # read at each transfer
 
 
 def progress(*columns, console: Console | None = None, disable: bool = False, **kwargs):

@@ -39,7 +39,8 @@ from lib.losses import build_loss
 from lib.metrics import best_threshold
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
-from lib.summary import TimeSplit, print_config_tree, print_end_of_run, run_description
+from lib.progress import quiet_library_bars
+from lib.summary import TimeSplit, data_line, metrics_line, print_config_tree, print_end_of_run, run_description
 from lib.sweep import child_run_name, in_multirun, parent_run_id
 from lib.tracking import NOTE_TAG, ROLE_TAG, mlflow_run, provenance_tags, redact, tracking_uri
 
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 def run_job(cfg) -> float:
     """The Hydra task. A single run turns a UserError into one line and exit status 2; inside a
     sweep a failing job is recorded (its MLflow run FAILED) and the sweep goes on to the next."""
+    quiet_library_bars()
     try:
         with checkpoint.sigterm_as_interrupt():
             metrics = run_training(cfg)
@@ -313,7 +315,7 @@ def _log_data(splits: Splits) -> None:
         for name, frame in [("train", splits.train), ("val", splits.val), ("test", splits.test), *splits.extra.items()]
     }
     mlflow.log_metrics({**sizes, **{f"data_{k}": v for k, v in splits.stats.items()}})
-    log.info("data: %s; dropped: %s", sizes, splits.stats)
+    log.info("data: %s", data_line(sizes, splits.stats))
 
 
 def _loaders(cfg, splits: Splits, tokenizer, device) -> dict:
@@ -358,7 +360,7 @@ def _report_split(name, loader, splits, model, loss_fn, device, threshold: float
     folder.mkdir(parents=True, exist_ok=True)
     write_evaluation_files(frame, probs, None, threshold, folder)
     mlflow.log_artifacts(str(folder), f"reports/{name}")
-    log.info("%s: %s", name, {k: round(v, 4) for k, v in metrics.items()})
+    log.info("%s: %s", name, metrics_line(metrics))
     return {f"{name}_{k}": v for k, v in metrics.items()}
 
 

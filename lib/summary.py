@@ -71,6 +71,23 @@ def end_of_run_table(final: dict[str, float]) -> Table:
     return table
 
 
+LOG_METRICS = (("accuracy", "accuracy"), ("f1", "F1"), ("roc_auc", "ROC-AUC"), ("precision", "precision"),
+               ("recall", "recall"), ("loss", "loss"))  # fmt: skip
+
+
+def metrics_line(metrics: dict[str, float]) -> str:
+    """One split's headline metrics for the log: ``accuracy 0.9253, F1 0.9260, ROC-AUC 0.9701, ...``
+    (every metric is in MLflow and in the split's reports folder)."""
+    return ", ".join(f"{label} {metrics[key]:.4f}" for key, label in LOG_METRICS if key in metrics)
+
+
+def data_line(sizes: dict[str, int], dropped: dict[str, int]) -> str:
+    """``train 6396, val 801, test 803, cross_source 2000 rows; dropped: none`` (or the non-zero counts)."""
+    rows = ", ".join(f"{key.removeprefix('data_').removesuffix('_rows')} {n}" for key, n in sizes.items())
+    removed = ", ".join(f"{key} {n}" for key, n in dropped.items() if n) or "none"
+    return f"{rows} rows; dropped: {removed}"
+
+
 class TimeSplit:
     """Wall seconds of each phase of a run (data: corpus build / load and tokenizing; setup: model and
     loss; training, validation included; evaluation of test and extra sets; logging to MLflow)."""

@@ -64,6 +64,12 @@ def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_cs
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'outputs'}/mlflow.db" in out
     assert run.data.metrics["test_accuracy"] >= 0.8 and run.data.metrics["test_f1"] >= 0.8  # chance: 0.5
     assert run.data.metrics["skipped_steps"] == 0
+    # a log file reads as words: metrics not as Python dicts, no library bars (rows of carriage returns)
+    log_text = out + done.stderr
+    metrics = run.data.metrics
+    assert f"test: accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}, ROC-AUC " in log_text
+    assert "{'" not in log_text, [line for line in log_text.splitlines() if "{'" in line]
+    assert "\r" not in log_text and "Loading weights" not in log_text and "Downloading artifacts" not in log_text
     assert float(run.data.params["adversarial.epsilon"]) < 1.0  # the tiny option's own, not fgm.yaml's 1.0
     assert mlflow.MlflowClient().get_metric_history(run.info.run_id, "adv_loss")  # FGM did its work
     files = [f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, ".hydra")]

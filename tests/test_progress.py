@@ -1,10 +1,12 @@
 """Progress where output is not a terminal (CI, nohup, SLURM .out files): plain periodic lines."""
 
 import io
+import os
 
 from rich.console import Console
 
-from lib.progress import LineProgress, progress
+from lib.corpus.progress import BuildProgress
+from lib.progress import LineProgress, progress, quiet_library_bars
 
 
 class Clock:
@@ -59,3 +61,30 @@ def test_indeterminate_work_and_advance():
 def test_a_terminal_gets_the_rich_bar_and_a_file_gets_lines():
     assert type(progress(console=Console(file=io.StringIO(), force_terminal=True))).__name__ == "Progress"
     assert isinstance(progress(console=Console(file=io.StringIO())), LineProgress)
+
+
+def test_a_corpus_build_in_a_log_file_starts_with_a_plain_title_line(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stderr", out)
+    with BuildProgress(title="building corpus titles-0123") as build:
+        build.advance(build.task("negatives", total=4), 4)
+    assert out.getvalue().splitlines()[0] == "building corpus titles-0123"  # no time, no "progress.py:30"
+
+
+def test_library_bars_are_switched_off_in_a_log_file_and_left_on_a_terminal(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    hf_logging.enable_progress_bar()
+    try:
+        quiet_library_bars(Terminal())
+        assert hf_logging.is_progress_bar_enabled() and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+        quiet_library_bars(io.StringIO())  # a file or a pipe
+        assert not hf_logging.is_progress_bar_enabled()
+        assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+    finally:
+        hf_logging.enable_progress_bar()

@@ -27,7 +27,7 @@ class BuildProgress:
 
     def __enter__(self) -> BuildProgress:
         if self._progress is not None:
-            self._progress.console.log(self.title)
+            self._progress.console.print(self.title)  # .log would add a time and this file's name
             self._progress.start()
         return self
 
