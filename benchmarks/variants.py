@@ -222,17 +222,18 @@ def run_ours(
         f1,
         padded,
         real,
-        *(_time_pyfunc(setup, model) if pyfunc else ()),
+        *(_time_pyfunc(setup, model, precision) if pyfunc else ()),
     )
 
 
-def _time_pyfunc(setup: Setup, model) -> tuple[float, float]:
+def _time_pyfunc(setup: Setup, model, precision: str) -> tuple[float, float]:
     """Seconds of mlflow.pyfunc.load_model(...).predict on the validation titles, the model saved as
-    training logs it (lib/pyfunc.py), loading not timed; and the accuracy of its labels."""
+    training logs it (lib/pyfunc.py), loading not timed, at the row's precision (fp32 where the
+    pyfunc model has no such option) and batch size; and the accuracy of its labels."""
     import mlflow
     import pandas as pd
 
-    from lib.pyfunc import save_model_folder, save_pyfunc_model
+    from lib.pyfunc import PRECISIONS, save_model_folder, save_pyfunc_model
 
     with tempfile.TemporaryDirectory(prefix="bench-pyfunc-") as folder:
         hf_folder = save_model_folder(Path(folder) / "hf", model, setup.tokenizer, 0.5, setup.max_length)
@@ -241,7 +242,8 @@ def _time_pyfunc(setup: Setup, model) -> tuple[float, float]:
         titles = pd.DataFrame({"title": setup.val_texts})
         _sync(setup.device)
         start = time.perf_counter()
-        predicted = loaded.predict(titles)
+        params = {"precision": precision if precision in PRECISIONS else "fp32", "batch_size": setup.eval_batch_size}
+        predicted = loaded.predict(titles, params=params)
         _sync(setup.device)
         seconds = time.perf_counter() - start
     return seconds, float(np.mean(predicted["label"].to_numpy() == np.asarray(setup.val_labels)))

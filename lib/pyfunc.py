@@ -8,6 +8,10 @@ the standard library, and keep the ``set_model`` call at the bottom.
     model = mlflow.pyfunc.load_model("models:/titlesweep-best@champion")   # or runs:/<id>/pyfunc_model
     model.predict(pd.DataFrame({"title": ["Sparse Bayesian inference", "Abstract"]}))
     #    probability  label
+    model.predict(frame, params={"precision": "bf16", "batch_size": 256})  # bf16 autocast where it is native
+
+``params`` are optional: ``precision`` fp32 (default: the precision the stored threshold was chosen
+at) or bf16, and ``batch_size`` (titles per forward pass, sorted by length).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 # A training run's model, in one place (this file may import nothing from lib: see above).
 MODEL_ARTIFACT = "model"  # the run artifact holding the HF model folder (predict.py, evaluate.py)
@@ -34,10 +38,12 @@ SETTINGS_FILE = "titlesweep.json"  # in the HF folder: decision_threshold, max_l
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MAX_LENGTH = 128
 BATCH_SIZE = 64
+PRECISIONS = ("fp32", "bf16")  # no "auto": the CPU-flag rule lives in lib/device, which this file may not import
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "title")]),
     outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "label")]),
+    params=ParamSchema([ParamSpec("precision", "string", "fp32"), ParamSpec("batch_size", "long", BATCH_SIZE)]),
 )
 INPUT_EXAMPLE = pd.DataFrame({"title": ["Sparse Bayesian inference of genome networks", "Abstract"]})
 
@@ -60,12 +66,13 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         # A CSV read by `mlflow models predict` turns empty cells into NaN: treat them as empty titles.
         titles = frame["title"].fillna("").astype(str).str.strip().tolist()
-        probs = self._probabilities(titles)
+        precision, batch_size = _read_params(params or {})
+        probs = self._probabilities(titles, precision, batch_size)
         labels = np.where(np.isnan(probs), 0, probs >= self.threshold).astype("int64")
         return pd.DataFrame({"probability": probs, "label": labels})
 
     @torch.inference_mode()
-    def _probabilities(self, titles: list[str]) -> np.ndarray:
+    def _probabilities(self, titles: list[str], precision: str, batch_size: int) -> np.ndarray:
         probs = np.full(len(titles), np.nan)
         keep = [i for i, title in enumerate(titles) if title]
         if not keep:
@@ -73,12 +80,23 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
         ids = self.tokenizer([titles[i] for i in keep], truncation=True, max_length=self.max_length)["input_ids"]
         # Batches of similar length, each padded to its own longest: titles vary from 2 to 40 pieces.
         order = sorted(range(len(keep)), key=lambda j: len(ids[j]))
-        for start in range(0, len(order), BATCH_SIZE):
-            chunk = order[start : start + BATCH_SIZE]
-            batch = self.tokenizer.pad({"input_ids": [ids[j] for j in chunk]}, return_tensors="pt").to(self.device)
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            probs[[keep[j] for j in chunk]] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = self.tokenizer.pad({"input_ids": [ids[j] for j in chunk]}, return_tensors="pt")
+                batch = batch.to(self.device)
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                probs[[keep[j] for j in chunk]] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
         return probs
+
+
+def _read_params(params: dict) -> tuple[str, int]:
+    precision, batch_size = str(params.get("precision", "fp32")), int(params.get("batch_size", BATCH_SIZE))
+    if precision not in PRECISIONS:
+        raise ValueError(f"params precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if batch_size < 1:
+        raise ValueError(f"params batch_size={batch_size}: must be a positive whole number")
+    return precision, batch_size
 
 
 def save_model_folder(folder: Path, model, tokenizer, threshold: float, max_length: int) -> Path:

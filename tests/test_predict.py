@@ -193,9 +193,16 @@ import json, sys
 import mlflow, pandas as pd
 sys.modules["lib"] = None  # any import of this repository's package now fails: the model must not need it
 model = mlflow.pyfunc.load_model(sys.argv[1])
-out = model.predict(pd.DataFrame({"title": json.loads(sys.argv[2])}))
+frame = pd.DataFrame({"title": json.loads(sys.argv[2])})
+out = model.predict(frame)
+bf16 = model.predict(frame, params={"precision": "bf16", "batch_size": 3})
+try:
+    model.predict(frame, params={"precision": "fp16"})
+    refused = ""
+except Exception as err:
+    refused = str(err)
 print(json.dumps({"columns": list(out.columns), "probability": out["probability"].tolist(),
-                  "label": out["label"].tolist()}))
+                  "label": out["label"].tolist(), "bf16": bf16["probability"].tolist(), "refused": refused}))
 """
 
 
@@ -216,6 +223,10 @@ def test_pyfunc_model_loads_and_predicts_in_a_fresh_process(trained, tmp_path):
     expected = inference.load_predictor(run=trained.run_id).predict_titles(titles)
     np.testing.assert_allclose(np.array(out["probability"], dtype=float), expected, atol=1e-5)  # NaN == NaN
     assert out["label"] == inference.labels_at(expected, trained.threshold).tolist()
+    # params: bf16 autocast in batches of 3 gives close, not identical, probabilities; fp16 is refused
+    bf16 = np.array(out["bf16"], dtype=float)
+    assert np.isnan(bf16[3]) and 0 < np.nanmax(np.abs(bf16 - expected)) < 0.05
+    assert "precision='fp16': choose one of fp32, bf16" in out["refused"]
 
 
 @pytest.mark.slow
