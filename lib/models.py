@@ -118,12 +118,14 @@ class _quiet_transformers:
 
     def __enter__(self):
         self.level = transformers.logging.get_verbosity()
+        self.bars = transformers.logging.is_progress_bar_enabled()  # off already in a log file (lib/progress)
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
 
     def __exit__(self, *exc):
         transformers.logging.set_verbosity(self.level)
-        transformers.logging.enable_progress_bar()
+        if self.bars:
+            transformers.logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------- tiny random models

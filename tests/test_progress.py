@@ -6,6 +6,7 @@ import os
 from rich.console import Console
 
 from lib.corpus.progress import BuildProgress
+from lib.models import _quiet_transformers
 from lib.progress import LineProgress, progress, quiet_library_bars
 
 
@@ -85,6 +86,9 @@ def test_library_bars_are_switched_off_in_a_log_file_and_left_on_a_terminal(monk
         assert hf_logging.is_progress_bar_enabled() and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
         quiet_library_bars(io.StringIO())  # a file or a pipe
         assert not hf_logging.is_progress_bar_enabled()
+        with _quiet_transformers():  # loading a pretrained model silences transformers for a while ...
+            pass
+        assert not hf_logging.is_progress_bar_enabled()  # ... and leaves the bars off, as it found them
         assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
     finally:
         hf_logging.enable_progress_bar()
