@@ -69,6 +69,24 @@ def why_precision(name: str, device: torch.device, precision: str) -> str:
     return f"auto: the CPU has {flag}" if flag else "auto: the CPU has no native bf16 (AMX / AVX-512 BF16)"
 
 
+def why_device(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return "set by trainer.device"
+    return f"auto: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "auto: no CUDA GPU visible"
+
+
+def settings_line(cfg_trainer, device: torch.device, precision: str) -> str:
+    """The run's device, precision and CPU threads, each with why, e.g. 'device cpu (auto: no CUDA GPU
+    visible), precision bf16 (auto: the CPU has amx_bf16), 2 torch threads (torch's default)'."""
+    threads = cfg_trainer.num_threads or torch.get_num_threads()
+    why_threads = "set by trainer.num_threads" if cfg_trainer.num_threads else "torch's default"
+    return (
+        f"device {device} ({why_device(cfg_trainer.device, device)}), "
+        f"precision {precision} ({why_precision(cfg_trainer.precision, device, precision)}), "
+        f"{threads} torch thread{'s' if threads != 1 else ''} ({why_threads})"
+    )
+
+
 def host_reads_are_free(device: torch.device) -> bool:
     """Whether reading a tensor's value back into Python costs nothing (the CPU) or makes the host wait
     until the accelerator has run everything queued (CUDA, MPS). The training step decides on the

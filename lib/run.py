@@ -31,7 +31,7 @@ from lib.adversarial import build_adversary
 from lib.batching import encode, make_loader
 from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG
 from lib.data import Splits, check_training_set, load_data
-from lib.device import resolve_device, resolve_precision, why_precision
+from lib.device import resolve_device, resolve_precision, settings_line
 from lib.errors import DataError, TrainingInterrupted, UserError, exit_on_user_error
 from lib.evaluation import write_evaluation_files
 from lib.loop import LoopState, TrainingParts, evaluate, train
@@ -108,13 +108,7 @@ def run_training(cfg) -> dict[str, float]:
             print_config_tree(cfg, overrides, str(output_dir / ".hydra" / "config.yaml"))
         device = resolve_device(cfg.trainer.device)
         precision = resolve_precision(cfg.trainer.precision, device)
-        log.info(
-            "device %s, precision %s (%s), %d torch threads",
-            device,
-            precision,
-            why_precision(cfg.trainer.precision, device, precision),
-            cfg.trainer.num_threads or torch.get_num_threads(),
-        )
+        log.info("%s", settings_line(cfg.trainer, device, precision))
         mlflow.set_tags({"device": str(device), "precision": precision})
         final = _train_and_report(cfg, output_dir, device, precision, saved)
         mlflow.set_tag(NOTE_TAG, run_description(cfg, final, overrides))  # the run page's description

@@ -257,6 +257,24 @@ def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_computes_it_natively(t
     assert (extra.split()[-1] in reason) if expected == "bf16" else ("no native bf16" in reason)
 
 
+def test_the_settings_line_says_why_each_setting_was_chosen(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPU_FLAGS.format(extra="amx_bf16"))
+    monkeypatch.setattr(device, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    chosen = OmegaConf.create({"device": "auto", "precision": "auto", "num_threads": None})
+    assert device.settings_line(chosen, device.resolve_device("auto"), "bf16") == (
+        "device cpu (auto: no CUDA GPU visible), precision bf16 (auto: the CPU has amx_bf16), "
+        "4 torch threads (torch's default)"
+    )
+    forced = OmegaConf.create({"device": "cpu", "precision": "fp32", "num_threads": 1})
+    assert device.settings_line(forced, torch.device("cpu"), "fp32") == (
+        "device cpu (set by trainer.device), precision fp32 (set by trainer.precision), "
+        "1 torch thread (set by trainer.num_threads)"
+    )
+
+
 def test_no_cpuinfo_means_fp32(tmp_path, monkeypatch):
     monkeypatch.setattr(device, "CPUINFO", tmp_path / "missing")
     assert device.resolve_precision("auto", torch.device("cpu")) == "fp32"
