@@ -104,7 +104,7 @@ def test_unknown_model_option_is_one_line():
     done = _cli("model=bert_large", "trainer.epochs=1")
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "error: model=bert_large: unknown model option; choose from bert, deberta, minilm, "
+        "error: model=bert_large: unknown model option; choose from bert, deberta, minilm, mpnet, "
         "roberta, scibert, tiny_bert, tiny_deberta, tiny_roberta"
     )
 
