@@ -54,7 +54,8 @@ def confusion(labels, preds) -> np.ndarray:
 
 
 def best_threshold(labels, probs, metric: str = "f1", tolerance: float = 0.0) -> float:
-    """The probability cut-off that maximises ``metric`` (f1 or accuracy) on a labelled split.
+    """The probability cut-off that maximises ``metric`` (f1 or accuracy) on a labelled split; 0.5
+    itself for ``none`` (no tuning).
 
     Candidates are midpoints between consecutive distinct probabilities, so the chosen cut-off
     does not sit exactly on a validation example. Every cut-off scoring within ``tolerance`` of the
@@ -66,10 +67,12 @@ def best_threshold(labels, probs, metric: str = "f1", tolerance: float = 0.0) ->
         from lib.errors import ConfigError
 
         raise ConfigError(f"trainer.threshold_tolerance={tolerance}: must be in [0, 1)")
-    if metric not in ("f1", "accuracy"):
+    if metric not in ("f1", "accuracy", "none"):
         from lib.errors import ConfigError
 
-        raise ConfigError(f"trainer.threshold_metric={metric}: choose f1 or accuracy")
+        raise ConfigError(f"trainer.threshold_metric={metric}: choose f1, accuracy or none (keep 0.5)")
+    if metric == "none":  # untuned: the natural cut-off of a model trained on balanced classes
+        return 0.5
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=float)
     distinct = np.unique(probs)
     candidates = np.concatenate([[0.5], (distinct[1:] + distinct[:-1]) / 2])

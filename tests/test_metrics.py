@@ -66,3 +66,11 @@ def test_a_cut_off_nearly_as_good_and_nearer_one_half_wins_within_the_tolerance(
 def test_a_tolerance_outside_0_1_is_refused():
     with pytest.raises(Exception, match=r"trainer.threshold_tolerance=1.5: must be in \[0, 1\)"):
         best_threshold([0, 1], [0.2, 0.8], "f1", tolerance=1.5)
+
+
+def test_threshold_metric_none_keeps_one_half_whatever_validation_says():
+    labels, probs = [0, 0, 1, 1], [0.1, 0.6, 0.7, 0.9]  # tuned: a cut-off between 0.6 and 0.7 is perfect
+    assert best_threshold(labels, probs, "f1") == pytest.approx(0.65)
+    assert best_threshold(labels, probs, "none") == 0.5
+    with pytest.raises(Exception, match=r"trainer.threshold_metric=auc: choose f1, accuracy or none \(keep 0.5\)"):
+        best_threshold(labels, probs, "auc")
