@@ -137,6 +137,14 @@ def test_offline_best_is_the_best_offline_recipe_found(make_cfg):
     assert cfg == make_cfg("model=mpnet", "trainer.epochs=1", "trainer.threshold_metric=none")
 
 
+def test_ce_llrd_is_the_default_run_with_layer_wise_rates_and_cosine_decay(make_cfg):
+    # README "Layer-wise rates on the default run": the recipe must be exactly what was measured
+    cfg = make_cfg("recipe=ce_llrd")
+    assert (cfg.loss.name, cfg.adversarial.name, cfg.schedule.name) == ("ce", "none", "cosine")
+    assert cfg == make_cfg("schedule=cosine", "schedule.layer_decay=0.95", "schedule.head_lr_mult=10.0")
+    assert make_cfg("recipe=ce_llrd", "loss=focal").loss.name == "focal"  # the command line still wins
+
+
 def test_a_machine_keeps_its_own_settings_in_the_git_ignored_local_config(tmp_path, monkeypatch):
     import shutil
     import subprocess
