@@ -3,6 +3,7 @@ clip, step, evaluate, early-stop. Reads cfg.trainer; everything else arrives bui
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -133,6 +134,8 @@ class LoopState:
     running_count: int = 0  # batches in those sums
     nonfinite_streak: int = 0
     scaler: dict | None = None  # GradScaler state (fp16)
+    averaged_weights: list | None = None  # trainer.ema_decay: the moving average, one tensor per parameter
+    averaged_updates: int = 0  # and the optimiser steps folded into it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -205,6 +208,7 @@ def train(
     tally = StepTally(state, device)
     step_loss, step_adv_loss = torch.zeros((), device=device), torch.zeros((), device=device)
     skip_on_device = _skips_on_device(device, optimizer, scaler)
+    average = WeightAverage(model, state, cfg_trainer.get("ema_decay"))
     clock = time.perf_counter() - result.train_seconds
 
     def loss_of(inputs, window: int, weight: torch.Tensor | None = None):
@@ -219,15 +223,18 @@ def train(
     def run_eval() -> bool:
         """Evaluate, keep the best weights, log; True when training should stop."""
         eval_start = time.perf_counter()
-        metrics, probs = evaluate(model, parts.val_loader, parts.loss_fn, device)
+        with average.swapped_in():  # with trainer.ema_decay the averaged weights are judged and kept
+            metrics, probs = evaluate(model, parts.val_loader, parts.loss_fn, device)
+            improved = stopper.update(state, metrics)
+            if improved:
+                # On the CPU: a copy of the weights on the GPU would double the model's GPU memory.
+                state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         model.train()
         result.eval_seconds += time.perf_counter() - eval_start
         val = {f"val_{k}": v for k, v in metrics.items()}
         result.history.append({"step": state.step, "epoch": state.epoch, **val})
         on_metrics({**val, "epoch": state.epoch}, state.step)
-        if stopper.update(state, metrics):
-            # On the CPU: a copy of the weights on the GPU would double the model's GPU memory.
-            state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if improved:
             result.best_metrics, result.best_step, result.best_epoch = metrics, state.step, state.epoch
             result.best_val_probs = probs.tolist()
         return stopper.should_stop(state)
@@ -261,9 +268,11 @@ def train(
     #  2. unscale (fp16) and clip the gradients, reading their norm;
     #  3. a NaN/inf loss or gradient norm skips the step (gradients dropped; on CUDA the fused AdamW
     #     kernel skips it on the device, see _skips_on_device); too many in a row stop;
-    #  4. optimiser step, scheduler step, step count + 1;
+    #  4. optimiser step, (trainer.ema_decay: fold the new weights into their average,) scheduler
+    #     step, step count + 1;
     #  5. every log_every_steps: read the summed losses and skip counts back from the device, log them;
-    #  6. every eval_every_steps, and at each epoch's end: validate, keep the best weights, maybe stop;
+    #  6. every eval_every_steps, and at each epoch's end: validate (the averaged weights, when kept),
+    #     keep the best weights, maybe stop;
     #  7. on SIGINT / SIGTERM: checkpoint at this step boundary and raise.
     with _progress() as bars:
         task = bars.add_task("train", total=total_steps, completed=state.step, info="")
@@ -302,6 +311,7 @@ def train(
                     _check_nonfinite_streak(state, cfg_trainer)
                     continue
                 _optimizer_step(optimizer, scaler)
+                average.update()
                 parts.scheduler.step()
                 state.step += 1
                 if state.step % cfg_trainer.log_every_steps == 0 or state.step == total_steps:
@@ -327,6 +337,46 @@ def train(
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     return result
+
+
+class WeightAverage:
+    """An exponential moving average of the weights (trainer.ema_decay; None: off, every method a
+    no-op). After each optimiser step ``average = d * average + (1 - d) * weights``, with
+    ``d = min(ema_decay, (1 + n) / (10 + n))`` after n steps, so that the random-start head's first
+    steps do not linger in it. Validation judges, and the run keeps, the averaged weights; the
+    optimiser goes on from the raw ones. The average lives in the LoopState, so a checkpoint holds it.
+    """
+
+    def __init__(self, model: torch.nn.Module, state: LoopState, decay: float | None):
+        if decay is not None and not 0.0 < decay < 1.0:
+            raise ConfigError(f"trainer.ema_decay={decay}: choose a value between 0 and 1 (e.g. 0.99), or null")
+        self.decay, self.state = decay, state
+        self.params = [p for p in model.parameters() if p.is_floating_point()]
+        if decay is not None and state.averaged_weights is None:
+            state.averaged_weights = [p.detach().clone() for p in self.params]
+
+    def update(self) -> None:
+        if self.decay is None:
+            return
+        n = self.state.averaged_updates
+        decay = min(self.decay, (1 + n) / (10 + n))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.state.averaged_weights, [p.detach() for p in self.params], 1.0 - decay)
+        self.state.averaged_updates = n + 1
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """The model holds the averaged weights inside the block, its own ones again after it."""
+        if self.decay is None:
+            yield
+            return
+        with torch.no_grad():
+            own = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_([p.data for p in self.params], self.state.averaged_weights)
+            try:
+                yield
+            finally:
+                torch._foreach_copy_([p.data for p in self.params], own)
 
 
 def _window_length(batch: int, accum: int, batches: int) -> int:

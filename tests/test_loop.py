@@ -13,6 +13,7 @@ from conftest import TINY
 from faulty_losses import nan_gradient_loss
 from lib import device, loop
 from lib.batching import make_loader
+from lib.errors import ConfigError
 from lib.loop import TrainingParts, evaluate, train
 from lib.optim import build_param_groups
 
@@ -38,6 +39,7 @@ def loader(ids, labels, batch_size, shuffle=False):
 def trainer_cfg(**values):
     base = {
         "epochs": 1,
+        "ema_decay": None,
         "grad_accum_steps": 1,
         "max_grad_norm": None,
         "log_every_steps": 1,
@@ -204,6 +206,121 @@ def test_no_adv_loss_without_an_adversary():
     ids, labels = examples(16)
     _, _, logged = run(tiny_bert(), loader(ids, labels, 8), loader(ids[:8], labels[:8], 8), trainer_cfg())
     assert not any("adv_loss" in metrics for _, metrics in logged)
+
+
+# --------------------------------------------------------------- weight average (trainer.ema_decay)
+
+
+class WeightRecorder(torch.optim.SGD):
+    """Plain SGD that records the weights after every step."""
+
+    def __init__(self, model, lr=0.5):
+        super().__init__(model.parameters(), lr=lr)
+        self.model, self.after_step = model, []
+
+    def step(self, closure=None):
+        super().step(closure)
+        self.after_step.append([p.detach().clone() for p in self.model.parameters()])
+
+
+def test_the_kept_weights_are_the_moving_average_of_the_steps_weights():
+    ids, labels = examples(48)
+    model = tiny_bert()
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = WeightRecorder(model)
+    decay = 0.5
+    result, _, _ = run(
+        model,
+        loader(ids, labels, 8),
+        loader(ids[:16], labels[:16], 16),
+        trainer_cfg(ema_decay=decay),
+        optimizer=optimizer,
+    )
+    expected = start
+    for n, weights in enumerate(optimizer.after_step):
+        d = min(decay, (1 + n) / (10 + n))
+        expected = [d * a + (1 - d) * w for a, w in zip(expected, weights, strict=True)]
+    assert result.steps == 6
+    for kept, want in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(kept.detach(), want, rtol=1e-5, atol=1e-6)
+    # the average differs from the last step's weights, so the test tells them apart
+    last = optimizer.after_step[-1]
+    assert any(not torch.allclose(p.detach(), w) for p, w in zip(model.parameters(), last, strict=True))
+    # and validation scored those averaged weights
+    metrics, _ = evaluate(model, loader(ids[:16], labels[:16], 16), torch.nn.CrossEntropyLoss(), torch.device("cpu"))
+    assert metrics["loss"] == pytest.approx(result.best_metrics["loss"], rel=1e-6)
+
+
+def test_training_goes_on_from_its_own_weights_not_the_average():
+    ids, labels = examples(48)
+    trajectories = []
+    for decay in (None, 0.5):  # two epochs: the average is swapped in for the first validation, and out
+        model = tiny_bert()
+        optimizer = WeightRecorder(model)
+        run(
+            model,
+            loader(ids, labels, 8),
+            loader(ids[:16], labels[:16], 16),
+            trainer_cfg(epochs=2, ema_decay=decay),
+            optimizer=optimizer,
+        )
+        trajectories.append(optimizer.after_step)
+    for plain, averaged in zip(*trajectories, strict=True):
+        for a, b in zip(plain, averaged, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_a_resumed_run_keeps_the_average_it_had():
+    ids, labels = examples(48)
+    cfg = trainer_cfg(epochs=2, ema_decay=0.7)
+    straight = tiny_bert()
+    run(straight, loader(ids, labels, 8), loader(ids[:16], labels[:16], 16), cfg, optimizer=WeightRecorder(straight))
+
+    model = tiny_bert()
+    optimizer = WeightRecorder(model)
+    parts = TrainingParts(
+        model,
+        loader(ids, labels, 8),
+        loader(ids[:16], labels[:16], 16),
+        torch.nn.CrossEntropyLoss(),
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+    )
+    saved = {}
+
+    def save(state):
+        saved.update(state=state.to_dict(), model={k: v.clone() for k, v in model.state_dict().items()})
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # stopped after 4 of 12 steps, inside epoch 1
+        train(
+            parts,
+            cfg,
+            12,
+            stop_requested=lambda: optimizer.after_step and len(optimizer.after_step) == 4,
+            on_interrupt=save,
+        )
+    resumed = tiny_bert()
+    resumed.load_state_dict(saved["model"])
+    optimizer = WeightRecorder(resumed)
+    parts = TrainingParts(
+        resumed,
+        loader(ids, labels, 8),
+        loader(ids[:16], labels[:16], 16),
+        torch.nn.CrossEntropyLoss(),
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+    )
+    train(parts, cfg, 12, state=loop.LoopState.from_dict(saved["state"]))
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, 1.5])
+def test_an_ema_decay_outside_0_1_is_refused(decay):
+    ids, labels = examples(16)
+    with pytest.raises(ConfigError, match=f"trainer.ema_decay={decay}: choose a value between 0 and 1"):
+        run(tiny_bert(), loader(ids, labels, 8), loader(ids[:8], labels[:8], 8), trainer_cfg(ema_decay=decay))
 
 
 # --------------------------------------------------------------- evaluation precision
