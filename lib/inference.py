@@ -33,7 +33,7 @@ from lib.data import CITESEER_TEXT, read_lines, read_table
 from lib.device import autocast, resolve_device, resolve_precision
 from lib.errors import ConfigError, DataError, UserError
 from lib.progress import progress, quiet_library_bars
-from lib.pyfunc import HF_ARTIFACT, MODEL_ARTIFACT, read_settings
+from lib.pyfunc import HF_ARTIFACT, MODEL_ARTIFACT, attach_pooling, read_settings
 from lib.tracking import redact
 
 TITLE_COLUMNS = ("title", "text", CITESEER_TEXT)  # tried in this order when no text_column is given
@@ -202,7 +202,7 @@ def _from_folder(folder: Path, source: str, run_id: str | None, device: str, pre
         chosen = resolve_precision(precision, torch_device)
     except ConfigError as err:  # its message names trainer.precision; here the option is precision=
         raise ConfigError(str(err).replace("trainer.precision", "precision")) from None
-    model = AutoModelForSequenceClassification.from_pretrained(folder).to(torch_device).eval()
+    model = attach_pooling(AutoModelForSequenceClassification.from_pretrained(folder)).to(torch_device).eval()
     return Predictor(
         model=model,
         tokenizer=AutoTokenizer.from_pretrained(folder),

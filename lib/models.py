@@ -33,7 +33,18 @@ DROPOUT_KEYS = ("hidden_dropout_prob", "classifier_dropout", "pooler_dropout")
 
 
 def build_model(cfg_model, train_texts: list[str], cache_dir: Path):
-    """Return ``(model, tokenizer)`` for a model config option."""
+    """Return ``(model, tokenizer)`` for a model config option, its head reading the encoder as
+    ``model.pooling`` says (lib/pyfunc.attach_pooling)."""
+    from lib.pyfunc import POOLINGS, attach_pooling  # here: importing lib.pyfunc registers the pyfunc model
+
+    pooling = cfg_model.get("pooling") or "cls"
+    if pooling not in POOLINGS:
+        raise ConfigError(f"model.pooling={pooling}: choose one of {', '.join(POOLINGS)}")
+    model, tokenizer = _weights_and_tokenizer(cfg_model, train_texts, cache_dir)
+    return attach_pooling(model, pooling), tokenizer
+
+
+def _weights_and_tokenizer(cfg_model, train_texts: list[str], cache_dir: Path):
     if cfg_model.get("pretrained"):
         return _from_folder(Path(cfg_model.pretrained), cfg_model)
     if cfg_model.get("package"):

@@ -60,7 +60,8 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
         self.threshold, self.max_length = read_settings(folder)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder).to(self.device).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        self.model = attach_pooling(model).to(self.device).eval()
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -88,6 +89,49 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 probs[[keep[j] for j in chunk]] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
         return probs
+
+
+# How the classifier head reads the encoder, stored in the HF config.json under this key so that a
+# saved model carries it: "cls" (the architecture's own head on the first token) or "mean" (the
+# head reads the mean of all token vectors instead). It lives here because this file may import
+# nothing from lib; lib/models and lib/inference call attach_pooling too.
+POOLING_KEY = "titlesweep_pooling"
+POOLINGS = ("cls", "mean")
+
+
+def attach_pooling(model, pooling: str | None = None):
+    """Apply ``pooling`` (default: what ``model.config`` stores, else "cls") and store it in the config.
+
+    "mean" writes the mean of the encoder's output vectors over the real tokens (padding excluded)
+    into the first position, where every supported head reads (BERT's pooler, the RoBERTa, MPNet
+    and DeBERTa heads), by two hooks: one keeps the batch's attention mask, one rewrites the
+    encoder output. No weights change, so save_pretrained / from_pretrained work as before.
+    Sentence-embedding models such as all-MiniLM-L6-v2 were trained with mean pooling."""
+    pooling = pooling or getattr(model.config, POOLING_KEY, "cls")
+    if pooling not in POOLINGS:
+        raise ValueError(f"{POOLING_KEY}={pooling!r}: choose one of {', '.join(POOLINGS)}")
+    if getattr(model, "_titlesweep_pooling", None) not in (None, pooling):
+        raise ValueError(f"the model already pools by {model._titlesweep_pooling!r}; build a new one for {pooling!r}")
+    setattr(model.config, POOLING_KEY, pooling)
+    if pooling == "mean" and getattr(model, "_titlesweep_pooling", None) is None:
+        held = {}
+
+        def keep_mask(module, args, kwargs):
+            held["mask"] = kwargs.get("attention_mask")
+
+        def mean_into_first(module, args, output):
+            hidden = output.last_hidden_state
+            mask = held.get("mask")
+            mask = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask
+            weights = mask.to(hidden.dtype).unsqueeze(-1)
+            mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            output.last_hidden_state = torch.cat([mean.unsqueeze(1), hidden[:, 1:]], dim=1)
+            return output
+
+        model.register_forward_pre_hook(keep_mask, with_kwargs=True)
+        model.base_model.encoder.register_forward_hook(mean_into_first)
+    model._titlesweep_pooling = pooling
+    return model
 
 
 def _read_params(params: dict) -> tuple[str, int]:

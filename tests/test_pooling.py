@@ -1,0 +1,112 @@
+"""model.pooling: the head reads the first token (cls) or the mean over the real tokens (mean), in
+every tiny architecture; the choice travels with the saved model to predict.py and the pyfunc model."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers
+
+from conftest import TINY
+from lib import inference
+from lib.errors import ConfigError
+from lib.models import build_model
+from lib.pyfunc import POOLING_KEY, attach_pooling
+from lib.run import run_training
+
+CONFIGS = {
+    "bert": transformers.BertConfig,
+    "roberta": transformers.RobertaConfig,
+    "deberta-v2": transformers.DebertaV2Config,
+}
+
+
+def tiny(arch: str, seed: int = 0):
+    torch.manual_seed(seed)
+    config = CONFIGS[arch](**TINY, max_position_embeddings=40, pad_token_id=0)
+    return transformers.AutoModelForSequenceClassification.from_config(config).eval()
+
+
+def first_position_seen_by_the_head(model, input_ids, attention_mask):
+    """The encoder output's first vector, as the head receives it (after any pooling hook)."""
+    seen = {}
+    handle = model.base_model.encoder.register_forward_hook(
+        lambda module, args, output: seen.update(first=output.last_hidden_state[:, 0].clone())
+    )
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    handle.remove()
+    return seen["first"], logits
+
+
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_mean_pooling_feeds_the_head_the_mean_over_real_tokens(arch):
+    ids = torch.tensor([[5, 17, 23, 42, 8, 9], [5, 31, 7, 0, 0, 0]])
+    mask = (ids != 0).long()
+    plain = tiny(arch)
+    with torch.no_grad():
+        hidden = plain.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    expected = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+
+    pooled = attach_pooling(tiny(arch), "mean")
+    first, logits = first_position_seen_by_the_head(pooled, ids, mask)
+    torch.testing.assert_close(first, expected)
+    assert pooled.config.to_dict()[POOLING_KEY] == "mean"
+    assert not torch.allclose(first, hidden[:, 0], atol=1e-3)  # not what the cls head reads
+    cls_first, _ = first_position_seen_by_the_head(attach_pooling(tiny(arch), "cls"), ids, mask)
+    torch.testing.assert_close(cls_first, hidden[:, 0])
+    # padding does not move the short title's score
+    with torch.no_grad():
+        alone = pooled(input_ids=ids[1:, :3], attention_mask=mask[1:, :3]).logits
+    torch.testing.assert_close(alone, logits[1:], rtol=1e-4, atol=1e-5)
+
+
+def test_the_pooling_is_saved_with_the_model_and_restored_on_load(tmp_path):
+    ids = torch.tensor([[5, 17, 23, 42], [5, 31, 0, 0]])
+    mask = (ids != 0).long()
+    model = attach_pooling(tiny("bert"), "mean")
+    model.save_pretrained(tmp_path)
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits
+        unhooked = loaded(input_ids=ids, attention_mask=mask).logits
+        restored = attach_pooling(loaded)(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(restored, want)
+    assert not torch.allclose(unhooked, want, atol=1e-4)  # the stored setting is what makes them agree
+
+
+def test_an_unknown_pooling_is_one_line(tmp_path):
+    cfg = {"name": "tiny_bert", "pooling": "max", "tiny": {"vocab_size": 100}}
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ConfigError, match=r"^model.pooling=max: choose one of cls, mean$"):
+        build_model(OmegaConf.create(cfg), ["a title"], tmp_path)
+    with pytest.raises(ValueError, match="already pools by 'mean'"):
+        attach_pooling(attach_pooling(tiny("bert"), "mean"), "cls")
+
+
+@pytest.mark.slow
+def test_a_mean_pooled_tiny_model_learns_and_serves_the_same_scores(make_cfg, toy_csv, tmp_path):
+    cfg = make_cfg(
+        "model=tiny_bert",
+        "model.pooling=mean",
+        "data=csv",
+        f"data.train={toy_csv}",
+        "trainer.epochs=2",
+        "schedule.lr=1e-3",
+        "schedule.warmup_ratio=0.0",
+        "trainer.batch_size=16",
+        "tracking.log_model=true",
+    )
+    metrics = run_training(cfg)
+    assert metrics["test_accuracy"] >= 0.9 and metrics["test_f1"] >= 0.9, metrics  # chance is 0.5
+    mlflow.set_tracking_uri(f"sqlite:///{cfg.paths.outputs}/mlflow.db")
+    (run,) = mlflow.search_runs(experiment_names=[cfg.tracking.experiment], output_format="list")
+    scored = pd.read_csv(next(tmp_path.glob("**/reports/test/predictions.csv")), keep_default_na=False)
+    titles = scored["text"].tolist()
+    # predict.py / evaluate.py and the pyfunc model load the folder and must pool as training did
+    served = inference.load_predictor(run=run.info.run_id).predict_titles(titles)
+    np.testing.assert_allclose(served, scored["probability"], atol=1e-5)
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/pyfunc_model")
+    np.testing.assert_allclose(pyfunc.predict(pd.DataFrame({"title": titles}))["probability"], served, atol=1e-5)
