@@ -145,13 +145,6 @@ def test_ce_llrd_is_the_default_run_with_layer_wise_rates_and_cosine_decay(make_
     assert make_cfg("recipe=ce_llrd", "loss=focal").loss.name == "focal"  # the command line still wins
 
 
-def test_the_default_model_pools_by_mean_and_the_others_by_their_own_head(make_cfg):
-    # README "Mean pooling": measured side by side on minilm only; mpnet's offline_best figures are with cls
-    assert make_cfg().model.pooling == "mean"
-    others = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "minilm")
-    assert others and all(make_cfg(f"model={name}").model.pooling == "cls" for name in others)
-
-
 def test_a_machine_keeps_its_own_settings_in_the_git_ignored_local_config(tmp_path, monkeypatch):
     import shutil
     import subprocess
