@@ -302,6 +302,12 @@ def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_
             "the job to be requeued",
             every=0.5,
         )
+        # slurmd refuses a credential created in the same second as (or before) it revoked the old one
+        # (`cred->ctime <= j->revoked`, whole seconds): "Killing non-startable batch JobId: Job credential
+        # revoked", seen once in a fresh clone. So wait until the node has cleaned up the old job, then
+        # into a later second, before starting the new one.
+        _poll(lambda: cluster.run("sinfo", "-h", "-n", cluster.node, "-o", "%T").strip() == "idle", 120, "the node")
+        time.sleep(2)
         cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
         sweep.wait(timeout=600)
     finally:
