@@ -110,10 +110,11 @@ def attach_pooling(model, pooling: str | None = None):
     pooling = pooling or getattr(model.config, POOLING_KEY, "cls")
     if pooling not in POOLINGS:
         raise ValueError(f"{POOLING_KEY}={pooling!r}: choose one of {', '.join(POOLINGS)}")
-    if getattr(model, "_titlesweep_pooling", None) not in (None, pooling):
-        raise ValueError(f"the model already pools by {model._titlesweep_pooling!r}; build a new one for {pooling!r}")
+    attached = getattr(model, "_titlesweep_pooling", None)  # hooks must not be attached twice
+    if attached not in (None, pooling):
+        raise ValueError(f"the model already pools by {attached!r}; build a new one for {pooling!r}")
     setattr(model.config, POOLING_KEY, pooling)
-    if pooling == "mean" and getattr(model, "_titlesweep_pooling", None) is None:
+    if pooling == "mean" and attached is None:
         held = {}
 
         def keep_mask(module, args, kwargs):

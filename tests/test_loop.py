@@ -276,16 +276,15 @@ def test_a_resumed_run_keeps_the_average_it_had():
     straight = tiny_bert()
     run(straight, loader(ids, labels, 8), loader(ids[:16], labels[:16], 16), cfg, optimizer=WeightRecorder(straight))
 
+    def parts_for(model):
+        optimizer = WeightRecorder(model)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        train_loader, val_loader = loader(ids, labels, 8), loader(ids[:16], labels[:16], 16)
+        return TrainingParts(model, train_loader, val_loader, torch.nn.CrossEntropyLoss(), optimizer, scheduler)
+
     model = tiny_bert()
-    optimizer = WeightRecorder(model)
-    parts = TrainingParts(
-        model,
-        loader(ids, labels, 8),
-        loader(ids[:16], labels[:16], 16),
-        torch.nn.CrossEntropyLoss(),
-        optimizer,
-        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
-    )
+    parts = parts_for(model)
+    optimizer = parts.optimizer
     saved = {}
 
     def save(state):
@@ -302,16 +301,7 @@ def test_a_resumed_run_keeps_the_average_it_had():
         )
     resumed = tiny_bert()
     resumed.load_state_dict(saved["model"])
-    optimizer = WeightRecorder(resumed)
-    parts = TrainingParts(
-        resumed,
-        loader(ids, labels, 8),
-        loader(ids[:16], labels[:16], 16),
-        torch.nn.CrossEntropyLoss(),
-        optimizer,
-        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
-    )
-    train(parts, cfg, 12, state=loop.LoopState.from_dict(saved["state"]))
+    train(parts_for(resumed), cfg, 12, state=loop.LoopState.from_dict(saved["state"]))
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(a, b)
 
