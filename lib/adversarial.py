@@ -67,7 +67,10 @@ def word_embedding_weight(model: nn.Module) -> nn.Parameter:
         )
     weight = getter().weight
     if not weight.requires_grad:
-        raise ConfigError("adversarial training needs trainable word embeddings (they are frozen)")
+        raise ConfigError(
+            "adversarial training perturbs the word embeddings, which are frozen: set "
+            "model.freeze_word_embeddings=false or adversarial=none"
+        )
     return weight
 
 

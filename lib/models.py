@@ -34,13 +34,18 @@ DROPOUT_KEYS = ("hidden_dropout_prob", "classifier_dropout", "pooler_dropout")
 
 def build_model(cfg_model, train_texts: list[str], cache_dir: Path):
     """Return ``(model, tokenizer)`` for a model config option, its head reading the encoder as
-    ``model.pooling`` says (lib/pyfunc.attach_pooling)."""
+    ``model.pooling`` says (lib/pyfunc.attach_pooling), its word embeddings frozen when
+    ``model.freeze_word_embeddings`` is true."""
     from lib.pyfunc import POOLINGS, attach_pooling  # here: importing lib.pyfunc registers the pyfunc model
 
     pooling = cfg_model.get("pooling") or "cls"
     if pooling not in POOLINGS:
         raise ConfigError(f"model.pooling={pooling}: choose one of {', '.join(POOLINGS)}")
     model, tokenizer = _weights_and_tokenizer(cfg_model, train_texts, cache_dir)
+    if cfg_model.get("freeze_word_embeddings"):
+        # Fine-tuning moves only the rows of words seen in training; frozen, the rows of unseen
+        # (other-field) words stay consistent with the ones the encoder is trained on.
+        model.get_input_embeddings().weight.requires_grad_(False)
     return attach_pooling(model, pooling), tokenizer
 
 
