@@ -34,6 +34,7 @@ class RecipeSummary:
     ranked: list[str]  # recipes, best first by ``rank_by``
     rank_by: str
     intervals: list[Interval]  # top two recipes' paired bootstrap, one per extra set
+    unpaired: list[str]  # extra sets on which the top two were scored on different rows: no interval
 
 
 @dataclass
@@ -92,24 +93,30 @@ def summarise(
         table[f"{key}_std"] = grouped[key].std(ddof=1)  # NaN for a single run: no spread to report
     table = table.sort_values(f"{rank_by}_mean", ascending=lower_is_better(rank_by)).reset_index()
     ranked = table["recipe"].tolist()
-    intervals = []
+    intervals, unpaired = [], []
     if len(ranked) >= 2:
         runs_of = {r: finished.loc[finished["recipe"] == r, "run_id"].tolist() for r in ranked[:2]}
         for data in extra_sets:
             first, second = (correctness(client, runs_of[r], data) for r in ranked[:2])
-            if first is not None and second is not None:
-                diff, low, high = paired_bootstrap(first, second, seed=seed)
-                intervals.append(Interval(data, ranked[0], ranked[1], diff, low, high, first.shape[1]))
-    return RecipeSummary(table, keys, ranked, rank_by, intervals)
+            if first is None or second is None:
+                continue
+            # Same-sized sets can still hold other rows (e.g. a data.size sweep regenerates cross_source):
+            # pairing them row by row would be meaningless.
+            if first[0] != second[0]:
+                unpaired.append(data)
+                continue
+            diff, low, high = paired_bootstrap(first[1], second[1], seed=seed)
+            intervals.append(Interval(data, ranked[0], ranked[1], diff, low, high, len(first[0])))
+    return RecipeSummary(table, keys, ranked, rank_by, intervals, unpaired)
 
 
 def lower_is_better(metric: str) -> bool:
     return metric.endswith(("loss", "_seconds"))
 
 
-def correctness(client: MlflowClient, run_ids: list[str], data: str) -> np.ndarray | None:
-    """(runs, rows) array of 1 where a run classified a row of ``data`` correctly; None when a run did not
-    log that set. Refuses runs scored on different rows, which cannot be paired."""
+def correctness(client: MlflowClient, run_ids: list[str], data: str) -> tuple[list[str], np.ndarray] | None:
+    """The texts of ``data``'s rows and a (runs, rows) array of 1 where a run classified a row correctly;
+    None when a run did not log that set. Refuses runs scored on different rows, which cannot be paired."""
     frames = []
     # MLflow draws a progress bar per download: dozens of lines in the middle of the comparison
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -127,7 +134,7 @@ def correctness(client: MlflowClient, run_ids: list[str], data: str) -> np.ndarr
                 f"run {run_id} scored other {data} rows than run {run_ids[0]}; recipes can be "
                 "compared row by row only on the same data (same data.* settings)"
             )
-    return np.stack([(f["label"].to_numpy() == f["prediction"].to_numpy()).astype(float) for f in frames])
+    return texts, np.stack([(f["label"].to_numpy() == f["prediction"].to_numpy()).astype(float) for f in frames])
 
 
 def paired_bootstrap(
@@ -184,7 +191,11 @@ def interval_lines(summary: RecipeSummary) -> list[str]:
         f"  {i.data} ({i.rows} rows): {i.difference:+.4f}, 95% interval [{i.low:+.4f}, {i.high:+.4f}]: {i.verdict}"
         for i in summary.intervals
     ]
-    if not summary.intervals:
+    lines += [
+        f"  {data}: the two recipes were scored on different rows (their data.* settings differ): no paired interval"
+        for data in summary.unpaired
+    ]
+    if not summary.intervals and not summary.unpaired:
         lines.append("  (no extra evaluation set was logged by both recipes' runs)")
     return lines
 

@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from entry_points import run_entry_point
-from lib import compare
+from lib import compare, recipes
 from lib.recipes import paired_bootstrap
 from lib.tracking import ROLE_TAG
 
@@ -56,7 +56,7 @@ TITLES = [f"title {i}" for i in range(200)]
 LABELS = np.array([i % 2 for i in range(200)])
 
 
-def _log_job(client, experiment_id, parent_id, recipe, seed, val_f1, right_on):
+def _log_job(client, experiment_id, parent_id, recipe, seed, val_f1, right_on, titles=TITLES):
     overrides = f"loss={recipe} trainer.seed={seed}"
     run = client.create_run(
         experiment_id,
@@ -74,13 +74,11 @@ def _log_job(client, experiment_id, parent_id, recipe, seed, val_f1, right_on):
         "citeseer_dev_roc_auc": 0.9,
     }.items():
         client.log_metric(run_id, key, value)
-    frame = pd.DataFrame({"text": TITLES, "label": LABELS, "probability": preds * 0.9, "prediction": preds})
+    frame = pd.DataFrame({"text": titles, "label": LABELS, "probability": preds * 0.9, "prediction": preds})
     return run_id, frame
 
 
-@pytest.fixture
-def seed_sweep(tmp_path):
-    """A sweep parent and 2 recipes x 3 seeds: focal right on 180/176/184 of 200 titles, ce on 160/170/150."""
+def _make_sweep(tmp_path, focal_titles=TITLES):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(store)
     experiment_id = client.create_experiment("titlesweep", artifact_location=str(tmp_path / "artifacts"))
@@ -90,7 +88,8 @@ def seed_sweep(tmp_path):
         ("focal", (0.93, 0.92, 0.94), (180, 176, 184)),
     ):
         for seed, (val_f1, right) in enumerate(zip(val_f1s, rights), start=1):
-            run_id, frame = _log_job(client, experiment_id, parent.info.run_id, recipe, seed, val_f1, right)
+            titles = focal_titles if recipe == "focal" else TITLES
+            run_id, frame = _log_job(client, experiment_id, parent.info.run_id, recipe, seed, val_f1, right, titles)
             folder = tmp_path / run_id
             folder.mkdir()
             frame.to_csv(folder / "predictions.csv", index=False)
@@ -98,6 +97,12 @@ def seed_sweep(tmp_path):
             client.set_terminated(run_id, "FINISHED")
     client.set_terminated(parent.info.run_id, "FINISHED")
     return store, client, tmp_path
+
+
+@pytest.fixture
+def seed_sweep(tmp_path):
+    """A sweep parent and 2 recipes x 3 seeds: focal right on 180/176/184 of 200 titles, ce on 160/170/150."""
+    return _make_sweep(tmp_path)
 
 
 @pytest.mark.slow
@@ -121,6 +126,19 @@ def test_runs_are_grouped_by_recipe_with_mean_std_and_the_top_two_compared(seed_
     )
     assert interval.difference == pytest.approx(0.90 - 0.80)
     assert 0 < interval.low < 0.1 < interval.high and interval.verdict == "loss=focal is better"
+
+
+@pytest.mark.slow
+def test_recipes_scored_on_other_rows_of_the_same_size_are_not_paired(tmp_path):
+    # e.g. a data.size sweep: every cross_source set has 2,000 rows, but not the same ones
+    store, client, _ = _make_sweep(tmp_path, focal_titles=[f"another title {i}" for i in range(200)])
+    parent, runs = compare.select_runs(client, "titlesweep", None, {})
+    summary = compare.recipe_summary(client, compare.build_comparison(parent, runs))
+    assert summary.ranked == ["loss=focal", "loss=ce"] and summary.intervals == []
+    assert summary.unpaired == ["citeseer_dev"]
+    assert summary.table.set_index("recipe").loc["loss=focal", "citeseer_dev_accuracy_mean"] == pytest.approx(0.90)
+    (note,) = [line for line in recipes.interval_lines(summary) if "citeseer_dev" in line]
+    assert "different rows" in note and "no paired interval" in note
 
 
 @pytest.mark.slow
