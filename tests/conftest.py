@@ -34,6 +34,20 @@ TINY = dict(
 )
 
 
+# A tiny_bert run that learns the toy CSV (write_toy_csv) in 2 epochs: test accuracy >= 0.9, chance 0.5.
+def toy_learning_run(toy_csv: Path, *extra: str) -> list[str]:
+    return [
+        "model=tiny_bert",
+        "data=csv",
+        f"data.train={toy_csv}",
+        "trainer.epochs=2",
+        "schedule.lr=1e-3",
+        "schedule.warmup_ratio=0.0",
+        "trainer.batch_size=16",
+        *extra,
+    ]
+
+
 # The files that take longest (minutes each: services, interrupted-and-resumed runs, sweeps; from
 # `--durations` on a 2-core machine, 2026-12-02), collected first: `-n 2 --dist loadfile` (pyproject)
 # hands whole files to the two workers in collection order, so they start early and both workers

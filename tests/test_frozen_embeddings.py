@@ -4,7 +4,9 @@ training while everything else learns; an adversary (which perturbs that matrix)
 import pytest
 import torch
 
+from conftest import toy_learning_run
 from lib import run as run_module
+from lib.errors import ConfigError
 from lib.run import run_training
 
 
@@ -23,22 +25,9 @@ def built_models(monkeypatch):
     return built
 
 
-def tiny_run_overrides(toy_csv, *extra: str) -> list[str]:
-    return [
-        "model=tiny_bert",
-        "data=csv",
-        f"data.train={toy_csv}",
-        "trainer.epochs=2",
-        "schedule.lr=1e-3",
-        "schedule.warmup_ratio=0.0",
-        "trainer.batch_size=16",
-        *extra,
-    ]
-
-
 @pytest.mark.slow
 def test_frozen_word_embeddings_stay_put_while_the_model_learns(make_cfg, toy_csv, built_models):
-    metrics = run_training(make_cfg(*tiny_run_overrides(toy_csv, "model.freeze_word_embeddings=true")))
+    metrics = run_training(make_cfg(*toy_learning_run(toy_csv, "model.freeze_word_embeddings=true")))
     assert metrics["test_accuracy"] >= 0.9 and metrics["test_f1"] >= 0.9, metrics  # chance is 0.5
 
     (model, before) = built_models[0]
@@ -53,15 +42,13 @@ def test_frozen_word_embeddings_stay_put_while_the_model_learns(make_cfg, toy_cs
 
 @pytest.mark.slow
 def test_by_default_the_word_embeddings_train(make_cfg, toy_csv, built_models):
-    run_training(make_cfg(*tiny_run_overrides(toy_csv, "trainer.epochs=1")))
+    run_training(make_cfg(*toy_learning_run(toy_csv, "trainer.epochs=1")))
     (model, before) = built_models[0]
     word = "bert.embeddings.word_embeddings.weight"
     assert not torch.equal(model.state_dict()[word], before[word])
 
 
 def test_an_adversary_on_frozen_embeddings_is_one_line(make_cfg, toy_csv, built_models):
-    cfg = make_cfg(*tiny_run_overrides(toy_csv, "model.freeze_word_embeddings=true", "adversarial=fgm"))
-    from lib.errors import ConfigError
-
+    cfg = make_cfg(*toy_learning_run(toy_csv, "model.freeze_word_embeddings=true", "adversarial=fgm"))
     with pytest.raises(ConfigError, match=r"^adversarial training perturbs the word embeddings, which are frozen"):
         run_training(cfg)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import TINY
+from conftest import TINY, toy_learning_run
 from lib import inference
 from lib.errors import ConfigError
 from lib.models import build_model
@@ -88,17 +88,7 @@ def test_an_unknown_pooling_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_mean_pooled_tiny_model_learns_and_serves_the_same_scores(make_cfg, toy_csv, tmp_path):
-    cfg = make_cfg(
-        "model=tiny_bert",
-        "model.pooling=mean",
-        "data=csv",
-        f"data.train={toy_csv}",
-        "trainer.epochs=2",
-        "schedule.lr=1e-3",
-        "schedule.warmup_ratio=0.0",
-        "trainer.batch_size=16",
-        "tracking.log_model=true",
-    )
+    cfg = make_cfg(*toy_learning_run(toy_csv, "model.pooling=mean", "tracking.log_model=true"))
     metrics = run_training(cfg)
     assert metrics["test_accuracy"] >= 0.9 and metrics["test_f1"] >= 0.9, metrics  # chance is 0.5
     mlflow.set_tracking_uri(f"sqlite:///{cfg.paths.outputs}/mlflow.db")
