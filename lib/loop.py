@@ -351,7 +351,8 @@ class WeightAverage:
         if decay is not None and not 0.0 < decay < 1.0:
             raise ConfigError(f"trainer.ema_decay={decay}: choose a value between 0 and 1 (e.g. 0.99), or null")
         self.decay, self.state = decay, state
-        self.params = [p for p in model.parameters() if p.is_floating_point()]
+        # Only what the optimiser moves: frozen weights (model.freeze_word_embeddings) are their own average.
+        self.params = [p for p in model.parameters() if p.requires_grad]
         if decay is not None and state.averaged_weights is None:
             state.averaged_weights = [p.detach().clone() for p in self.params]
 

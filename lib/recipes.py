@@ -14,6 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -102,11 +103,11 @@ def summarise(
                 continue
             # Same-sized sets can still hold other rows (e.g. a data.size sweep regenerates cross_source):
             # pairing them row by row would be meaningless.
-            if first[0] != second[0]:
+            if first.texts != second.texts:
                 unpaired.append(data)
                 continue
-            diff, low, high = paired_bootstrap(first[1], second[1], seed=seed)
-            intervals.append(Interval(data, ranked[0], ranked[1], diff, low, high, len(first[0])))
+            diff, low, high = paired_bootstrap(first.correct, second.correct, seed=seed)
+            intervals.append(Interval(data, ranked[0], ranked[1], diff, low, high, len(first.texts)))
     return RecipeSummary(table, keys, ranked, rank_by, intervals, unpaired)
 
 
@@ -114,9 +115,14 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith(("loss", "_seconds"))
 
 
-def correctness(client: MlflowClient, run_ids: list[str], data: str) -> tuple[list[str], np.ndarray] | None:
-    """The texts of ``data``'s rows and a (runs, rows) array of 1 where a run classified a row correctly;
-    None when a run did not log that set. Refuses runs scored on different rows, which cannot be paired."""
+class Scored(NamedTuple):
+    texts: list[str]  # the evaluation set's rows, in the order of the columns below
+    correct: np.ndarray  # (runs, rows): 1 where a run classified a row correctly
+
+
+def correctness(client: MlflowClient, run_ids: list[str], data: str) -> Scored | None:
+    """How each run did on each row of ``data``; None when a run did not log that set. Refuses runs
+    scored on different rows, which cannot be paired."""
     frames = []
     # MLflow draws a progress bar per download: dozens of lines in the middle of the comparison
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -134,7 +140,9 @@ def correctness(client: MlflowClient, run_ids: list[str], data: str) -> tuple[li
                 f"run {run_id} scored other {data} rows than run {run_ids[0]}; recipes can be "
                 "compared row by row only on the same data (same data.* settings)"
             )
-    return texts, np.stack([(f["label"].to_numpy() == f["prediction"].to_numpy()).astype(float) for f in frames])
+    return Scored(
+        texts, np.stack([(f["label"].to_numpy() == f["prediction"].to_numpy()).astype(float) for f in frames])
+    )
 
 
 def paired_bootstrap(
