@@ -15,6 +15,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lib import device as device_helpers
+from lib.checkpoint import COMPILED_PREFIX
 from lib.device import autocast, to_device
 from lib.errors import ConfigError, UserError
 from lib.metrics import compute_metrics, metrics_at_threshold
@@ -128,7 +129,8 @@ class LoopState:
     next_batch: int = 0  # position in the current epoch's batch order
     best_value: float | None = None  # early stopping: the best validation value so far (None: none yet)
     bad_evals: int = 0  # and the evaluations since, without gain
-    best_weights: dict | None = None
+    best_weights: dict | None = None  # in the plain model's names (never torch.compile's `_orig_mod.` ones)
+    evaluated_step: int = -1  # the last step validated, so that a resumed run does not validate it again
     running_loss: float = 0.0  # sum of per-batch mean losses since the last log line
     running_adv_loss: float = 0.0  # the same for the adversarial (FGM/PGD) loss
     running_count: int = 0  # batches in those sums
@@ -194,6 +196,7 @@ def train(
     at the next optimiser-step boundary and ``on_interrupt(state)`` saves it (then raises).
     """
     model, optimizer = parts.model, parts.optimizer
+    plain = getattr(model, "_orig_mod", model)  # the model itself under a torch.compile wrapper
     device, precision, adversary = parts.device, parts.precision, parts.adversary
     accum = cfg_trainer.grad_accum_steps
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -227,8 +230,10 @@ def train(
             metrics, probs = evaluate(model, parts.val_loader, parts.loss_fn, device)
             improved = stopper.update(state, metrics)
             if improved:
-                # On the CPU: a copy of the weights on the GPU would double the model's GPU memory.
-                state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                # On the CPU: a copy of the weights on the GPU would double the model's GPU memory. In the
+                # plain model's names, so a run resumed with trainer.compile toggled can load them.
+                state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in plain.state_dict().items()}
+        state.evaluated_step = state.step
         model.train()
         result.eval_seconds += time.perf_counter() - eval_start
         val = {f"val_{k}": v for k, v in metrics.items()}
@@ -276,7 +281,7 @@ def train(
     #  7. on SIGINT / SIGTERM: checkpoint at this step boundary and raise.
     with _progress() as bars:
         task = bars.add_task("train", total=total_steps, completed=state.step, info="")
-        stop, evaluated_at = False, -1
+        stop = False
         while state.epoch <= cfg_trainer.epochs:
             model.train()
             parts.train_loader.batch_sampler.set_epoch(state.epoch, skip=state.next_batch)
@@ -318,13 +323,13 @@ def train(
                     log_train(bars, task)
                 bars.update(task, completed=state.step)
                 if cfg_trainer.eval_every_steps and state.step % cfg_trainer.eval_every_steps == 0:
-                    stop, evaluated_at = run_eval(), state.step
+                    stop = run_eval()
                 if stop or state.step >= total_steps:
                     break
                 if stop_requested() and on_interrupt is not None:
                     checkpoint_and_raise()
-            if evaluated_at != state.step:  # every epoch (and the last, partial one) ends evaluated
-                stop, evaluated_at = run_eval(), state.step
+            if state.evaluated_step != state.step:  # every epoch (and the last, partial one) ends evaluated
+                stop = run_eval()
             if stop or state.step >= total_steps:
                 break
             state.epoch, state.next_batch = state.epoch + 1, 0
@@ -335,7 +340,7 @@ def train(
     result.stopped_early = stopper.should_stop(state)
     result.steps, result.train_seconds = state.step, time.perf_counter() - clock
     if state.best_weights is not None:
-        model.load_state_dict(state.best_weights)
+        plain.load_state_dict({k.removeprefix(COMPILED_PREFIX): v for k, v in state.best_weights.items()})
     return result
 
 
@@ -355,6 +360,8 @@ class WeightAverage:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if decay is not None and state.averaged_weights is None:
             state.averaged_weights = [p.detach().clone() for p in self.params]
+        elif decay is not None:  # restored from a checkpoint, which loads onto the CPU: follow the weights
+            state.averaged_weights = [a.to(p.device, p.dtype) for a, p in zip(state.averaged_weights, self.params)]
 
     def update(self) -> None:
         if self.decay is None:

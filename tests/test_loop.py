@@ -471,3 +471,113 @@ def test_a_compiled_tiny_run_learns_with_layer_wise_rates(make_cfg, toy_csv, mon
     assert seen["groups"]["layer_0/decay"] == pytest.approx(5e-4)
     assert seen["groups"]["head/decay"] == pytest.approx(1e-2)
     assert math.isfinite(metrics["best_val_loss"])
+
+
+# --------------------------------------------------------------- resumption edge cases
+
+
+def _parts(model, ids, labels, optimizer=None):
+    optimizer = optimizer or WeightRecorder(model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    train_loader, val_loader = loader(ids, labels, 8), loader(ids[:16], labels[:16], 16)
+    device = next(model.parameters()).device
+    loss_fn = torch.nn.CrossEntropyLoss()
+    return TrainingParts(model, train_loader, val_loader, loss_fn, optimizer, scheduler, None, device)
+
+
+def _interrupted_then_resumed(cfg, total, stop_after_steps, first_model, resumed_model, tmp_path):
+    """Train ``first_model`` until ``stop_after_steps`` optimiser steps, save the state through a real
+    checkpoint file (lib/checkpoint), then continue in ``resumed_model``; returns (saved, result)."""
+    from lib import checkpoint
+
+    plain_first = getattr(first_model, "_orig_mod", first_model)
+    parts = _parts(first_model, *examples(48))
+    optimizer = parts.optimizer
+
+    def save(state):
+        checkpoint.save({"loop": state.to_dict(), "model": plain_first.state_dict()}, tmp_path / "checkpoint.pt")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stop = lambda: len(optimizer.after_step) == stop_after_steps  # noqa: E731
+        train(parts, cfg, total, stop_requested=stop, on_interrupt=save)
+    saved = checkpoint.load(tmp_path / "checkpoint.pt")
+    getattr(resumed_model, "_orig_mod", resumed_model).load_state_dict(checkpoint.model_state(saved["model"]))
+    result = train(_parts(resumed_model, *examples(48)), cfg, total, state=loop.LoopState.from_dict(saved["loop"]))
+    return saved, result
+
+
+@pytest.mark.parametrize("compiled_first", [True, False], ids=["compiled-then-plain", "plain-then-compiled"])
+def test_resuming_with_compile_toggled_ends_like_an_uninterrupted_run(compiled_first, tmp_path):
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is not available in this torch build")
+
+    def compiled(model):  # Dynamo traces as in a real run; the eager backend skips Inductor's code generation
+        return torch.compile(model, backend="eager")
+
+    # Interrupted at step 4, after the first validation (step 3) kept its weights in the loop state.
+    cfg = trainer_cfg(epochs=2, eval_every_steps=3, early_stopping={"metric": "loss", "mode": "min", "patience": None})
+    straight = tiny_bert()
+    expected = train(_parts(straight, *examples(48)), cfg, 12)
+
+    first, second = tiny_bert(), tiny_bert()
+    first, second = (compiled(first), second) if compiled_first else (first, compiled(second))
+    saved, result = _interrupted_then_resumed(cfg, 12, 4, first, second, tmp_path)
+    assert saved["loop"]["best_weights"] is not None  # interrupted after its first (best so far) evaluation
+    assert not any(k.startswith("_orig_mod.") for k in saved["loop"]["best_weights"])  # the plain model's names
+    assert result.best_step == expected.best_step
+    assert result.best_metrics["loss"] == pytest.approx(expected.best_metrics["loss"], rel=1e-5)
+    plain_second = getattr(second, "_orig_mod", second)
+    for a, b in zip(straight.parameters(), plain_second.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_an_evaluation_on_the_epochs_last_step_is_not_repeated_on_resume(tmp_path):
+    # 6 batches per epoch, validation every 3 steps: step 6 is validated inside the epoch, so the
+    # epoch's end adds none. Interrupted right after it, the resumed run must not validate step 6 again
+    # (a repeated, gainless evaluation would also count against early stopping's patience).
+    cfg = trainer_cfg(epochs=2, eval_every_steps=3, early_stopping={"metric": "loss", "mode": "min", "patience": 2})
+    straight = tiny_bert()
+    expected = train(_parts(straight, *examples(48)), cfg, 12)
+    _, result = _interrupted_then_resumed(cfg, 12, 6, tiny_bert(), tiny_bert(), tmp_path)
+    eval_steps = [event["step"] for event in result.history if "val_loss" in event]
+    assert eval_steps == [event["step"] for event in expected.history if "val_loss" in event]
+    assert eval_steps == sorted(set(eval_steps))
+    assert result.stopped_early == expected.stopped_early
+    assert result.steps == expected.steps
+
+
+def test_a_restored_weight_average_follows_the_models_device_and_dtype(tmp_path):
+    # A checkpoint is loaded onto the CPU (map_location="cpu"); a run resumed on another device (or,
+    # as the CPU can show, with weights in another dtype) must get the average moved to its weights.
+    from lib import checkpoint
+
+    model = tiny_bert()
+    state = loop.LoopState()
+    loop.WeightAverage(model, state, 0.9)
+    checkpoint.save({"loop": state.to_dict()}, tmp_path / "checkpoint.pt")
+    restored = loop.LoopState.from_dict(checkpoint.load(tmp_path / "checkpoint.pt")["loop"])
+    resumed = tiny_bert().double()
+    average = loop.WeightAverage(resumed, restored, 0.9)
+    params = [p for p in resumed.parameters() if p.requires_grad]
+    assert [(t.device, t.dtype) for t in restored.averaged_weights] == [(p.device, p.dtype) for p in params]
+    average.update()  # mixing devices or dtypes would raise here
+    with average.swapped_in():
+        pass
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_ema_run_checkpointed_on_the_cpu_resumes_on_cuda(tmp_path):
+    cfg = trainer_cfg(epochs=2, ema_decay=0.7)
+    _, result = _interrupted_then_resumed(cfg, 12, 4, tiny_bert(), tiny_bert().cuda(), tmp_path)
+    assert result.steps == 12  # the average on the CPU would have made _foreach_lerp_ mix devices
+
+
+def test_a_resumed_ema_run_round_trips_through_a_checkpoint_file(tmp_path):
+    cfg = trainer_cfg(epochs=2, ema_decay=0.7)
+    straight = tiny_bert()
+    train(_parts(straight, *examples(48)), cfg, 12)
+    resumed = tiny_bert()
+    _interrupted_then_resumed(cfg, 12, 4, tiny_bert(), resumed, tmp_path)
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
