@@ -109,6 +109,7 @@ class LoopResult:
     best_epoch: int = 0
     steps: int = 0
     stopped_early: bool = False
+    pruned_at_step: int | None = None  # the step whose validation made a search's pruner stop the run
     train_seconds: float = 0.0  # wall time of train(), validation included
     eval_seconds: float = 0.0  # of which validation
     train_samples: int = 0  # examples passed forward/backward (repeats across epochs counted)
@@ -189,11 +190,14 @@ def train(
     state: LoopState | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
     on_interrupt: Callable[[LoopState], None] | None = None,
+    on_validation: Callable[[dict, int], bool] | None = None,
 ) -> LoopResult:
     """Train until epochs, max_steps or early stopping; leaves the model holding its best weights.
 
     ``state`` continues a checkpointed run. When ``stop_requested()`` turns true, training stops
     at the next optimiser-step boundary and ``on_interrupt(state)`` saves it (then raises).
+    ``on_validation(metrics, step)`` sees every validation (a search trial reports it to its pruner);
+    when it returns True training stops there, like early stopping, with ``pruned_at_step`` set.
     """
     model, optimizer = parts.model, parts.optimizer
     plain = getattr(model, "_orig_mod", model)  # the model itself under a torch.compile wrapper
@@ -242,6 +246,9 @@ def train(
         if improved:
             result.best_metrics, result.best_step, result.best_epoch = metrics, state.step, state.epoch
             result.best_val_probs = probs.tolist()
+        if on_validation is not None and on_validation(metrics, state.step):
+            result.pruned_at_step = state.step
+            return True
         return stopper.should_stop(state)
 
     def log_train(bars, task) -> None:

@@ -581,3 +581,17 @@ def test_a_resumed_ema_run_round_trips_through_a_checkpoint_file(tmp_path):
     _interrupted_then_resumed(cfg, 12, 4, tiny_bert(), resumed, tmp_path)
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_a_validation_hook_that_says_stop_ends_training_at_that_validation():
+    cfg = trainer_cfg(epochs=2, eval_every_steps=2)
+    seen = []
+
+    def prune_at_step_4(metrics, step):
+        seen.append((step, set(metrics)))
+        return step == 4
+
+    result = train(_parts(tiny_bert(), *examples(48)), cfg, 12, on_validation=prune_at_step_4)
+    assert [step for step, _ in seen] == [2, 4] and {"f1", "loss", "accuracy"} <= seen[0][1]
+    assert result.pruned_at_step == 4 and result.steps == 4 and not result.stopped_early
+    assert train(_parts(tiny_bert(), *examples(48)), cfg, 12).pruned_at_step is None
