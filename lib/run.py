@@ -124,7 +124,7 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
         torch.set_num_threads(cfg.trainer.num_threads)
     transformers.set_seed(cfg.trainer.seed)
     clock = TimeSplit()
-    splits = _limited(load_data(cfg), cfg.trainer, cfg.trainer.seed)
+    splits = limited_splits(cfg)
     _log_data(splits)
     clock.lap("data")
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
@@ -282,16 +282,24 @@ def _as_user_error(err: OSError) -> UserError | OSError:
 # --------------------------------------------------------------- data -> loaders
 
 
-def _limited(splits: Splits, cfg_trainer, seed: int) -> Splits:
-    """Apply trainer.limit_train / limit_eval (smoke runs): a seeded sample of each split."""
+def limited_splits(cfg) -> Splits:
+    """The run's splits (lib/data), capped by trainer.limit_train / limit_eval."""
+    return _limited(load_data(cfg), cfg.trainer, train_seed=cfg.trainer.seed, eval_seed=cfg.data.seed)
 
-    def cap(frame: pd.DataFrame, limit) -> pd.DataFrame:
+
+def _limited(splits: Splits, cfg_trainer, train_seed: int, eval_seed: int) -> Splits:
+    """Apply trainer.limit_train / limit_eval (smoke runs): a seeded sample of each split. The
+    evaluation sets are sampled with the data seed, so every job of a trainer.seed sweep is scored
+    on the same rows (the recipe view pairs them row by row)."""
+
+    def cap(frame: pd.DataFrame, limit, seed: int) -> pd.DataFrame:
         return frame if limit is None or len(frame) <= limit else frame.sample(limit, random_state=seed)
 
-    splits.train = cap(splits.train, cfg_trainer.limit_train)
+    splits.train = cap(splits.train, cfg_trainer.limit_train, train_seed)
     check_training_set(splits.train, splits.source, min_per_class=1)
-    splits.val, splits.test = cap(splits.val, cfg_trainer.limit_eval), cap(splits.test, cfg_trainer.limit_eval)
-    splits.extra = {k: cap(v, cfg_trainer.limit_eval) for k, v in splits.extra.items()}
+    limit = cfg_trainer.limit_eval
+    splits.val, splits.test = cap(splits.val, limit, eval_seed), cap(splits.test, limit, eval_seed)
+    splits.extra = {k: cap(v, limit, eval_seed) for k, v in splits.extra.items()}
     if len(splits.train) < cfg_trainer.batch_size:
         raise DataError(
             f"{splits.source}: only {len(splits.train)} training rows, fewer than "

@@ -172,3 +172,16 @@ def test_hub_model_offline_names_the_model_and_both_fixes(make_cfg, toy_csv, mon
     message = str(err.value)
     assert "allenai/scibert_scivocab_uncased" in message and "unreachable" in message
     assert "download_models.py model=scibert" in message and "model.pretrained=" in message
+
+
+def test_limit_eval_scores_every_seed_of_a_sweep_on_the_same_rows(make_cfg, toy_csv):
+    from lib.run import limited_splits
+
+    def evaluation_rows(seed):
+        cfg = make_cfg("data=csv", f"data.train={toy_csv}", "trainer.limit_eval=10", f"trainer.seed={seed}")
+        splits = limited_splits(cfg)
+        return splits.val["text"].tolist(), splits.test["text"].tolist()
+
+    assert evaluation_rows(1) == evaluation_rows(2)
+    other_data = make_cfg("data=csv", f"data.train={toy_csv}", "trainer.limit_eval=10", "data.seed=5")
+    assert limited_splits(other_data).test["text"].tolist() != evaluation_rows(1)[1]  # the data seed decides
