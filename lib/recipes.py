@@ -122,16 +122,20 @@ class Scored(NamedTuple):
 
 def correctness(client: MlflowClient, run_ids: list[str], data: str) -> Scored | None:
     """How each run did on each row of ``data``; None when a run did not log that set. Refuses runs
-    scored on different rows, which cannot be paired."""
+    scored on different rows, which cannot be paired. Any other failure to read the predictions (the
+    store unreachable, a permission refused) is raised: it is not a set that was never logged."""
     frames = []
+    artifact = PREDICTIONS.format(name=data)
     # MLflow draws a progress bar per download: dozens of lines in the middle of the comparison
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="titlesweep-recipes-") as tmp:
         for run_id in run_ids:
-            try:
-                path = client.download_artifacts(run_id, PREDICTIONS.format(name=data), tmp)
-            except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+            # Missing is what the run's artifact listing says, in every store: a download error does not
+            # tell (MLflow 3.17 raises MlflowException RESOURCE_DOES_NOT_EXIST for a missing file in the
+            # local store and over HTTP, and the same class for a server that fails).
+            if artifact not in {item.path for item in client.list_artifacts(run_id, artifact.rsplit("/", 1)[0])}:
                 return None
+            path = client.download_artifacts(run_id, artifact, tmp)
             frames.append(pd.read_csv(Path(path), keep_default_na=False))
     texts = frames[0]["text"].tolist()
     for run_id, frame in zip(run_ids, frames):

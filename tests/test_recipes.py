@@ -142,6 +142,23 @@ def test_recipes_scored_on_other_rows_of_the_same_size_are_not_paired(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_store_that_fails_to_serve_predictions_is_an_error_not_a_missing_set(seed_sweep, monkeypatch):
+    store, client, _ = seed_sweep
+    parent, runs = compare.select_runs(client, "titlesweep", None, {})
+    comparison = compare.build_comparison(parent, runs)
+    run_ids = comparison.table["run_id"].tolist()
+    # A set no run logged is simply absent: no interval, no error.
+    assert recipes.correctness(client, run_ids, "no_such_set") is None
+
+    def refused(self, run_id, path, dst_path=None):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(MlflowClient, "download_artifacts", refused)
+    with pytest.raises(PermissionError, match="Permission denied"):
+        compare.recipe_summary(client, comparison)
+
+
+@pytest.mark.slow
 def test_ranking_by_a_loss_puts_the_lowest_first(seed_sweep):
     store, client, _ = seed_sweep
     parent, runs = compare.select_runs(client, "titlesweep", None, {})
