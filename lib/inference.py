@@ -33,7 +33,7 @@ from lib.data import CITESEER_TEXT, read_lines, read_table
 from lib.device import autocast, resolve_device, resolve_precision
 from lib.errors import ConfigError, DataError, UserError
 from lib.progress import progress, quiet_library_bars
-from lib.pyfunc import HF_ARTIFACT, MODEL_ARTIFACT, attach_pooling, read_settings
+from lib.pyfunc import HF_ARTIFACT, MODEL_ARTIFACT, attach_pooling, mean_pool, read_settings
 from lib.tracking import redact
 
 TITLE_COLUMNS = ("title", "text", CITESEER_TEXT)  # tried in this order when no text_column is given
@@ -92,17 +92,12 @@ class Predictor:
                     )
                 logits[batch["index"]] = out.logits.float().cpu()
                 if embeddings:
-                    pooled[batch["index"]] = _mean_pool(out.hidden_states[-1].float(), mask).cpu()
+                    pooled[batch["index"]] = mean_pool(out.hidden_states[-1].float(), mask).cpu()
                 bars.advance(task)
         probs[keep] = torch.softmax(logits, dim=-1)[:, 1].numpy()
         if embeddings:
             vectors[keep] = pooled.numpy()
         return probs, vectors
-
-
-def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 def _progress(enabled: bool):

@@ -17,6 +17,9 @@ at) or bf16, and ``batch_size`` (titles per forward pass, sorted by length).
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -104,8 +107,10 @@ def attach_pooling(model, pooling: str | None = None):
 
     "mean" writes the mean of the encoder's output vectors over the real tokens (padding excluded)
     into the first position, where every supported head reads (BERT's pooler, the RoBERTa, MPNet
-    and DeBERTa heads), by two hooks: one keeps the batch's attention mask, one rewrites the
-    encoder output. No weights change, so save_pretrained / from_pretrained work as before.
+    and DeBERTa heads), by hooks: the model's forward call hands its attention mask to the encoder
+    hook through ``_CALL_MASKS``, which belongs to the thread (or asyncio task) making the call, so
+    calls made at the same time through one model (a served pyfunc model) each pool by their own
+    mask. No weights change, so save_pretrained / from_pretrained work as before.
     Sentence-embedding models such as all-MiniLM-L6-v2 were trained with mean pooling."""
     pooling = pooling or getattr(model.config, POOLING_KEY, "cls")
     if pooling not in POOLINGS:
@@ -115,24 +120,49 @@ def attach_pooling(model, pooling: str | None = None):
         raise ValueError(f"the model already pools by {attached!r}; build a new one for {pooling!r}")
     setattr(model.config, POOLING_KEY, pooling)
     if pooling == "mean" and attached is None:
-        held = {}
-
-        def keep_mask(module, args, kwargs):
-            held["mask"] = kwargs.get("attention_mask")
-
-        def mean_into_first(module, args, output):
-            hidden = output.last_hidden_state
-            mask = held.get("mask")
-            mask = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask
-            weights = mask.to(hidden.dtype).unsqueeze(-1)
-            mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-            output.last_hidden_state = torch.cat([mean.unsqueeze(1), hidden[:, 1:]], dim=1)
-            return output
-
-        model.register_forward_pre_hook(keep_mask, with_kwargs=True)
-        model.base_model.encoder.register_forward_hook(mean_into_first)
+        names = list(inspect.signature(model.forward).parameters)
+        position = names.index("attention_mask") if "attention_mask" in names else None
+        model.register_forward_pre_hook(functools.partial(_enter_call, position), with_kwargs=True)
+        # always_call: the call's mask goes when the call ends, also when it raises
+        model.register_forward_hook(_leave_call, always_call=True)
+        model.base_model.encoder.register_forward_hook(_mean_into_first)
     model._titlesweep_pooling = pooling
     return model
+
+
+# The attention masks of the mean-pooled forward calls in progress in this context, innermost last.
+# A ContextVar is per thread (and per asyncio task): one thread's call never reads another's mask,
+# and a call made inside another call (a model inside a model) finds its own.
+_CALL_MASKS: contextvars.ContextVar[tuple] = contextvars.ContextVar("titlesweep_call_masks", default=())
+
+
+def _enter_call(position, module, args, kwargs):
+    mask = kwargs.get("attention_mask")
+    if mask is None and position is not None and len(args) > position:
+        mask = args[position]
+    _CALL_MASKS.set((*_CALL_MASKS.get(), mask))
+
+
+def _leave_call(module, args, output):
+    _CALL_MASKS.set(_CALL_MASKS.get()[:-1])
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``hidden`` (batch, tokens, width) over the tokens where ``mask`` is 1 (all when None)."""
+    if mask is None:
+        return hidden.mean(1)
+    if tuple(mask.shape) != tuple(hidden.shape[:2]):
+        raise RuntimeError(f"mean pooling: attention mask {tuple(mask.shape)} for hidden states {tuple(hidden.shape)}")
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def _mean_into_first(module, args, output):
+    hidden = output.last_hidden_state
+    masks = _CALL_MASKS.get()
+    mean = mean_pool(hidden, masks[-1] if masks else None)  # no call in progress: the encoder was run alone
+    output.last_hidden_state = torch.cat([mean.unsqueeze(1), hidden[:, 1:]], dim=1)
+    return output
 
 
 def _read_params(params: dict) -> tuple[str, int]:

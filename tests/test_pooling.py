@@ -1,6 +1,9 @@
 """model.pooling: the head reads the first token (cls) or the mean over the real tokens (mean), in
 every tiny architecture; the choice travels with the saved model to predict.py and the pyfunc model."""
 
+import threading
+from types import SimpleNamespace
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ from conftest import TINY, toy_learning_run
 from lib import inference
 from lib.errors import ConfigError
 from lib.models import build_model
-from lib.pyfunc import POOLING_KEY, attach_pooling
+from lib.pyfunc import HF_ARTIFACT, POOLING_KEY, TitleClassifier, attach_pooling, save_model_folder
 from lib.run import run_training
 
 CONFIGS = {
@@ -84,6 +87,55 @@ def test_an_unknown_pooling_is_one_line(tmp_path):
         build_model(OmegaConf.create(cfg), ["a title"], tmp_path)
     with pytest.raises(ValueError, match="already pools by 'mean'"):
         attach_pooling(attach_pooling(tiny("bert"), "mean"), "cls")
+
+
+def test_two_threads_scoring_through_one_served_model_each_pool_their_own_titles(make_cfg, tmp_path):
+    # One loaded pyfunc model serving two requests at once, of different lengths and sizes.
+    short = ["Sparse graphs", "Abstract", "Yeast genome", "Page 3", "Optimal control"]
+    long = [
+        "Bayesian inference of sparse protein interaction networks in yeast",
+        "Contents introduction references page vol pp proceedings university department",
+        "Optimal control of market theory kernels for genome analysis and retrieval",
+    ]
+    cfg = make_cfg("model=tiny_bert", "model.pooling=mean")
+    model, tokenizer = build_model(cfg.model, short + long, tmp_path / "cache")
+    served = TitleClassifier()
+    served.load_context(
+        SimpleNamespace(artifacts={HF_ARTIFACT: str(save_model_folder(tmp_path / "m", model, tokenizer, 0.5, 64))})
+    )
+    requests = {"short": pd.DataFrame({"title": short}), "long": pd.DataFrame({"title": long})}
+    alone = {name: served.predict(None, frame)["probability"].to_numpy() for name, frame in requests.items()}
+    assert not np.isnan(alone["short"]).any() and not np.isnan(alone["long"]).any()
+
+    # Both requests enter the model before either reaches its encoder: the interleaving a busy server
+    # meets by chance, here on every call.
+    both_in = threading.Barrier(2, timeout=20)
+
+    def wait_for_the_other(*_):
+        both_in.wait()  # returns None: the embeddings' output is kept
+
+    served.model.base_model.embeddings.register_forward_hook(wait_for_the_other)
+    results = {name: [] for name in requests}
+    errors = []
+
+    def serve(name):
+        try:
+            for _ in range(20):
+                results[name].append(served.predict(None, requests[name])["probability"].to_numpy())
+        except Exception as err:  # noqa: BLE001 - reported below, with the other thread's
+            errors.append(f"{name}: {type(err).__name__}: {err}")
+            both_in.abort()
+
+    threads = [threading.Thread(target=serve, args=(name,)) for name in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for name in requests:
+        assert len(results[name]) == 20
+        for probs in results[name]:
+            np.testing.assert_allclose(probs, alone[name], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.slow
