@@ -19,6 +19,7 @@ from lib.cli import preflight  # noqa: E402
 from lib.errors import exit_on_user_error  # noqa: E402
 from lib.paths import CONF_DIR, PROJECT_ROOT  # noqa: E402  (importing lib.paths registers ${project_root:})
 from lib.run import run_job  # noqa: E402
+from lib.tracking import credentials_to_environment, redact_log_records  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -27,6 +28,9 @@ def main(cfg) -> float:
 
 
 if __name__ == "__main__":
+    # A password in tracking.uri moves into MLflow's own variables before Hydra sees (and writes) it.
+    sys.argv[1:] = credentials_to_environment(sys.argv[1:])
+    redact_log_records()
     with exit_on_user_error():
         preflight(sys.argv[1:], CONF_DIR, PROJECT_ROOT / "outputs")
     main()

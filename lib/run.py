@@ -42,7 +42,16 @@ from lib.optim import build_optimizer, build_scheduler
 from lib.progress import quiet_library_bars
 from lib.summary import TimeSplit, data_line, metrics_line, print_config_tree, print_end_of_run, run_description
 from lib.sweep import child_run_name, in_multirun, parent_run_id
-from lib.tracking import NOTE_TAG, ROLE_TAG, mlflow_run, provenance_tags, redact, tracking_uri
+from lib.tracking import (
+    NOTE_TAG,
+    ROLE_TAG,
+    mlflow_run,
+    provenance_tags,
+    redact,
+    redact_file,
+    redact_log_records,
+    tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ def run_job(cfg) -> float:
     """The Hydra task. A single run turns a UserError into one line and exit status 2; inside a
     sweep a failing job is recorded (its MLflow run FAILED) and the sweep goes on to the next."""
     quiet_library_bars()
+    redact_log_records()  # in every job process: joblib and submitit workers log too
     try:
         with checkpoint.sigterm_as_interrupt():
             metrics = run_training(cfg)
@@ -91,6 +101,8 @@ def run_training(cfg) -> dict[str, float]:
     Returns the final metrics: ``best_val_*``, ``test_*`` and ``<extra set>_*``.
     """
     output_dir, overrides = _output_dir_and_overrides(cfg)
+    overrides = [redact(o) for o in overrides]  # for the tags, the run's name, description and config tree
+    _redact_hydra_files(output_dir)
     tags = provenance_tags(overrides, output_dir)
     parent = parent_run_id()
     if parent:
@@ -381,6 +393,15 @@ def _log_model(model, tokenizer, output_dir: Path, threshold: float, max_length:
     folder = save_model_folder(output_dir / MODEL_ARTIFACT, model, tokenizer, threshold, max_length)
     mlflow.log_artifacts(str(folder), MODEL_ARTIFACT)
     log_pyfunc_model(folder)
+
+
+def _redact_hydra_files(output_dir: Path) -> None:
+    """Hydra wrote the composed config and the overrides (.hydra/*.yaml, and a sweep's multirun.yaml
+    beside the job folders) before the job started: rewrite them without credentials, before they
+    are logged as artifacts. (A tracking.uri password given on train.py's command line never gets
+    there: lib.tracking.credentials_to_environment; this covers conf/local and the search storage.)"""
+    for path in [*(output_dir / ".hydra").glob("*.yaml"), output_dir.parent / "multirun.yaml"]:
+        redact_file(path)
 
 
 def _output_dir_and_overrides(cfg) -> tuple[Path, list[str]]:

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from lib.errors import UserError
-from lib.tracking import NOTE_TAG, ROLE_TAG, experiment_id, redact, tracking_uri
+from lib.tracking import NOTE_TAG, ROLE_TAG, experiment_id, redact, redact_file, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ class MlflowSweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         tags = {
             ROLE_TAG: "sweep",
-            "sweep_dir": str(sweep_dir),
-            "sweep_command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "sweep_overrides": " ".join(overrides) or "(none)",
+            "sweep_dir": redact(str(sweep_dir)),
+            "sweep_command": redact(shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])),
+            "sweep_overrides": redact(" ".join(overrides)) or "(none)",
             "sweeper": str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1],
             "launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
         }
@@ -96,6 +96,7 @@ class MlflowSweepCallback(Callback):
         log.info("MLflow sweep run %s (%s)", name, self.parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        redact_file(Path(config.hydra.sweep.dir) / "multirun.yaml")  # the jobs did too; a job may have failed first
         # The sweep's outcome is recorded now or never: wait a while for a server that is restarting.
         _when_the_store_answers(lambda: self._record_outcome(config), self.uri)
 
@@ -234,7 +235,9 @@ def _fail_orphans(client: MlflowClient, children) -> list[str]:
 
 
 def _log_optuna_result(client: MlflowClient, parent: str, sweep_dir: Path) -> None:
-    """The Optuna sweeper writes its best trial to optimization_results.yaml: copy it to the parent."""
+    """The Optuna sweeper writes its best trial to optimization_results.yaml: copy it to the parent, with
+    the study's name and storage (credentials removed), so that optuna.load_study(study_name=...,
+    storage=...) opens the study from what MLflow shows."""
     results = sweep_dir / "optimization_results.yaml"
     if not results.is_file():
         return
@@ -243,4 +246,7 @@ def _log_optuna_result(client: MlflowClient, parent: str, sweep_dir: Path) -> No
         client.log_param(parent, f"best.{key}", value)
     if best.get("best_value") is not None:
         client.log_metric(parent, "best_value", float(best.best_value))
+    for key in ("study_name", "storage"):
+        if best.get(key):
+            client.set_tag(parent, f"optuna.{key}", redact(str(best[key])))
     client.log_artifact(parent, str(results))

@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import platform
+import re
 import subprocess
 import traceback
 import urllib.error
@@ -14,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import mlflow
 from omegaconf import OmegaConf
@@ -68,13 +69,80 @@ def _check_server(uri: str) -> None:
         ) from None
 
 
-def redact(uri: str) -> str:
-    """Drop user:password from a URI before it is written anywhere."""
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+# user:password@ (or token@) in any URL, and password=/token= query values: what redact() removes.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/@'\"]+@")
+_QUERY_SECRETS = re.compile(r"(?P<key>\b(?:password|passwd|token|access_token)=)[^&\s'\"]+", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """``text`` (a URI, a command line, a config file) with every credential in it removed: the
+    user:password@ part of any URL, and password= / token= values. The one function that every
+    writer of tags, params, descriptions, config files and log lines goes through."""
+    text = _URL_CREDENTIALS.sub(lambda m: m["scheme"], text)
+    return _QUERY_SECRETS.sub(lambda m: m["key"] + REDACTED, text)
+
+
+def redact_file(path: Path) -> None:
+    """Rewrite a text file (Hydra's .hydra/*.yaml, multirun.yaml) without credentials, atomically."""
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return
+    clean = redact(text)
+    if clean != text:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(clean)
+        os.replace(tmp, path)
+
+
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def credentials_to_environment(args: list[str]) -> list[str]:
+    """Command-line arguments with the user:password of a ``tracking.uri=`` override moved into
+    MLflow's own variables (MLFLOW_TRACKING_USERNAME / _PASSWORD, which MLflow sends as HTTP basic
+    auth): Hydra then never sees them, so no config file, sweep file, launcher pickle or log line
+    that it writes can hold them. Job processes inherit the variables."""
+    moved = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        parts = urlsplit(value) if sep and key.lstrip("+~") == "tracking.uri" else None
+        if parts is None or parts.scheme not in ("http", "https") or parts.username is None:
+            moved.append(arg)
+            continue
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
+        if parts.password is not None:
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+        moved.append(f"{key}={redact(value)}")
+    return moved
+
+
+class RedactingLogRecords:
+    """A log record factory that removes credentials from every message before any handler sees it
+    (Hydra's launchers log each job's overrides; a handler-level filter would be dropped each time
+    Hydra reconfigures logging for a job)."""
+
+    def __init__(self, factory):
+        self.factory = factory
+
+    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+        record = self.factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed call: leave it to logging to report
+            return record
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return record
+
+
+def redact_log_records() -> None:
+    """Install RedactingLogRecords once per process."""
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, RedactingLogRecords):
+        logging.setLogRecordFactory(RedactingLogRecords(factory))
 
 
 def flatten(node, prefix: str = "") -> dict[str, str]:
@@ -92,9 +160,7 @@ def flatten(node, prefix: str = "") -> dict[str, str]:
 def config_params(cfg) -> dict[str, str]:
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     params.pop("trainer.resume", None)  # differs between an interrupted job and its resumption; a tag instead
-    if params.get("tracking.uri") not in (None, "None"):
-        params["tracking.uri"] = redact(params["tracking.uri"])
-    return params
+    return {key: redact(value) for key, value in params.items()}
 
 
 def _git(*args: str) -> str:
@@ -114,8 +180,8 @@ def provenance_tags(overrides: list[str], output_dir: Path) -> dict[str, str]:
     return {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": str(dirty not in ("", "unknown")).lower(),
-        "hydra_overrides": " ".join(overrides) or "(none)",
-        "output_dir": str(output_dir),
+        "hydra_overrides": redact(" ".join(overrides)) or "(none)",
+        "output_dir": redact(str(output_dir)),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

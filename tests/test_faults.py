@@ -2,6 +2,7 @@
 
 import errno
 import math
+import os
 
 import pytest
 import torch
@@ -64,6 +65,38 @@ def test_tracking_credentials_never_reach_params():
     cfg = OmegaConf.create({"tracking": {"uri": "https://bob:pw@127.0.0.1:8443"}, "trainer": {"resume": None}})
     params = config_params(cfg)
     assert params["tracking.uri"] == "https://127.0.0.1:8443" and "pw" not in str(params)
+
+
+def test_redact_removes_credentials_from_any_text():
+    text = "train.py tracking.uri=http://u:pw1@h:5000 hydra.sweeper.storage=postgresql://v:pw2@db/optuna?password=pw3"
+    assert redact(text) == (
+        "train.py tracking.uri=http://h:5000 hydra.sweeper.storage=postgresql://db/optuna?password=***"
+    )
+    assert redact("titles by ann@example.org, http://h/x?a=1") == "titles by ann@example.org, http://h/x?a=1"
+
+
+def test_a_tracking_uri_password_moves_into_mlflows_variables(monkeypatch):
+    from lib.tracking import CREDENTIAL_ENV, credentials_to_environment
+
+    for name in CREDENTIAL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    args = ["--multirun", "tracking.uri=https://alice:p%40ss@mlflow.team:443", "loss=ce,focal"]
+    assert credentials_to_environment(args) == ["--multirun", "tracking.uri=https://mlflow.team:443", "loss=ce,focal"]
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+    assert credentials_to_environment(["tracking.uri=sqlite:///x.db"]) == ["tracking.uri=sqlite:///x.db"]
+
+
+def test_log_lines_lose_their_credentials(caplog, monkeypatch):
+    import logging
+
+    from lib.tracking import redact_log_records
+
+    monkeypatch.setattr(logging, "_logRecordFactory", logging.getLogRecordFactory())  # restored after the test
+    redact_log_records()
+    redact_log_records()  # installed once
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("hydra.launcher").info("\t#%d : %s", 0, "tracking.uri=http://u:pw@h loss=ce")
+    assert caplog.messages == ["\t#0 : tracking.uri=http://h loss=ce"]
 
 
 @pytest.mark.slow

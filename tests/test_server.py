@@ -72,3 +72,43 @@ def test_unreachable_server_fails_fast_with_one_line(tmp_path, toy_csv):
         "([Errno 111] Connection refused); start it (README: Team set-up) or leave tracking.uri unset "
         "for the local store"
     ]
+
+
+PASSWORD = "Pw-s3cret-4711"
+
+
+def _files_holding(root, secret: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+def test_a_password_in_the_tracking_uri_is_written_nowhere(tmp_path, toy_csv):
+    # A run and a 2-job sweep with user:password in tracking.uri: the secret must not reach the server's
+    # database or artifacts, the run and sweep folders (Hydra's own .hydra files included), or the output.
+    store, artifacts = tmp_path / "server.db", tmp_path / "server-artifacts"
+    with mlflow_server(f"sqlite:///{store}", artifacts) as url:
+        uri = url.replace("http://", f"http://alice:{PASSWORD}@")
+        single = run_entry_point(
+            "train.py",
+            f"tracking.uri={uri}",
+            f"paths.outputs={tmp_path / 'out'}",
+            "data=csv",
+            f"data.train={toy_csv}",
+            "model=tiny_bert",
+            "trainer.epochs=1",
+            "trainer.limit_train=96",
+            "extra_eval=null",
+        )
+        assert single.returncode == 0, single.stderr[-3000:]
+        sweep = _sweep(tmp_path, toy_csv, uri, "loss=ce,focal", "tracking.log_model=false")
+        assert sweep.returncode == 0, sweep.stderr[-3000:]
+        client = MlflowClient(url)
+        runs = client.search_runs([client.get_experiment_by_name("titlesweep").experiment_id])
+        assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)  # 1 run + parent + 2 jobs
+        assert any(r.data.tags.get("hydra_overrides", "").startswith(f"tracking.uri={url}") for r in runs)
+    secret = PASSWORD.encode()
+    for done in (single, sweep):
+        assert PASSWORD not in done.stdout + done.stderr
+    assert secret not in store.read_bytes()
+    assert _files_holding(artifacts, secret) == []
+    assert _files_holding(tmp_path / "out", secret) == []
+    assert list((tmp_path / "out").rglob("multirun.yaml")) and list((tmp_path / "out").rglob("overrides.yaml"))
