@@ -3,7 +3,8 @@
 One reader per data option (``titles``, ``csv``, ``citeseer``), all ending in the same checks:
 empty titles dropped and counted, validation carved from training when no file is given. Once
 every evaluation set is known (test, the extra sets), the leakage guard removes training titles
-that occur in any of them or in validation, and validation titles that occur in test.
+that occur in any of them or in validation, and validation titles that occur in any of them, comparing
+titles as the corpus de-duplicates them (case, spaces and punctuation ignored).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from lib.corpus.text import text_key
 from lib.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -160,8 +162,9 @@ def carve(frame: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[p
 
 
 def normalised(texts: pd.Series) -> pd.Series:
-    """The form titles are compared in: case-folded, runs of whitespace as one space."""
-    return texts.str.casefold().str.split().str.join(" ")
+    """The form titles are compared in: the corpus's duplicate key (lib/corpus/text.text_key), which
+    ignores case, spaces and punctuation, so the guard and the corpus's de-duplication agree."""
+    return texts.map(text_key)
 
 
 def remove_overlap(frame: pd.DataFrame, held_out: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -172,9 +175,13 @@ def remove_overlap(frame: pd.DataFrame, held_out: pd.DataFrame) -> tuple[pd.Data
 
 def remove_leaks(splits: Splits) -> None:
     """Leakage guard: no training title in validation, test or an extra evaluation set, and no
-    validation title in test (it would pick the epoch and threshold on test rows). Counted per set
-    (``train_leaks_<set>``, ``val_test_overlap_removed``) and in total (``train_leaks_removed``)."""
+    validation title in test or an extra evaluation set (validation picks the epoch and the
+    threshold: its rows would tune the held-out figures). Titles are compared by ``normalised``.
+    Counted per set (``train_leaks_<set>``, ``val_test_overlap_removed``, ``val_leaks_<extra set>``)
+    and in total (``train_leaks_removed``); the evaluation sets are kept whole."""
     splits.val, splits.stats["val_test_overlap_removed"] = remove_overlap(splits.val, splits.test)
+    for name, frame in splits.extra.items():
+        splits.val, splits.stats[f"val_leaks_{name}"] = remove_overlap(splits.val, frame)
     total = 0
     for name, frame in [("val", splits.val), ("test", splits.test), *splits.extra.items()]:
         splits.train, removed = remove_overlap(splits.train, frame)
@@ -182,7 +189,9 @@ def remove_leaks(splits: Splits) -> None:
         total += removed
     splits.stats["train_leaks_removed"] = total
     if splits.val.empty:
-        raise DataError(f"{splits.source}: every validation title also occurs in the test set")
+        raise DataError(
+            f"{splits.source}: every validation title also occurs in the test set or an extra evaluation set"
+        )
     check_training_set(splits.train, splits.source, min_per_class=1)
 
 

@@ -5,6 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import CITESEER_DEV, write_toy_csv
+from lib.corpus.text import text_key
 from lib.data import citeseer_table, load_citeseer, load_csv, load_data, remove_leaks
 from lib.errors import DataError
 
@@ -139,6 +140,35 @@ def test_leakage_guard_covers_extra_evaluation_sets_and_validation_against_test(
     )
     assert splits.stats["train_leaks_removed"] == 3
     assert splits.extra["mine"]["text"].tolist() == ["shared with extra", "extra only"]  # evaluation sets kept whole
+
+
+def test_the_guard_compares_titles_as_the_corpus_deduplicates_them_and_keeps_extra_sets_out_of_validation(tmp_path):
+    # Each shared title is written differently in each file: case, spaces and punctuation.
+    train_texts = [f"title number {i}" for i in range(20)] + ["Sparse Bayesian inference.", "Graph-colouring: a survey"]
+    train = _write(tmp_path / "train.csv", train_texts, [i % 2 for i in range(22)])
+    val_texts = ["val only", "ABSTRACT:", "Page  3", "v2", "v3"]
+    val = _write(tmp_path / "val.csv", val_texts, [1, 0, 0, 0, 1])
+    test = _write(tmp_path / "test.csv", ["sparse bayesian inference", "t2"], [1, 0])
+    extra = _write(tmp_path / "extra.csv", ["Graph colouring -- a survey", "Abstract", "e3"], [1, 0, 1])
+    other = _write(tmp_path / "other.csv", ["page 3.", "o2"], [0, 1])
+    cfg = OmegaConf.create(
+        {
+            "data": _csv_cfg(train, val=str(val), test=str(test)),
+            "paths": {"cache": str(tmp_path / "cache")},
+            "extra_eval": {"mine": str(extra), "other": str(other)},
+        }
+    )
+    splits = load_data(cfg)
+    # the corpus's duplicate key (lib/corpus/text.text_key) says these are the same titles
+    assert text_key("Sparse Bayesian inference.") == text_key("sparse bayesian inference")
+    assert text_key("Graph-colouring: a survey") == text_key("Graph colouring -- a survey")
+    assert splits.train["text"].tolist() == [f"title number {i}" for i in range(20)]
+    assert (splits.stats["train_leaks_test"], splits.stats["train_leaks_mine"]) == (1, 1)
+    # validation picks the epoch and the threshold: no row of an extra evaluation set in it either
+    assert splits.val["text"].tolist() == ["val only", "v2", "v3"]
+    assert (splits.stats["val_leaks_mine"], splits.stats["val_leaks_other"]) == (1, 1)
+    assert splits.stats["val_test_overlap_removed"] == 0
+    assert [len(f) for f in (splits.test, *splits.extra.values())] == [2, 3, 2]  # evaluation sets kept whole
 
 
 def test_jsonl_and_tsv_read(tmp_path):

@@ -95,7 +95,9 @@ def pick(rng: random.Random, weights: dict[str, float]) -> str:
 
 
 def text_key(text: str) -> str:
-    """Duplicate key: case-, space- and punctuation-insensitive."""
+    """Duplicate key: case-, space- and punctuation-insensitive. The corpus de-duplicates by it and
+    the leakage guard (lib/data.remove_leaks) compares titles across splits by it: one notion of
+    "the same title" for both."""
     return re.sub(r"[\W_]+", "", text.lower()) or text.strip().lower()
 
 
