@@ -103,11 +103,22 @@ def build_comparison(parent, runs) -> Comparison:
     rows = []
     for run, over in zip(runs, overrides):
         row = {"run": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status}
+        row["pruned_at_step"] = _pruned_at_step(run)  # a search trial its pruner stopped: a partial run
         row.update({k: over.get(k, "") for k in differing})
         row.update({key: run.data.metrics.get(key, math.nan) for key, _, _ in candidates})
         rows.append(row)
     columns = [(k, h, b) for k, h, b in candidates if k in rows[0]]
     return Comparison(parent, pd.DataFrame(rows), columns, differing)
+
+
+def _pruned_at_step(run) -> str:
+    tags = run.data.tags
+    return tags.get("pruned_at_step", "?") if tags.get("pruned") == "true" else ""
+
+
+def _run_label(row) -> str:
+    """The run's name; a pruned search trial's says so and where: its metrics are from a partial run."""
+    return row["run"] + (f" (pruned at step {row['pruned_at_step']})" if row.get("pruned_at_step") else "")
 
 
 def _extra_columns(runs) -> list[tuple[str, str, str | None]]:
@@ -223,7 +234,7 @@ def _rich_table(comparison: Comparison) -> Table:
     for _, header, _ in comparison.columns:
         table.add_column(header, justify="right")
     for i, row in comparison.table.iterrows():
-        cells = [row["run"] + ("" if row["status"] == "FINISHED" else f" [{row['status']}]")]
+        cells = [_run_label(row) + ("" if row["status"] == "FINISHED" else f" [{row['status']}]")]
         cells += [str(row[k]) for k in comparison.overrides]
         for key, _, _ in comparison.columns:
             text = _fmt(key, row[key])
@@ -237,7 +248,7 @@ def to_markdown(comparison: Comparison) -> str:
     headers = ["run", *comparison.overrides, *[h for _, h, _ in comparison.columns]]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for i, row in comparison.table.iterrows():
-        cells = [row["run"], *[str(row[k]) for k in comparison.overrides]]
+        cells = [_run_label(row), *[str(row[k]) for k in comparison.overrides]]
         cells += [
             f"**{_fmt(k, row[k])}**" if i in best.get(k, ()) else _fmt(k, row[k]) for k, _, _ in comparison.columns
         ]

@@ -1,0 +1,227 @@
+"""search=optuna: our Optuna sweeper (hydra_plugins/titlesweep_optuna) and the trial's side of it
+(lib/search.py). Unit tests of the search space, the storage, bad input and the trial reporter; end
+to end: a study kept in SQLite and continued, pruning, parallel jobs; with the `cluster` mark, two
+sweep commands on one PostgreSQL storage and a sweep through SLURM."""
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hydra_plugins.titlesweep_optuna._space import Param, override_value, parse_space
+from hydra_plugins.titlesweep_optuna.checks import check_search_config
+from lib import search
+from lib.errors import ConfigError
+from lib.paths import CONF_DIR
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _compose(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "config", overrides=["search=optuna", f"paths.outputs={tmp_path}", *overrides], return_hydra_config=True
+        )
+
+
+# ------------------------------------------------------------------ the search space
+
+
+def test_the_search_space_reads_hydras_sweep_grammar():
+    params = {
+        "schedule.lr": "tag(log, interval(1e-5, 1e-4))",
+        "loss.gamma": "interval(0.5, 4.0)",
+        "trainer.batch_size": "range(16, 65, 16)",
+        "schedule.warmup_ratio": "range(0.0, 0.3, 0.1)",
+        "trainer.epochs": "int(interval(1, 4))",
+        "loss": "choice(ce, focal)",
+        "adversarial.epsilon": "interval(0.1, 2.0)",
+    }
+    space, fixed = parse_space(params, ["model=tiny_bert", "adversarial.epsilon=0.05", "+trainer.max_steps=3,5"])
+    found = {p.name: p.distribution for p in space}
+    assert found["schedule.lr"] == FloatDistribution(1e-5, 1e-4, log=True)
+    assert found["loss.gamma"] == FloatDistribution(0.5, 4.0)
+    assert found["trainer.batch_size"] == IntDistribution(16, 64, step=16)
+    assert found["schedule.warmup_ratio"] == FloatDistribution(0.0, 0.2, step=0.1)
+    assert found["trainer.epochs"] == IntDistribution(1, 4)
+    assert found["loss"] == CategoricalDistribution(["ce", "focal"])
+    assert found["trainer.max_steps"] == CategoricalDistribution([3, 5])  # a command-line list searches too
+    assert "adversarial.epsilon" not in found  # a fixed value on the command line takes it out of the search
+    assert fixed == ["model=tiny_bert", "adversarial.epsilon=0.05"]
+    assert next(p for p in space if p.name == "trainer.max_steps").key == "+trainer.max_steps"
+
+
+@pytest.mark.parametrize(
+    "value,text", [(3e-05, "3e-05"), (16, "16"), (True, "true"), (None, "null"), ("focal", "focal"), ("a,b", "'a,b'")]
+)
+def test_sampled_values_are_written_as_overrides_hydra_reads_back(value, text):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    assert override_value(value) == text
+    assert OverridesParser.create().parse_override(f"k={text}").value() == value
+    assert override_value("1") == "'1'" and override_value("true") == "'true'"  # strings stay strings
+
+
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"loss.gamma": "tag(exp, interval(0.5, 4.0))"}, "unknown tag exp"),
+        ({"schedule.lr": "tag(log, interval(0.0, 1e-4))"}, "schedule.lr=tag(log, interval(0.0, 1e-4)):"),
+        ({"loss.gamma": "interval(0.5"}, "hydra.sweeper.params:"),
+    ],
+)
+def test_a_space_optuna_or_hydra_cannot_read_is_one_line(params, message):
+    with pytest.raises(ConfigError, match=r"^[^\n]*$") as err:
+        parse_space(params, [])
+    assert message in str(err.value)
+
+
+def test_params_on_every_job_are_the_trials_and_name_its_trial(tmp_path):
+    from hydra_plugins.titlesweep_optuna.optuna_sweeper import OptunaSweeper
+
+    space = [Param("schedule.lr", "schedule.lr", FloatDistribution(1e-5, 1e-4, log=True))]
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask({p.name: p.distribution for p in space})
+    overrides = OptunaSweeper._job_overrides(None, ["model=tiny_bert"], space, trial)
+    assert overrides == [
+        "model=tiny_bert",
+        f"schedule.lr={trial.params['schedule.lr']!r}",
+        f"++hydra.job.env_set.{search.TRIAL_ENV}=0",  # a hydra override: no task override, no MLflow param
+    ]
+
+
+# ------------------------------------------------------------------ storage and bad input
+
+
+def test_the_study_is_stored_beside_the_mlflow_store(tmp_path):
+    cfg = _compose(tmp_path)
+    assert search.study_storage(cfg, cfg.hydra.sweeper) == f"sqlite:///{tmp_path.resolve()}/optuna.db"
+    assert search.storage_note(cfg, cfg.hydra.sweeper) is None
+    cfg = _compose(tmp_path, f"tracking.uri=sqlite:///{tmp_path}/elsewhere/mlflow.db")
+    assert search.study_storage(cfg, cfg.hydra.sweeper) == f"sqlite:///{tmp_path.resolve()}/elsewhere/optuna.db"
+    cfg = _compose(tmp_path, "tracking.uri=postgresql+psycopg2://u@db/mlflow")
+    assert search.study_storage(cfg, cfg.hydra.sweeper) == (
+        "postgresql+psycopg2://u@db/mlflow?options=-csearch_path%3Doptuna"  # the same database, schema optuna
+    )
+    cfg = _compose(tmp_path, "tracking.uri=http://127.0.0.1:5000")  # a server: its database is unknown here
+    assert search.study_storage(cfg, cfg.hydra.sweeper) == f"sqlite:///{tmp_path.resolve()}/optuna.db"
+    assert "hydra.sweeper.storage=postgresql" in search.storage_note(cfg, cfg.hydra.sweeper)
+    cfg = _compose(tmp_path, "tracking.uri=http://127.0.0.1:5000", "hydra.sweeper.storage=sqlite:////x/s.db")
+    assert search.study_storage(cfg, cfg.hydra.sweeper) == "sqlite:////x/s.db"
+    assert search.storage_note(cfg, cfg.hydra.sweeper) is None
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("hydra.sweeper.pruner=patient", "hydra.sweeper.pruner=patient: unknown pruner; choose one of median, "),
+        ("+hydra.sweeper.pruner_options.n_startup=3", "hydra.sweeper.pruner_options={'n_startup': 3}: not options"),
+        ("hydra.sweeper.sampler.name=cmaes", "unknown sampler"),
+        ("hydra.sweeper.direction=up", "choose maximize or minimize"),
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0: must be a positive"),
+        ("hydra.sweeper.storage=sqlite:///:memory:", "an in-memory study cannot be shared"),
+        ("hydra.sweeper.storage=sqlite:////no/such/folder/optuna.db", "/no/such/folder is not a writable folder"),
+        ("hydra.sweeper.storage=postgresql://u:secret@127.0.0.1:9/optuna", "no database driver for it"),
+        ("hydra.sweeper.storage=postgresql+psycopg2://u:secret@127.0.0.1:9/optuna", "cannot reach the study's"),
+        ("hydra.sweeper.storage=nonsense", "not a database URL"),
+    ],
+)
+def test_bad_search_settings_are_one_line_and_write_nothing(tmp_path, override, message):
+    cfg = _compose(tmp_path, override)
+    with pytest.raises(ConfigError) as err:
+        check_search_config(cfg)
+    text = str(err.value)
+    assert message in text and "\n" not in text and "secret" not in text, text
+    assert not (tmp_path / "optuna.db").exists() and not Path("/no/such/folder").exists()
+
+
+def test_a_study_kept_with_the_other_direction_is_refused(tmp_path):
+    optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="titlesweep", direction="minimize")
+    check_search_config(_compose(tmp_path, "hydra.sweeper.direction=minimize"))  # the same: fine
+    with pytest.raises(ConfigError, match="study titlesweep in sqlite:///.* minimizes; continue it with direction="):
+        check_search_config(_compose(tmp_path))
+
+
+# ------------------------------------------------------------------ the trial's side: report and prune
+
+
+@pytest.fixture
+def as_trial_job(tmp_path):
+    """Run the body as Hydra job ``number`` of an Optuna sweep (HydraConfig set as Hydra sets it)."""
+
+    def enter(number: int | None, *overrides: str):
+        env = [f"++hydra.job.env_set.{search.TRIAL_ENV}={number}"] if number is not None else []
+        cfg = _compose(tmp_path, "+hydra.sweeper.pruner_options={n_startup_trials: 1}", *env, *overrides)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield enter
+    HydraConfig.instance().cfg = None
+
+
+def _study_with_a_finished_trial(tmp_path, values=(0.6, 0.8, 0.82, 0.9)):
+    """The study as the sweeper leaves it: trial 0 reported ``values`` at steps 10, 20, ... and completed."""
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path}/optuna.db", study_name="titlesweep", direction="maximize"
+    )
+    first = study.ask()
+    for i, value in enumerate(values, start=1):
+        first.report(value, 10 * i)
+    study.tell(first, values[-1])
+    return study
+
+
+def test_a_trial_reports_each_validation_and_prunes_itself_when_behind(tmp_path, as_trial_job):
+    study = _study_with_a_finished_trial(tmp_path)
+    trial = study.ask()  # the sweeper asked for trial 1 and launched its job
+    reporter = search.trial_reporter(as_trial_job(1))
+    assert reporter.number == 1 and reporter.metric == "f1"  # optimized_metric best_val_f1
+    assert reporter.report({"f1": 0.7, "loss": 0.5}, 10) is False  # ahead of trial 0 at step 10 (0.6)
+    assert reporter.report({"f1": 0.85, "loss": 0.4}, 20) is False  # and at step 20 (0.8)
+    assert reporter.report({"f1": 0.5, "loss": 0.6}, 30) is False  # its best so far (0.85) counts: >= 0.82
+    assert reporter.report({"f1": 0.6, "loss": 0.6}, 40) is True  # 0.85 < 0.9: pruned
+    frozen = study.get_trials()[1]
+    assert frozen.state == TrialState.PRUNED and frozen.intermediate_values == {10: 0.7, 20: 0.85, 30: 0.5, 40: 0.6}
+    # when the job returns, the sweeper tells its value; the trial stays PRUNED
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.titlesweep_optuna.optuna_sweeper import OptunaSweeper
+
+    OptunaSweeper._tell(None, study, trial, JobReturn(_return_value=0.7, status=JobStatus.COMPLETED))
+    assert study.get_trials()[1].state == TrialState.PRUNED
+
+
+def test_the_pruner_setting_reaches_the_trial(tmp_path, as_trial_job):
+    study = _study_with_a_finished_trial(tmp_path)
+    study.ask()
+    reporter = search.trial_reporter(as_trial_job(1, "hydra.sweeper.pruner=none"))
+    assert reporter.report({"f1": 0.0}, 10) is False and reporter.report({"f1": 0.0}, 20) is False
+    assert study.get_trials()[1].state == TrialState.RUNNING
+
+
+def test_only_an_optuna_trial_with_a_validation_objective_reports(tmp_path, as_trial_job):
+    _study_with_a_finished_trial(tmp_path).ask()
+    assert search.trial_reporter(as_trial_job(None)) is None  # a search job without a trial: none
+    assert search.trial_reporter(as_trial_job(1, "optimized_metric=test_f1")) is None  # nothing to report early
+    HydraConfig.instance().cfg = None
+    assert search.trial_reporter(_compose(tmp_path)) is None  # a single run
+    assert search.validation_key("best_val_macro_f1") == "macro_f1"
+
+
+def test_the_failed_or_crashed_job_fails_its_trial(tmp_path):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.titlesweep_optuna.optuna_sweeper import OptunaSweeper
+
+    study = optuna.create_study(direction="maximize")
+    for result in (
+        JobReturn(_return_value=math.nan, status=JobStatus.COMPLETED),  # run_job's failed job in a sweep
+        JobReturn(_return_value=RuntimeError("boom"), status=JobStatus.FAILED),
+    ):
+        OptunaSweeper._tell(None, study, study.ask(), result)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
