@@ -40,10 +40,12 @@ from lib.metrics import best_threshold
 from lib.models import build_model
 from lib.optim import build_optimizer, build_scheduler
 from lib.progress import quiet_library_bars
+from lib.search import trial_reporter
 from lib.summary import TimeSplit, data_line, metrics_line, print_config_tree, print_end_of_run, run_description
 from lib.sweep import child_run_name, in_multirun, parent_run_id
 from lib.tracking import (
     NOTE_TAG,
+    PRUNED_TAG,
     ROLE_TAG,
     mlflow_run,
     provenance_tags,
@@ -152,6 +154,8 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
         cfg, model, net, loaders, loss_fn, device, precision, output_dir / "checkpoint" / CHECKPOINT_NAME, saved
     )
     clock.lap("training")
+    if result.pruned_at_step is not None:  # a valid partial run: its best weights are scored as usual
+        mlflow.set_tags({PRUNED_TAG: "true", "pruned_at_step": str(result.pruned_at_step)})
 
     final = {f"best_val_{k}": v for k, v in result.best_metrics.items()}
     threshold = best_threshold(
@@ -220,6 +224,7 @@ def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkp
         )
         raise TrainingInterrupted(path, stop.signal_name)
 
+    reporter = trial_reporter(cfg)  # None unless this job is a trial of an Optuna search (search=optuna)
     with checkpoint.stop_on_signals() as stop:
         parts = TrainingParts(
             net, loaders["train"], loaders["val"], loss_fn, optimizer, scheduler, adversary, device, precision
@@ -232,6 +237,7 @@ def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkp
             state=state,
             stop_requested=lambda: bool(stop),
             on_interrupt=save_and_stop,
+            on_validation=reporter.report if reporter else None,
         )
 
 

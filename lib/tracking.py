@@ -24,6 +24,7 @@ from lib.errors import ConfigError, TrainingInterrupted
 from lib.paths import PROJECT_ROOT
 
 ROLE_TAG = "titlesweep.role"  # what a run is: "sweep" (a parent), "job" (its child), "eval" (evaluate.py)
+PRUNED_TAG = "pruned"  # "true" on a search trial's run that the pruner stopped (a valid, FINISHED partial run)
 NOTE_TAG = "mlflow.note.content"  # a run's description: rendered as markdown on its page in the UI
 # Without this experiment tag MLflow 3's UI opens an experiment in its GenAI view (an empty traces page).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
