@@ -9,7 +9,11 @@ Labelled data, one of:
               `text` / `label` columns.
   data=...    the test split exactly as train.py builds it from the same options: data=citeseer's
               test file; data=csv's data.test when given, else the seeded data.test_fraction that
-              training carved out of data.train (same file and data.seed: the same rows).
+              training carved out of data.train (same file and data.seed: the same rows). The
+              options are compared with the training run's logged data.* params first: any that
+              differs (another data.seed, size, split fraction or file) is refused in one line
+              naming it, as its test split may hold rows the model trained on;
+              allow_data_mismatch=true scores it anyway, tagged allow_data_mismatch and data_mismatch.
 The run, named eval-<training run name> and tagged source_run_id, goes in the training run's
 experiment; it holds metrics at the stored threshold and at 0.5 (`f1`, `f1_at_0.5`, ...),
 the classification report, confusion matrix, precision-recall curve, an embedding map,
@@ -28,12 +32,13 @@ from lib.cli import compose_config, parse_batch_size, parse_key_values, split_op
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.inference import DEFAULT_BATCH_SIZE  # noqa: E402
 from lib.metrics import THRESHOLD_METRICS  # noqa: E402
+from lib.registry import FLAGS  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
 USAGE = (
     "evaluate.py (run=RUN_ID | model=NAME[@ALIAS]) (input=LABELLED_FILE | data=csv data.train=FILE "
-    "[data.test=FILE] | data=citeseer data.dir=DIR) [batch_size=N] [device=auto|cpu|cuda] [precision=fp32|bf16|auto] "
-    "[tracking.*=... paths.*=...]"
+    "[data.test=FILE] | data=citeseer data.dir=DIR) [allow_data_mismatch=true] [batch_size=N] [device=auto|cpu|cuda] "
+    "[precision=fp32|bf16|auto] [tracking.*=... paths.*=...]"
 )
 OPTIONS = {
     "run": "MLflow run id of a training run: its logged model",
@@ -43,6 +48,8 @@ OPTIONS = {
     "batch_size": f"titles per forward pass (default {DEFAULT_BATCH_SIZE})",
     "device": "auto | cpu | cuda | cuda:N (default auto)",
     "precision": "fp32 (default, as the stored threshold was chosen) | bf16 | auto (bf16 where it is native)",
+    "allow_data_mismatch": "true: score data=... options that differ from the training run's (default false; "
+    "recorded as a tag)",
     "tracking.*, paths.*": "config overrides, e.g. tracking.uri=http://127.0.0.1:5000",
 }
 CONFIG_PREFIXES = ("tracking.", "paths.", "data")  # "data" covers data= and data.*
@@ -58,13 +65,15 @@ def main(args: list[str]) -> None:
     if data_options and not any(o.startswith("data=") for o in data_options):
         raise ConfigError("data.* options need data=csv or data=citeseer (or data=titles) to say which reader")
     batch_size = parse_batch_size(options.get("batch_size"), DEFAULT_BATCH_SIZE)
+    allow_mismatch = _flag(options, evaluation.ALLOW_MISMATCH)
+    if allow_mismatch and "input" in options:
+        raise ConfigError(f"{evaluation.ALLOW_MISMATCH}: only used with data=... (input=FILE is scored as given)")
     cfg = compose_config([*overrides, "extra_eval=null"])
     if "input" in options:
         frame, stats = evaluation.labelled_file(Path(options["input"]))
         data_name = options["input"]
     else:
-        frame, stats = evaluation.config_test_split(cfg)
-        data_name = f"data={cfg.data.name} test split ({' '.join(data_options)})"
+        evaluation.require_data_options(cfg)
     mlflow.set_tracking_uri(tracking_uri(cfg))
     predictor = inference.load_predictor(
         run=options.get("run"),
@@ -72,7 +81,15 @@ def main(args: list[str]) -> None:
         device=options.get("device", "auto"),
         precision=options.get("precision", "fp32"),
     )
-    run_id, metrics = evaluation.evaluate_in_mlflow(predictor, frame, data_name, stats, batch_size, progress=True)
+    tags = {}
+    if "input" not in options:
+        # Before the split is built: other options would build another split, perhaps of training rows.
+        tags = evaluation.check_training_data(cfg, predictor, allow_mismatch)
+        frame, stats = evaluation.config_test_split(cfg)
+        data_name = f"data={cfg.data.name} test split ({' '.join(data_options)})"
+    run_id, metrics = evaluation.evaluate_in_mlflow(
+        predictor, frame, data_name, stats, batch_size, progress=True, tags=tags
+    )
     print(f"evaluation run {run_id} ({len(frame)} rows, source run {predictor.run_id})")
     for name in THRESHOLD_METRICS:
         print(
@@ -80,6 +97,13 @@ def main(args: list[str]) -> None:
             f"{metrics[f'{name}_at_0.5']:.4f} at 0.5"
         )
     print(f"  roc_auc    {metrics['roc_auc']:.4f}   average_precision {metrics['average_precision']:.4f}")
+
+
+def _flag(options: dict[str, str], name: str) -> bool:
+    value = options.get(name, "false").strip().lower()
+    if value not in FLAGS:
+        raise ConfigError(f"{name}={options[name]}: choose true or false")
+    return FLAGS[value]
 
 
 if __name__ == "__main__":

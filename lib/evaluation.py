@@ -5,6 +5,7 @@ a 2-D map of the sentence embeddings, and every misclassified title."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from lib.data import CITESEER_LABEL, CITESEER_TEXT, drop_empty, eval_table, load
 from lib.errors import ConfigError, DataError, UserError
 from lib.inference import DEFAULT_BATCH_SIZE, Predictor, labels_at
 from lib.metrics import class_report, confusion, metrics_at_threshold
-from lib.tracking import ROLE_TAG, redact
+from lib.tracking import ROLE_TAG, flatten, redact
 
 
 def labelled_file(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -46,6 +47,78 @@ def config_test_split(cfg) -> tuple[pd.DataFrame, dict[str, int]]:
     return splits.test, splits.stats
 
 
+def require_data_options(cfg) -> None:
+    """The data options that have no default (data.train, data.dir) are given: checked before a model loads."""
+    from omegaconf import OmegaConf
+
+    missing = sorted(OmegaConf.missing_keys(cfg.data))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: required with data={cfg.data.name}")
+
+
+ALLOW_MISMATCH = "allow_data_mismatch"  # evaluate.py's option, and the tag recording its use
+MISMATCH_TAG = "data_mismatch"  # the differing data options an allowed evaluation was scored with
+
+
+def data_differences(cfg_data, logged: dict[str, str]) -> list[str]:
+    """``data.<key>=<value here> (training run: <value there>)`` for every option of ``cfg_data`` whose
+    value differs from the training run's logged ``data.*`` param (lib/tracking.config_params), sorted;
+    only ``data.name`` when that differs.
+    Every data option decides which rows land in train / val / test (file, seed, fractions, size, the
+    corpus's sources and recipe: the titles corpus is cached by a hash of all of them). A path names
+    the same data when it is the same file on this machine, however it is spelled."""
+    from omegaconf import OmegaConf
+
+    here = flatten(OmegaConf.to_container(cfg_data, resolve=True), "data.")
+    if logged.get("data.name", here["data.name"]) != here["data.name"]:  # another reader: its options are no news
+        return [f"data.name={here['data.name']} (training run: {logged['data.name']})"]
+    differences = []
+    for key in sorted(here):
+        there = logged.get(key)
+        if there is None:
+            differences.append(f"{key}={_shown(here[key])} (training run: not logged)")
+        elif not _same_value(here[key], there):
+            differences.append(f"{key}={_shown(here[key])} (training run: {_shown(there)})")
+    return differences
+
+
+def _same_value(here: str, there: str) -> bool:
+    if here == there:
+        return True
+    try:
+        return os.path.samefile(here, there)
+    except (OSError, ValueError):  # not two existing paths
+        return False
+
+
+def _shown(value: str, limit: int = 120) -> str:
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def check_training_data(cfg, predictor: Predictor, allow: bool) -> dict[str, str]:
+    """Refuse, in one line, ``cfg.data`` options that differ from those the model's training run logged:
+    their test split is not the one training held out, and may hold rows the model trained on. With
+    ``allow`` (evaluate.py allow_data_mismatch=true), the tags that record the differences instead."""
+    if predictor.run_id is None:
+        return {}  # evaluate_in_mlflow refuses a model without a training run
+    params = _source_run(predictor.run_id).data.params
+    logged = {k: v for k, v in params.items() if k.startswith("data.")}
+    differences = data_differences(cfg.data, logged) if logged else ["(the training run logged no data.* params)"]
+    if not differences:
+        return {}
+    if allow:
+        return {ALLOW_MISMATCH: "true", MISMATCH_TAG: _shown(", ".join(differences), 5000)}
+    if logged:
+        reason = f"the data options differ from its training run's: {', '.join(differences)}"
+    else:
+        reason = "its training run logged no data.* params to compare the data options with"
+    raise ConfigError(
+        f"{predictor.source}: {reason}; the test split they build may not be the one held out from training "
+        f"and may hold rows the model trained on. Give the training run's data.* values, or {ALLOW_MISMATCH}=true "
+        "to score it anyway (recorded as a tag on the evaluation run)"
+    )
+
+
 def evaluate_in_mlflow(
     predictor: Predictor,
     frame: pd.DataFrame,
@@ -53,9 +126,10 @@ def evaluate_in_mlflow(
     stats: dict[str, int],
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Score ``frame`` (text, label) and log a new run ``eval-<training run name>`` beside the training
-    run, tagged ``source_run_id``: metrics, reports, plots, errors.csv. Returns (run id, metrics)."""
+    run, tagged ``source_run_id`` and ``tags``: metrics, reports, plots, errors.csv. Returns (run id, metrics)."""
     if predictor.run_id is None:
         raise ConfigError(
             f"{predictor.source}: evaluation is logged beside the training run; name the model "
@@ -77,6 +151,7 @@ def evaluate_in_mlflow(
         ROLE_TAG: "eval",
         "eval_data": data_name,
         "model_source": predictor.source,
+        **(tags or {}),
     }
     with mlflow.start_run(
         experiment_id=source.info.experiment_id, run_name=f"eval-{source.info.run_name}", tags=tags

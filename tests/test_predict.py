@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from conftest import write_toy_csv
 from entry_points import run_entry_point
 from lib import inference
-from lib.errors import UserError
+from lib.errors import ConfigError, UserError
 from lib.paths import CONF_DIR, PROJECT_ROOT
 from lib.run import run_training
 from lib.tracking import ROLE_TAG
@@ -186,6 +186,62 @@ def test_evaluate_logs_a_linked_run_with_every_artifact(trained, tmp_path, data)
     errors = pd.read_csv(client.download_artifacts(run.info.run_id, "errors.csv", str(tmp_path)))
     assert list(errors.columns) == ["text", "label", "probability", "prediction"]
     assert len(errors) == round((1 - metrics["accuracy"]) * rows)
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_data_options_other_than_the_training_runs(trained, tmp_path):
+    client = MlflowClient(trained.uri)
+    experiment = [trained.run.info.experiment_id]
+    linked = f"tags.source_run_id = '{trained.run_id}'"
+    before = len(client.search_runs(experiment, linked))
+    model = [f"run={trained.run_id}", trained.paths]
+    same = ["data=csv", f"data.train={trained.toy}"]
+    for options, named in (
+        ([*same, "data.seed=1"], "data.seed=1 (training run: 0)"),
+        (
+            [*same, "data.test_fraction=0.2", "data.val_fraction=0.2"],
+            "data.test_fraction=0.2 (training run: 0.1), data.val_fraction=0.2 (training run: 0.1)",
+        ),
+        (["data=csv", f"data.train={tmp_path / 'other.csv'}"], f"data.train={tmp_path / 'other.csv'} (training run: "),
+        (["data=citeseer", f"data.dir={tmp_path}"], "data.name=citeseer (training run: csv)"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            evaluate_main([*model, *options])
+        message = str(err.value)
+        assert named in message and "allow_data_mismatch=true" in message and "\n" not in message, message
+    assert len(client.search_runs(experiment, linked)) == before  # nothing scored, nothing logged
+
+    # The same file named by another path is the same data; an explicit override scores other data and says so.
+    evaluate_main([*model, "data=csv", f"data.train={os.path.relpath(trained.toy)}"])
+    evaluate_main([*model, *same, "data.seed=1", "allow_data_mismatch=true"])
+    allowed, same_file = client.search_runs(experiment, linked, order_by=["attributes.start_time DESC"], max_results=2)
+    assert "allow_data_mismatch" not in same_file.data.tags and "data_mismatch" not in same_file.data.tags
+    assert allowed.data.tags["allow_data_mismatch"] == "true"
+    assert allowed.data.tags["data_mismatch"] == "data.seed=1 (training run: 0)"
+
+
+def test_only_data_options_that_change_the_rows_are_differences(tmp_path, monkeypatch):
+    from lib.evaluation import data_differences
+
+    def data(*overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=["data=csv", *overrides]).data
+
+    toy = write_toy_csv(tmp_path / "toy.csv")
+    logged = {f"data.{k}": str(v) for k, v in data(f"data.train={toy}").items()}
+    logged["data.train_rows"] = "324"  # logged by the run, not an option: not compared
+    assert data_differences(data(f"data.train={toy}"), logged) == []
+    monkeypatch.chdir(tmp_path)
+    assert data_differences(data("data.train=toy.csv"), logged) == []  # the same file, spelled another way
+    assert data_differences(data("data.train=toy.csv", "data.seed=3", "data.val_fraction=0.2"), logged) == [
+        "data.seed=3 (training run: 0)",
+        "data.val_fraction=0.2 (training run: 0.1)",
+    ]
+    del logged["data.label_column"]
+    assert data_differences(data(f"data.train={toy}"), logged) == ["data.label_column=label (training run: not logged)"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        titles = compose("config", overrides=["data=titles"]).data
+    assert data_differences(titles, logged) == ["data.name=titles (training run: csv)"]  # not its 40 other options
 
 
 FRESH_PROCESS = """
