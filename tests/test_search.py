@@ -10,14 +10,17 @@ import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from entry_points import run_entry_point
 from hydra_plugins.titlesweep_optuna._space import Param, override_value, parse_space
 from hydra_plugins.titlesweep_optuna.checks import check_search_config
 from lib import search
 from lib.errors import ConfigError
 from lib.paths import CONF_DIR
+from lib.tracking import ROLE_TAG
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -225,3 +228,113 @@ def test_the_failed_or_crashed_job_fails_its_trial(tmp_path):
     ):
         OptunaSweeper._tell(None, study, study.ask(), result)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
+
+
+# ------------------------------------------------------------------ end to end
+
+# conf/debug/smoke.yaml on the toy CSV (tests/test_sweep.py's SMALL); lr and the FGM epsilon fixed at
+# tiny_bert's own: the search samples focal gamma and layer decay.
+SMALL = ["+debug=smoke", "trainer.limit_eval=48", "extra_eval=null", "adversarial.epsilon=0.05"]
+
+
+def _sweep(tmp_path, toy_csv, *overrides, env=None, expect_rc=0, tracking=None):
+    done = run_entry_point(
+        "train.py", "--multirun", "search=optuna", f"paths.outputs={tmp_path / 'out'}", "data=csv",
+        f"data.train={toy_csv}", *SMALL, *overrides, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == expect_rc, done.stdout[-2000:] + done.stderr[-3000:]
+    client = MlflowClient(tracking or f"sqlite:///{tmp_path / 'out'}/mlflow.db")
+    experiment = client.get_experiment_by_name("titlesweep")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return done, client, runs
+
+
+def _parents(runs):
+    return sorted((r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"), key=lambda r: r.info.start_time)
+
+
+def _children(runs, parent=None):
+    return [
+        r
+        for r in runs
+        if r.data.tags.get(ROLE_TAG) == "job"
+        and (parent is None or r.data.tags["mlflow.parentRunId"] == parent.info.run_id)
+    ]
+
+
+def _study_of(parent):
+    """The study, opened from what MLflow shows on the sweep run."""
+    tags = parent.data.tags
+    return optuna.load_study(study_name=tags["optuna.study_name"], storage=tags["optuna.storage"])
+
+
+@pytest.mark.slow
+def test_a_kept_study_continues_with_a_larger_n_trials_and_prunes_a_hopeless_trial(tmp_path, toy_csv):
+    # The objective is validation loss, read every 3 steps; the median pruner may stop the 2nd trial on.
+    common = [
+        "optimized_metric=best_val_loss",
+        "hydra.sweeper.direction=minimize",
+        "trainer.eval_every_steps=3",
+        "+hydra.sweeper.pruner_options={n_startup_trials: 1}",
+    ]
+    _sweep(tmp_path, toy_csv, *common, "hydra.sweeper.n_trials=1", "schedule.lr=2e-3")
+    # the same command with n_trials=2 continues the study: one more trial, one that cannot learn
+    done, client, runs = _sweep(tmp_path, toy_csv, *common, "hydra.sweeper.n_trials=2", "schedule.lr=1e-7")
+    first, second = _parents(runs)
+    assert "Optuna study titlesweep in sqlite:///" in done.stdout and "1 trials there, up to 2" in done.stdout
+    study = _study_of(second)
+    assert second.data.tags["optuna.storage"] == f"sqlite:///{(tmp_path / 'out').resolve()}/optuna.db"
+    trained, hopeless = study.get_trials()
+    assert (trained.number, trained.state, hopeless.number, hopeless.state) == (
+        0, TrialState.COMPLETE, 1, TrialState.PRUNED,
+    )  # fmt: skip
+    assert sorted(trained.intermediate_values) == [3, 6, 9, 11] and list(hopeless.intermediate_values) == [3]
+    assert hopeless.params != trained.params  # a continued study's sampler does not start over
+    # each trial is one child run of its sweep; the pruned one FINISHED, tagged, scored on test
+    (run0,), (run1,) = _children(runs, first), _children(runs, second)
+    assert run0.data.tags["optuna.trial"] == "0" and run1.data.tags["optuna.trial"] == "1"
+    assert run1.info.status == "FINISHED" and run1.data.tags["pruned"] == "true"
+    assert run1.data.tags["pruned_at_step"] == "3" and math.isfinite(run1.data.metrics["test_accuracy"])
+    assert run0.data.tags.get("pruned") is None
+    assert trained.value == pytest.approx(run0.data.metrics["best_val_loss"])
+    # the sweep run: the study's best trial (from the first sweep) and where the study is
+    assert second.data.metrics["best_value"] == pytest.approx(trained.value)
+    assert {k: float(v) for k, v in second.data.params.items() if k.startswith("best.")} == pytest.approx(
+        {f"best.{k}": v for k, v in trained.params.items()}
+    )
+    assert second.data.tags["optuna.study_name"] == "titlesweep" and second.info.status == "FINISHED"
+    assert f"{run1.info.run_name} (pruned at step 3)" in done.stdout  # the comparison shows it apart
+
+
+@pytest.mark.slow
+def test_parallel_trials_are_each_recorded_once(tmp_path, toy_csv):
+    done, client, runs = _sweep(
+        tmp_path, toy_csv, "launcher=parallel", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2", "schedule.lr=2e-3"
+    )
+    (parent,) = _parents(runs)
+    assert "is launching 2 jobs" in done.stdout and parent.data.tags["launcher"] == "JoblibLauncher"
+    trials = _study_of(parent).get_trials()
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
+    assert trials[0].params != trials[1].params
+    children = {c.data.tags["optuna.trial"]: c for c in _children(runs)}
+    assert sorted(children) == ["0", "1"] and all(c.info.status == "FINISHED" for c in children.values())
+    for trial in trials:
+        child = children[str(trial.number)]
+        assert trial.value == pytest.approx(child.data.metrics["best_val_f1"])
+        assert float(child.data.params["loss.gamma"]) == pytest.approx(trial.params["loss.gamma"])
+    assert "database is locked" not in done.stderr
+
+
+@pytest.mark.slow
+def test_an_unreachable_storage_is_one_line_before_anything_is_written(tmp_path):
+    # The check runs in a callback of the search preset, before the one that makes the MLflow parent
+    # run; test_bad_search_settings_are_one_line_and_write_nothing covers the other bad settings.
+    storage = "postgresql+psycopg2://u:secret@127.0.0.1:9/optuna"
+    done = run_entry_point(
+        "train.py", "--multirun", "search=optuna", f"paths.outputs={tmp_path}", f"hydra.sweeper.storage={storage}"
+    )
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: hydra.sweeper.storage=postgresql+psycopg2://127.0.0.1:9/optuna: cannot reach the study's database "
+        '(connection to server at "127.0.0.1", port 9 failed: Connection refused)'
+    ]
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow parent run (nor a store), no study
