@@ -20,6 +20,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from lib import plots, recipes
+from lib.continuation import SUPERSEDED_TAG
 from lib.errors import ConfigError
 from lib.tracking import ROLE_TAG
 
@@ -63,6 +64,7 @@ def select_runs(client: MlflowClient, experiment: str, sweep: str | None, filter
     # Training runs only. Filtered here, not with a `tags.role != ...` clause: MLflow's stores drop
     # every run that lacks the tag from such a clause, i.e. every run trained outside a sweep.
     runs = [r for r in runs if r.data.tags.get(ROLE_TAG) not in NOT_TRAINING_ROLES]
+    runs = [r for r in runs if SUPERSEDED_TAG not in r.data.tags]  # failed attempts a continued sweep redid
     if not runs:
         where = f"sweep {parent.info.run_name}" if parent else f"experiment {experiment}"
         raise ConfigError(f"no runs match {filters or ''} in {where}".replace(" {} ", " "))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import math
 import os
@@ -26,10 +27,11 @@ import torch
 import transformers
 from omegaconf import OmegaConf
 
-from lib import checkpoint, plots
+from lib import checkpoint, continuation, plots
 from lib.adversarial import build_adversary
 from lib.batching import encode, make_loader
 from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG
+from lib.continuation import OVERRIDES_TAG
 from lib.data import Splits, check_training_set, load_data
 from lib.device import resolve_device, resolve_precision, settings_line
 from lib.errors import DataError, TrainingInterrupted, UserError, exit_on_user_error
@@ -42,7 +44,7 @@ from lib.optim import build_optimizer, build_scheduler
 from lib.progress import quiet_library_bars
 from lib.search import trial_reporter
 from lib.summary import TimeSplit, data_line, metrics_line, print_config_tree, print_end_of_run, run_description
-from lib.sweep import child_run_name, in_multirun, parent_run_id
+from lib.sweep import child_run_name, child_runs, in_multirun, parent_run_id
 from lib.tracking import (
     NOTE_TAG,
     PRUNED_TAG,
@@ -108,8 +110,11 @@ def run_training(cfg) -> dict[str, float]:
     tags = provenance_tags(overrides, output_dir)
     parent = parent_run_id()
     if parent:
-        tags.update({"mlflow.parentRunId": parent, ROLE_TAG: "job"})
-    saved, resume_tags = _resume_checkpoint(cfg, output_dir)
+        tags.update({"mlflow.parentRunId": parent, ROLE_TAG: "job", OVERRIDES_TAG: json.dumps(overrides)})
+    plan = _continuation_plan(cfg, parent, overrides)
+    if plan.reuse is not None:
+        return _reuse(plan.reuse, output_dir)
+    saved, resume_tags = _resume_checkpoint(cfg, output_dir, plan)
     tags.update(resume_tags)
     with mlflow_run(
         cfg,
@@ -118,6 +123,8 @@ def run_training(cfg) -> dict[str, float]:
         resume_run_id=saved["run_id"] if saved else None,
     ) as run:
         log.info("MLflow run %s, outputs in %s", run.info.run_id, output_dir)
+        if plan.superseded:
+            continuation.mark_superseded(mlflow.MlflowClient(), plan.superseded, run.info.run_id)
         if not parent:
             print_config_tree(cfg, overrides, str(output_dir / ".hydra" / "config.yaml"))
         device = resolve_device(cfg.trainer.device)
@@ -256,11 +263,32 @@ def _requeue_with_submitit(signal_name: str) -> None:
     handler(requeue, None)
 
 
-def _resume_checkpoint(cfg, output_dir: Path) -> tuple[dict | None, dict[str, str]]:
+def _continuation_plan(cfg, parent: str | None, overrides: list[str]) -> continuation.JobPlan:
+    """In a continued sweep (tracking.resume_sweep), what this job does: lib/continuation.py."""
+    if not (parent and cfg.tracking.get("resume_sweep")):
+        return continuation.JobPlan()
+    client = mlflow.MlflowClient(tracking_uri(cfg))
+    return continuation.plan_job(client, parent, overrides, child_runs(client, parent))
+
+
+def _reuse(run, output_dir: Path) -> dict[str, float]:
+    """A continued sweep's job whose run FINISHED before: its results stand, nothing is trained."""
+    log.info("reusing the FINISHED run %s (%s): nothing to train", run.info.run_name, run.info.run_id)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / continuation.REUSED_FILE).write_text(run.info.run_id)
+    return dict(run.data.metrics)
+
+
+def _resume_checkpoint(cfg, output_dir: Path, plan: continuation.JobPlan) -> tuple[dict | None, dict[str, str]]:
     """The checkpoint to continue from, and the tags saying so: trainer.resume (a checkpoint path,
-    or an interrupted MLflow run's id), else, in a sweep job that SLURM requeued, the checkpoint
-    the interrupted job left in its output folder (the requeued job has the same one)."""
+    or an interrupted MLflow run's id); in a continued sweep, the checkpoint of the job's KILLED run;
+    else, in a sweep job that SLURM requeued, the checkpoint the interrupted job left in its output
+    folder (the requeued job has the same one)."""
     target = cfg.trainer.resume
+    if not target and plan.resume is not None:
+        run_id = plan.resume.info.run_id
+        log.info("continuing the KILLED run %s (%s) from its checkpoint", plan.resume.info.run_name, run_id)
+        return checkpoint.load(Path(plan.resume.data.tags[CHECKPOINT_TAG])), {"resumed_from": run_id}
     if not target:
         return _requeued_checkpoint(output_dir)
     return _checkpoint_of(cfg, target), {"resumed_from": str(target)}

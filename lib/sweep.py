@@ -11,6 +11,7 @@ launcher crash) leaves the parent KILLED, not RUNNING.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import shlex
@@ -23,8 +24,10 @@ from hydra.experimental.callback import Callback
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from lib import continuation
+from lib.continuation import OVERRIDES_TAG
 from lib.errors import UserError
-from lib.tracking import NOTE_TAG, ROLE_TAG, experiment_id, redact, redact_file, tracking_uri
+from lib.tracking import NOTE_TAG, PRUNED_TAG, ROLE_TAG, experiment_id, redact, redact_file, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,10 @@ def swept_keys(overrides: list[str]) -> list[str]:
 
 
 def child_runs(client: MlflowClient, parent: str) -> list:
+    """The sweep's job runs, one per job: earlier attempts that a continued sweep redid are left out."""
     run = client.get_run(parent)
-    return client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=50_000)
+    runs = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=50_000)
+    return [r for r in runs if continuation.SUPERSEDED_TAG not in r.data.tags]
 
 
 class MlflowSweepCallback(Callback):
@@ -71,10 +76,20 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             self.uri = tracking_uri(config)
+            mlflow.set_tracking_uri(self.uri)
+            self.parent = self._open_parent(config)
         except UserError as err:  # Hydra would only warn about an exception here and run every job anyway
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        mlflow.set_tracking_uri(self.uri)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        os.environ[PARENT_ENV] = self.parent
+        os.environ[SWEPT_ENV] = ",".join(swept_keys(list(config.hydra.overrides.task)))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "mlflow_parent_run_id").write_text(self.parent)
+        atexit.register(self._close_if_still_running)
+
+    def _open_parent(self, config: DictConfig) -> str:
+        """A new parent run, or with tracking.resume_sweep the stopped sweep's own, RUNNING again."""
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
         tags = {
@@ -82,18 +97,29 @@ class MlflowSweepCallback(Callback):
             "sweep_dir": redact(str(sweep_dir)),
             "sweep_command": redact(shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])),
             "sweep_overrides": redact(" ".join(overrides)) or "(none)",
+            OVERRIDES_TAG: json.dumps([redact(o) for o in overrides]),
             "sweeper": str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1],
             "launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
         }
+        client = MlflowClient()
+        target = config.tracking.get("resume_sweep")
+        if target:
+            parent = continuation.find_sweep_to_continue(client, config.tracking.experiment, str(target))
+            continuation.check_same_sweep(parent, overrides)
+            parent_id = parent.info.run_id
+            earlier = parent.data.tags
+            tags["sweep_overrides"], tags[OVERRIDES_TAG] = earlier["sweep_overrides"], earlier.get(OVERRIDES_TAG, "[]")
+            tags["sweep_dirs_before"] = " ".join(filter(None, [earlier.get("sweep_dirs_before"), earlier["sweep_dir"]]))
+            tags["continued"] = str(int(earlier.get("continued", 0)) + 1)
+            for key, value in tags.items():
+                client.set_tag(parent_id, key, value)
+            client.update_run(parent_id, status="RUNNING")
+            log.info("MLflow sweep run %s (%s) continued", parent.info.run_name, parent_id)
+            return parent_id
         name = config.tracking.get("sweep_name") or f"sweep-{sweep_dir.parent.name}_{sweep_dir.name}"
-        run = MlflowClient().create_run(experiment_id(config), run_name=name, tags=tags)
-        self.parent = run.info.run_id
-        os.environ[PARENT_ENV] = self.parent
-        os.environ[SWEPT_ENV] = ",".join(swept_keys(overrides))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / "mlflow_parent_run_id").write_text(self.parent)
-        atexit.register(self._close_if_still_running)
-        log.info("MLflow sweep run %s (%s)", name, self.parent)
+        run = client.create_run(experiment_id(config), run_name=name, tags=tags)
+        log.info("MLflow sweep run %s (%s)", name, run.info.run_id)
+        return run.info.run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         redact_file(Path(config.hydra.sweep.dir) / "multirun.yaml")  # the jobs did too; a job may have failed first
@@ -102,7 +128,8 @@ class MlflowSweepCallback(Callback):
 
     def _record_outcome(self, config: DictConfig) -> None:
         client = MlflowClient(self.uri)
-        statuses = _fail_orphans(client, child_runs(client, self.parent))
+        children = child_runs(client, self.parent)
+        statuses = _fail_orphans(client, children)
         # A job that could not reach the tracking store at all has no run: count launched jobs too.
         launched = len(list(Path(config.hydra.sweep.dir).glob("*/.hydra")))
         total = max(len(statuses), launched)
@@ -112,6 +139,7 @@ class MlflowSweepCallback(Callback):
             "jobs_finished": total - failed,
             "jobs_failed": failed,
             "jobs_without_run": total - len(statuses),
+            **self._continuation_and_search_counts(config, children),
         }.items():
             client.log_metric(self.parent, key, value)
         _log_optuna_result(client, self.parent, Path(config.hydra.sweep.dir))
@@ -127,6 +155,16 @@ class MlflowSweepCallback(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(1)
+
+    @staticmethod
+    def _continuation_and_search_counts(config: DictConfig, children: list) -> dict[str, int]:
+        """jobs_reused in a continued sweep; trials_pruned in an Optuna search."""
+        counts = {}
+        if OmegaConf.select(config, "tracking.resume_sweep"):
+            counts["jobs_reused"] = continuation.jobs_reused(Path(config.hydra.sweep.dir))
+        if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).lower():
+            counts["trials_pruned"] = sum(run.data.tags.get(PRUNED_TAG) == "true" for run in children)
+        return counts
 
     def _close_if_still_running(self) -> None:
         _when_the_store_answers(self._kill_if_still_running, self.uri)

@@ -160,7 +160,9 @@ def flatten(node, prefix: str = "") -> dict[str, str]:
 
 def config_params(cfg) -> dict[str, str]:
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    params.pop("trainer.resume", None)  # differs between an interrupted job and its resumption; a tag instead
+    # Differ between an interrupted job and its resumption (or its sweep's continuation): tags instead.
+    params.pop("trainer.resume", None)
+    params.pop("tracking.resume_sweep", None)
     return {key: redact(value) for key, value in params.items()}
 
 

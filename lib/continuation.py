@@ -1,0 +1,150 @@
+"""Continuing a stopped sweep: ``--multirun <the same overrides> tracking.resume_sweep=<parent run id|last>``.
+
+The sweep adopts its parent run again (lib/sweep.py) and every job decides for itself, from the
+parent's child runs, what is left to do (so it works with every launcher: the decision is made in
+the job's own process, wherever that runs):
+
+    a FINISHED child with the job's overrides     reused: its results stand, nothing is trained
+    a KILLED child with a checkpoint              continued from the checkpoint, in its own MLflow run
+    a FAILED child, or none                       trained again; a failed attempt is marked superseded
+
+A job is identified by its command-line overrides less the ones that only say how jobs execute
+(``EXECUTION_KEYS``), so a sweep stopped on a laptop may continue with ``launcher=parallel``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from lib.errors import ConfigError
+
+RESUME_KEY = "tracking.resume_sweep"
+OVERRIDES_TAG = "titlesweep.overrides"  # a run's command-line overrides (redacted), as a JSON list
+SUPERSEDED_TAG = "titlesweep.superseded_by"  # on a failed attempt at a job: the run that redid it
+REUSED_FILE = "reused_run_id"  # written in a job's folder when it reused a FINISHED run: counted at the end
+# How jobs execute, not what they compute: these may differ between a sweep and its continuation.
+EXECUTION_KEYS = frozenset(
+    {
+        RESUME_KEY,
+        "tracking.sweep_name",
+        "launcher",
+        "trainer.device",
+        "trainer.num_threads",
+        "trainer.num_workers",
+        "trainer.compile",
+    }
+)
+
+
+def overrides_identity(overrides: list[str]) -> dict[str, str]:
+    """``["+experiment=x", "loss=ce,focal"]`` -> ``{"experiment": "x", "loss": "ce,focal"}``, less
+    the execution keys: what must match between a sweep and its continuation, or a job and its run."""
+    identity = {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key not in EXECUTION_KEYS and not key.startswith("hydra."):
+            identity[key] = value
+    return identity
+
+
+def recorded_overrides(run) -> list[str]:
+    """The overrides a sweep or job run was started with (its JSON tag, else the space-joined one)."""
+    tags = run.data.tags
+    if OVERRIDES_TAG in tags:
+        return json.loads(tags[OVERRIDES_TAG])
+    joined = tags.get("sweep_overrides") or tags.get("hydra_overrides") or ""
+    return [] if joined == "(none)" else joined.split()
+
+
+# --------------------------------------------------------------- the sweep's side
+
+
+def find_sweep_to_continue(client: MlflowClient, experiment: str, target: str):
+    """The parent run named by ``tracking.resume_sweep`` (a run id, or ``last``: the newest sweep of
+    the experiment); a one-line ConfigError when there is none or the run is no sweep."""
+    from lib.tracking import ROLE_TAG
+
+    exp = client.get_experiment_by_name(experiment)
+    if target in ("last", "latest"):
+        found = (
+            []
+            if exp is None
+            else client.search_runs(
+                [exp.experiment_id],
+                f"tags.`{ROLE_TAG}` = 'sweep'",
+                max_results=1,
+                order_by=["attributes.start_time DESC"],
+            )
+        )
+        if not found:
+            raise ConfigError(f"{RESUME_KEY}={target}: experiment {experiment} has no sweep run to continue")
+        return found[0]
+    try:
+        run = client.get_run(target)
+    except Exception:  # noqa: BLE001 - MLflow raises different errors for a malformed and an unknown id
+        raise ConfigError(f"{RESUME_KEY}={target}: no such run in the tracking store") from None
+    if run.data.tags.get(ROLE_TAG) != "sweep":
+        role = run.data.tags.get(ROLE_TAG, "a single run")
+        raise ConfigError(f"{RESUME_KEY}={target}: that run is not a sweep's parent run (it is {role})")
+    return run
+
+
+def check_same_sweep(parent, overrides: list[str]) -> None:
+    """Refuse a continuation whose overrides differ from the ones the sweep was started with."""
+    before, now = overrides_identity(recorded_overrides(parent)), overrides_identity(overrides)
+    differing = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if differing:
+        shown = ", ".join(f"{k} ({before.get(k, 'unset')} -> {now.get(k, 'unset')})" for k in differing)
+        raise ConfigError(
+            f"{RESUME_KEY}={parent.info.run_id}: the overrides differ from the sweep's in {shown}; "
+            "rerun with the sweep's own overrides (its run's tag sweep_overrides)"
+        )
+
+
+def jobs_reused(sweep_dir: Path) -> int:
+    return len(list(sweep_dir.glob(f"*/{REUSED_FILE}")))
+
+
+# --------------------------------------------------------------- the job's side
+
+
+@dataclass
+class JobPlan:
+    """What a job of a continued sweep does: reuse a FINISHED run, continue a KILLED one from its
+    checkpoint, or train anew; ``superseded`` are its earlier attempts that the new work replaces."""
+
+    reuse: object | None = None
+    resume: object | None = None
+    superseded: list = field(default_factory=list)
+
+
+def plan_job(client: MlflowClient, parent: str, overrides: list[str], children: list) -> JobPlan:
+    """The plan for the job with ``overrides`` among the sweep's current ``children``."""
+    from lib.checkpoint import CHECKPOINT_TAG
+
+    identity = overrides_identity(overrides)
+    same = [r for r in children if overrides_identity(recorded_overrides(r)) == identity]
+    same.sort(key=lambda r: r.info.start_time or 0, reverse=True)  # the newest attempt first
+    for run in same:
+        if run.info.status == "FINISHED":
+            return JobPlan(reuse=run)
+    for run in same:
+        path = run.data.tags.get(CHECKPOINT_TAG)
+        if run.info.status == "KILLED" and path and Path(path).is_file():
+            return JobPlan(resume=run, superseded=[r for r in same if r is not run])
+    return JobPlan(superseded=same)
+
+
+def mark_superseded(client: MlflowClient, runs: list, by_run_id: str) -> None:
+    """Earlier attempts at a job, replaced by ``by_run_id``: tagged, and FAILED if left RUNNING, so the
+    sweep's outcome and comparison count each job once."""
+    for run in runs:
+        client.set_tag(run.info.run_id, SUPERSEDED_TAG, by_run_id)
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "error", "its job ended without closing the run; redone in a continuation")
+            client.set_terminated(run.info.run_id, "FAILED")

@@ -1,0 +1,106 @@
+"""Continuing a stopped sweep (tracking.resume_sweep): which parent is adopted, which continuation is
+refused, and what each job does with the runs the stopped sweep left (lib/continuation.py)."""
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+
+from lib import continuation
+from lib.checkpoint import CHECKPOINT_TAG
+from lib.continuation import OVERRIDES_TAG, SUPERSEDED_TAG
+from lib.errors import ConfigError
+from lib.sweep import child_runs
+from lib.tracking import ROLE_TAG
+
+SWEEP = ["data=csv", "loss=ce,focal,weighted_ce", "trainer.epochs=2"]
+
+
+@pytest.fixture
+def client(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client.create_experiment("titlesweep")
+    return client
+
+
+def _experiment(client):
+    return client.get_experiment_by_name("titlesweep").experiment_id
+
+
+def _sweep_run(client, overrides=SWEEP):
+    tags = {ROLE_TAG: "sweep", "sweep_overrides": " ".join(overrides), OVERRIDES_TAG: json.dumps(overrides)}
+    return client.create_run(_experiment(client), tags=tags, run_name="sweep").info.run_id
+
+
+def _job_run(client, parent, loss, status, **tags):
+    overrides = ["data=csv", f"loss={loss}", "trainer.epochs=2"]
+    tags = {"mlflow.parentRunId": parent, ROLE_TAG: "job", OVERRIDES_TAG: json.dumps(overrides), **tags}
+    run = client.create_run(_experiment(client), tags=tags, run_name=f"loss={loss}")
+    if status != "RUNNING":
+        client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def test_last_is_the_newest_sweep_and_an_id_is_checked(client):
+    first, second = _sweep_run(client), _sweep_run(client)
+    assert continuation.find_sweep_to_continue(client, "titlesweep", "last").info.run_id == second
+    assert continuation.find_sweep_to_continue(client, "titlesweep", first).info.run_id == first
+    with pytest.raises(ConfigError, match=r"^tracking.resume_sweep=0123abcd: no such run in the tracking store$"):
+        continuation.find_sweep_to_continue(client, "titlesweep", "0123abcd")
+    job = _job_run(client, first, "ce", "FINISHED")
+    with pytest.raises(ConfigError, match=f"^tracking.resume_sweep={job}: that run is not a sweep's parent run"):
+        continuation.find_sweep_to_continue(client, "titlesweep", job)
+
+
+def test_last_in_a_store_without_sweeps_is_one_line(client):
+    with pytest.raises(ConfigError, match="^tracking.resume_sweep=last: experiment titlesweep has no sweep run"):
+        continuation.find_sweep_to_continue(client, "titlesweep", "last")
+
+
+def test_a_continuation_with_other_overrides_is_refused_naming_the_keys(client):
+    parent = client.get_run(_sweep_run(client))
+    # the same sweep, run another way, continues
+    continuation.check_same_sweep(
+        parent, [*SWEEP, "tracking.resume_sweep=last", "launcher=parallel", "trainer.num_threads=1"]
+    )
+    with pytest.raises(ConfigError) as refused:
+        continuation.check_same_sweep(parent, ["data=csv", "loss=ce,focal", "schedule=cosine", "trainer.epochs=2"])
+    assert str(refused.value).startswith(
+        f"tracking.resume_sweep={parent.info.run_id}: the overrides differ from the sweep's in "
+        "loss (ce,focal,weighted_ce -> ce,focal), schedule (unset -> cosine)"
+    )
+
+
+def test_each_job_reuses_continues_or_redoes_what_the_stopped_sweep_left(client, tmp_path):
+    parent = _sweep_run(client)
+    finished = _job_run(client, parent, "ce", "FINISHED")
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"saved")
+    killed = _job_run(client, parent, "focal", "KILLED", **{CHECKPOINT_TAG: str(checkpoint)})
+    failed = _job_run(client, parent, "weighted_ce", "FAILED")
+    children = child_runs(client, parent)
+
+    def plan(loss):
+        return continuation.plan_job(
+            client, parent, ["data=csv", f"loss={loss}", "trainer.epochs=2", "tracking.resume_sweep=last"], children
+        )
+
+    assert plan("ce").reuse.info.run_id == finished
+    assert plan("focal").resume.info.run_id == killed and plan("focal").reuse is None
+    redo = plan("weighted_ce")
+    assert redo.reuse is None and redo.resume is None and [r.info.run_id for r in redo.superseded] == [failed]
+
+    continuation.mark_superseded(client, redo.superseded, "new-run-id")
+    assert client.get_run(failed).data.tags[SUPERSEDED_TAG] == "new-run-id"
+    assert {r.info.run_id for r in child_runs(client, parent)} == {finished, killed}  # counted once per job
+
+
+def test_a_killed_run_whose_checkpoint_is_gone_is_redone_and_a_running_orphan_is_closed(client, tmp_path):
+    parent = _sweep_run(client)
+    gone = _job_run(client, parent, "ce", "KILLED", **{CHECKPOINT_TAG: str(tmp_path / "missing.pt")})
+    orphan = _job_run(client, parent, "ce", "RUNNING")
+    job = ["data=csv", "loss=ce", "trainer.epochs=2"]
+    plan = continuation.plan_job(client, parent, job, child_runs(client, parent))
+    assert plan.resume is None and {r.info.run_id for r in plan.superseded} == {gone, orphan}
+    continuation.mark_superseded(client, plan.superseded, "new-run-id")
+    assert client.get_run(orphan).info.status == "FAILED"
