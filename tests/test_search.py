@@ -4,6 +4,8 @@ to end: a study kept in SQLite and continued, pruning, parallel jobs; with the `
 sweep commands on one PostgreSQL storage and a sweep through SLURM."""
 
 import math
+import re
+import subprocess
 from pathlib import Path
 
 import optuna
@@ -14,7 +16,7 @@ from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from entry_points import run_entry_point
+from entry_points import command, run_entry_point
 from hydra_plugins.titlesweep_optuna._space import Param, override_value, parse_space
 from hydra_plugins.titlesweep_optuna.checks import check_search_config
 from lib import search
@@ -338,3 +340,94 @@ def test_an_unreachable_storage_is_one_line_before_anything_is_written(tmp_path)
         '(connection to server at "127.0.0.1", port 9 failed: Connection refused)'
     ]
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow parent run (nor a store), no study
+
+
+# ------------------------------------------------------------------ many workers on real services
+
+ONE_THREAD = ["trainer.num_threads=1", "schedule.lr=2e-3"]  # two sweeps or jobs at once on 2 cores
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_two_sweep_commands_share_one_postgresql_study_and_lose_no_trial(tmp_path, toy_csv, monkeypatch):
+    from services.mlflow_server import mlflow_server
+    from services.postgres import postgres_database, why_not_available
+
+    if why_not_available():
+        pytest.skip(why_not_available())
+    with postgres_database() as backend, mlflow_server(backend, tmp_path / "artifacts") as url:
+        # the team's MLflow database, the study in a schema of its own (Optuna and MLflow both keep an
+        # alembic_version table); two commands, as from two machines (own outputs folders), at once
+        storage = f"{backend}?options=-csearch_path%3Doptuna"
+        sweeps = [
+            subprocess.Popen(
+                command(
+                    "train.py",
+                    "--multirun",
+                    "search=optuna",
+                    f"paths.outputs={tmp_path / name}",
+                    "data=csv",
+                    f"data.train={toy_csv}",
+                    *SMALL,
+                    *ONE_THREAD,
+                    f"tracking.uri={url}",
+                    f"hydra.sweeper.storage='{storage}'",
+                    "hydra.sweeper.n_trials=4",
+                    f"hydra.sweeper.sampler.seed={seed}",
+                ),  # fmt: skip
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for seed, name in enumerate(("machine_a", "machine_b"))
+        ]
+        outputs = [sweep.communicate(timeout=600)[0] for sweep in sweeps]
+        assert [sweep.returncode for sweep in sweeps] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+        client = MlflowClient(url)
+        runs = client.search_runs([client.get_experiment_by_name("titlesweep").experiment_id])
+        parents, children = _parents(runs), _children(runs)
+        assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
+        assert {p.data.tags["optuna.storage"] for p in parents} == {storage.replace("postgres@", "")}  # user hidden
+        monkeypatch.setenv("PGUSER", "postgres")  # who opens it supplies the user (and password: ~/.pgpass)
+        trials = _study_of(parents[0]).get_trials()
+    # both commands asked the one study until it held n_trials: each trial ran once, as one MLflow run
+    assert sorted(t.number for t in trials) == list(range(len(trials))) and 4 <= len(trials) <= 5
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == [t.number for t in trials]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert all(_children(runs, parent) for parent in parents)  # both commands ran trials of it
+    for trial in trials:
+        (child,) = [c for c in children if c.data.tags["optuna.trial"] == str(trial.number)]
+        assert float(child.data.params["loss.gamma"]) == pytest.approx(trial.params["loss.gamma"])
+        assert trial.value == pytest.approx(child.data.metrics["best_val_f1"])
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_trials_run_as_slurm_jobs(tmp_path, toy_csv):
+    from services.slurm import slurm_cluster, why_not_available
+
+    if why_not_available():
+        pytest.skip(why_not_available())
+    slurm = ["launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0"]
+    slurm += ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10"]
+    with slurm_cluster() as cluster:
+        done, client, runs = _sweep(
+            tmp_path,
+            toy_csv,
+            *slurm,
+            *ONE_THREAD,
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=2",
+            env=cluster.env,
+        )
+        jobs = [d.name for d in (tmp_path / "out").glob("multirun/*/*/.submitit/*") if re.fullmatch(r"\d+_\d+", d.name)]
+        assert len(jobs) == 2 and all(cluster.job(j)["JobState"] == "COMPLETED" for j in jobs), jobs
+    (parent,) = _parents(runs)
+    assert parent.data.tags["launcher"] == "SlurmLauncher"
+    trials = _study_of(parent).get_trials()
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
+    children = _children(runs, parent)
+    assert sorted(c.data.tags["optuna.trial"] for c in children) == ["0", "1"]
+    assert all(c.info.status == "FINISHED" and c.data.metrics["test_accuracy"] >= 0.8 for c in children)
