@@ -1,7 +1,7 @@
 """launcher=slurm for real: sweeps go through sbatch to a one-node SLURM cluster started on this
 machine (tests/services/slurm.py), with MLflow in a local SQLite store (the jobs run here too).
 Select alone with `python -m pytest -m cluster`; skipped with one line where the cluster cannot run
-(not root, no apt-get to install slurm-wlm and munge)."""
+(slurm-wlm and munge not installed: `bash tests/services/install.sh` as root; not root)."""
 
 import math
 import re
@@ -43,7 +43,7 @@ COMPARED = ("test_accuracy", "test_loss", "test_roc_auc", "best_val_loss", "best
 
 @pytest.fixture(scope="module")
 def cluster():
-    reason = why_not_available()  # installs slurm-wlm + munge when missing: only when these tests run
+    reason = why_not_available()  # detects only: tests/services/install.sh installs slurm-wlm + munge
     if reason:
         pytest.skip(reason)
     with slurm_cluster() as running:

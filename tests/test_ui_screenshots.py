@@ -6,12 +6,12 @@ import struct
 import pytest
 
 from entry_points import run_entry_point
-from lib.screenshots import find_chromium
+from services.chromium import why_not_available
 
 pytest.importorskip("playwright", reason="Playwright is not installed (pip install -e '.[dev]')")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(find_chromium() is None, reason="no Chromium (apt-get install -y chromium)"),
+    pytest.mark.skipif(why_not_available() is not None, reason=str(why_not_available())),
 ]
 
 

@@ -3,7 +3,8 @@
 
 The cluster lives in a temporary folder owned by the ``postgres`` system user (initdb refuses to
 run as root), trusts local connections only, and is removed when the context exits. Tests skip
-with one line when the machine cannot run it (no PostgreSQL binaries, not root, no psycopg2).
+with one line when the machine cannot run it (no PostgreSQL binaries or ``postgres`` user: run
+``tests/services/install.sh``; not root; no psycopg2). Nothing here installs anything.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from services import install_first
 from services.mlflow_server import free_port
 
 SERVICE_USER = "postgres"
@@ -33,7 +35,7 @@ def pg_bin(name: str) -> str | None:
 def why_not_available() -> str | None:
     """None when a cluster can be started here, else the reason in one line."""
     if not (pg_bin("initdb") and pg_bin("pg_ctl")):
-        return "PostgreSQL is not installed (apt-get install -y postgresql; .ci/run does it)"
+        return install_first("PostgreSQL (initdb, pg_ctl)")
     if os.geteuid() != 0:
         return "starting a PostgreSQL cluster as the postgres user needs root"
     try:
@@ -41,7 +43,7 @@ def why_not_available() -> str | None:
 
         pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        return f"no '{SERVICE_USER}' system user (apt-get install -y postgresql creates it)"
+        return install_first(f"the '{SERVICE_USER}' system user")
     try:
         import psycopg2  # noqa: F401
     except ImportError:

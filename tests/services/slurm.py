@@ -1,14 +1,14 @@
 """A throwaway one-node SLURM cluster on this machine: munged, slurmctld and slurmd, all configured
 in a temporary folder (nothing under /etc is used or changed) and all stopped when the context exits.
 
-Debian's ``slurm-wlm`` and ``munge`` are installed with apt-get when missing. The daemons run as
-root (slurmd must, to start jobs), so the tests skip with one line where that is impossible. Clients
+Debian's ``slurm-wlm`` and ``munge`` come from ``tests/services/install.sh`` (nothing here installs
+them). The daemons run as root (slurmd must, to start jobs), so the tests skip with one line where
+the commands are missing or this is not root. Clients
 (sbatch, squeue, scancel, submitit) find the cluster through ``SLURM_CONF``: use ``cluster.env``.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import signal
@@ -21,9 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from services import install_first
 from services.mlflow_server import free_port
 
-PACKAGES = ("slurm-wlm", "munge")
+PACKAGES = ("slurm-wlm", "munge")  # what tests/services/install.sh installs for COMMANDS
 COMMANDS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo", "scontrol")
 MARKER = "TITLESWEEP_SLURM_CLUSTER"  # in the env of the daemons and of the jobs: finds leftovers to stop
 
@@ -38,25 +39,15 @@ def _missing() -> list[str]:
     return [name for name in COMMANDS if not _which(name)]
 
 
-@functools.cache
 def why_not_available() -> str | None:
-    """None when a cluster can be started here (installing the packages if need be), else the reason in
-    one line. Cached: the install is tried once per test session."""
+    """None when a cluster can be started here, else the reason in one line. Detects only: a missing
+    command names tests/services/install.sh."""
+    missing = _missing()
+    if missing:
+        return install_first(", ".join(missing))
     if os.geteuid() != 0:
-        return "a SLURM cluster needs root (slurmd starts the jobs; the packages are installed with apt-get)"
-    if not _missing():
-        return None
-    if not shutil.which("apt-get"):
-        return f"SLURM is not installed ({', '.join(_missing())} missing) and there is no apt-get to install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        if done.returncode:
-            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-            return f"`{' '.join(cmd)}` failed: {last}"
-    return (
-        f"apt-get installed {' '.join(PACKAGES)} but {', '.join(_missing())} is still missing" if _missing() else None
-    )
+        return "a one-node SLURM cluster needs root (slurmd starts the jobs)"
+    return None
 
 
 @dataclass
