@@ -105,3 +105,25 @@ def test_a_stopped_sweep_continues_where_it_stopped(tmp_path):
     metrics = parents[0].data.metrics
     assert metrics["jobs_total"] == 3 and metrics["jobs_finished"] == 3 and metrics["jobs_reused"] == 1
     assert "(3 jobs" in parents[0].data.tags[NOTE_TAG]  # the comparison on its page covers every job
+
+
+def test_a_finished_sweep_continued_with_the_parallel_launcher_trains_nothing(tmp_path, toy_csv):
+    # Each job decides in its own process (here joblib workers) from the parent's runs what is left.
+    args = [f"paths.outputs={tmp_path / 'out'}", "data=csv", f"data.train={toy_csv}", "+debug=smoke", "extra_eval=null"]
+    first = run_entry_point("train.py", "--multirun", *args, "loss=ce,focal")
+    assert first.returncode == 0, first.stderr[-2000:]
+    _, (parent,), before = _runs(tmp_path)
+    again = run_entry_point(
+        "train.py",
+        "--multirun",
+        *args,
+        "loss=ce,focal",
+        "launcher=parallel",
+        f"tracking.resume_sweep={parent.info.run_id}",
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    client, (continued,), after = _runs(tmp_path)
+    assert continued.info.run_id == parent.info.run_id and continued.info.status == "FINISHED"
+    assert continued.data.metrics["jobs_reused"] == 2 and continued.data.metrics["jobs_finished"] == 2
+    assert continued.data.tags["continued"] == "1"
+    assert {(r.info.run_id, r.info.end_time) for r in after} == {(r.info.run_id, r.info.end_time) for r in before}
