@@ -179,6 +179,7 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
         train_samples_per_s=result.samples_per_second,
         stopped_early=float(result.stopped_early),
         skipped_steps=result.skipped_steps,
+        train_steps=result.steps,  # optimiser steps done: fewer than train.total_steps when stopped early or pruned
     )
     for name, loader in loaders.items():
         if name not in ("train", "val"):

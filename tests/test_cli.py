@@ -64,6 +64,7 @@ def test_issue_recipe_runs_from_the_command_line_and_is_tracked(tmp_path, toy_cs
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'outputs'}/mlflow.db" in out
     assert run.data.metrics["test_accuracy"] >= 0.8 and run.data.metrics["test_f1"] >= 0.8  # chance: 0.5
     assert run.data.metrics["skipped_steps"] == 0
+    assert run.data.metrics["train_steps"] == int(run.data.params["train.total_steps"])  # not stopped early
     # a log file reads as words: metrics not as Python dicts, no library bars (rows of carriage returns)
     log_text = out + done.stderr
     metrics = run.data.metrics
