@@ -6,7 +6,9 @@
 
 Labelled data, one of:
   input=FILE  every row of the file: CiteSeer test format (`title given by manchine`, `Y/N`) or
-              `text` / `label` columns.
+              `text` / `label` columns; with a `kind` column too (what each row is: title,
+              affiliation, email, ...) accuracy per kind is printed and logged (per_kind.csv,
+              kind_<kind>_accuracy, other_accuracy, balanced_accuracy).
   data=...    the test split exactly as train.py builds it from the same options: data=citeseer's
               test file; data=csv's data.test when given, else the seeded data.test_fraction that
               training carved out of data.train (same file and data.seed: the same rows). The
@@ -87,7 +89,7 @@ def main(args: list[str]) -> None:
         tags = evaluation.check_training_data(cfg, predictor, allow_mismatch)
         frame, stats = evaluation.config_test_split(cfg)
         data_name = f"data={cfg.data.name} test split ({' '.join(data_options)})"
-    run_id, metrics = evaluation.evaluate_in_mlflow(
+    run_id, metrics, per_kind = evaluation.evaluate_in_mlflow(
         predictor, frame, data_name, stats, batch_size, progress=True, tags=tags
     )
     print(f"evaluation run {run_id} ({len(frame)} rows, source run {predictor.run_id})")
@@ -97,6 +99,12 @@ def main(args: list[str]) -> None:
             f"{metrics[f'{name}_at_0.5']:.4f} at 0.5"
         )
     print(f"  roc_auc    {metrics['roc_auc']:.4f}   average_precision {metrics['average_precision']:.4f}")
+    if per_kind is not None:  # the file has a kind column (e.g. a GROBID header sample: what each segment is)
+        if "balanced_accuracy" in metrics:
+            balanced, other = metrics["balanced_accuracy"], metrics["other_accuracy"]
+            print(f"  balanced_accuracy {balanced:.4f}   other_accuracy (label 0) {other:.4f}")
+        print(f"accuracy per kind at threshold {predictor.threshold:.4f} (per_kind.csv):")
+        print(evaluation.format_kind_report(per_kind))
 
 
 def _flag(options: dict[str, str], name: str) -> bool:

@@ -22,18 +22,75 @@ from lib.inference import DEFAULT_BATCH_SIZE, Predictor, labels_at
 from lib.metrics import class_report, confusion, metrics_at_threshold
 from lib.tracking import ROLE_TAG, flatten, redact
 
+KIND_COLUMN = "kind"  # optional column of a labelled file: what each row is (title, affiliation, email, ...)
+
 
 def labelled_file(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Every row of a labelled file (CiteSeer test format or text/label columns), empties dropped."""
-    columns = [str(c) for c in read_table(Path(path)).columns]
+    """Every row of a labelled file (CiteSeer test format or text/label columns), empties dropped.
+    A ``kind`` column, when the file has one, is kept: the evaluation then reports accuracy per kind."""
+    table = read_table(Path(path))
+    columns = [str(c) for c in table.columns]
     if CITESEER_LABEL not in columns and not {"text", "label"} <= set(columns):
         raise DataError(
             f"{path}: a labelled file needs columns '{CITESEER_TEXT}' and '{CITESEER_LABEL}' (CiteSeer "
             f"test format) or 'text' and 'label' (columns: {', '.join(columns)})"
         )
+    frame = eval_table(Path(path))
+    if KIND_COLUMN in columns:  # same rows in the same order as eval_table's
+        kinds = table[KIND_COLUMN].fillna("").astype(str).str.strip()
+        frame = frame.assign(kind=kinds.replace("", "(none)").to_numpy())
     stats: dict[str, int] = {}
-    frame = drop_empty(eval_table(Path(path)), stats, "eval")
+    frame = drop_empty(frame, stats, "eval")
     return frame, stats
+
+
+def kind_report(frame: pd.DataFrame, preds: np.ndarray) -> pd.DataFrame:
+    """Accuracy per ``kind`` of a labelled frame that has that column: one row per kind (rows, the
+    kind's label(s), correct, accuracy), sorted by label then size, then one row per label
+    (``all label 1`` is the recall of correct titles, ``all label 0`` the accuracy on the other rows)."""
+    scored = pd.DataFrame(
+        {"kind": frame[KIND_COLUMN].astype(str).to_numpy(), "label": frame["label"].to_numpy(), "pred": preds}
+    )
+    scored["correct"] = (scored["label"] == scored["pred"]).astype(int)
+    rows = []
+    for kind, part in scored.groupby("kind", sort=False):
+        labels = sorted(part["label"].unique())
+        rows.append((kind, "/".join(map(str, labels)), len(part), int(part["correct"].sum()), max(labels)))
+    rows.sort(key=lambda r: (-r[4], -r[2], r[0]))
+    for label in (1, 0):
+        part = scored[scored["label"] == label]
+        if len(part):
+            rows.append((f"all label {label}", str(label), len(part), int(part["correct"].sum()), label))
+    table = pd.DataFrame(rows, columns=["kind", "label", "rows", "correct", "_order"]).drop(columns="_order")
+    table["accuracy"] = (table["correct"] / table["rows"]).round(4)
+    return table
+
+
+def kind_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """MLflow metrics of a ``kind_report``: ``kind_<kind>_accuracy`` per kind, and ``balanced_accuracy``
+    (mean of the two labels' accuracies) with ``other_accuracy`` (label 0) when both labels occur."""
+    metrics = {}
+    for kind, accuracy in zip(table["kind"], table["accuracy"]):
+        if not kind.startswith("all label "):
+            metrics[f"kind_{_metric_key(kind)}_accuracy"] = float(accuracy)
+    by_label = dict(zip(table["kind"], table["accuracy"]))
+    if "all label 1" in by_label and "all label 0" in by_label:
+        metrics["other_accuracy"] = float(by_label["all label 0"])
+        metrics["balanced_accuracy"] = round((float(by_label["all label 1"]) + float(by_label["all label 0"])) / 2, 4)
+    return metrics
+
+
+def _metric_key(kind: str) -> str:
+    """An MLflow-safe metric name part: letters, digits, ``_ - .`` only."""
+    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in kind) or "_"
+
+
+def format_kind_report(table: pd.DataFrame) -> str:
+    width = max(12, *(len(k) for k in table["kind"]))
+    lines = [f"  {'kind':<{width}} {'label':>5} {'rows':>6} {'correct':>8} {'accuracy':>9}"]
+    for row in table.itertuples(index=False):
+        lines.append(f"  {row.kind:<{width}} {row.label:>5} {row.rows:>6} {row.correct:>8} {row.accuracy:>9.4f}")
+    return "\n".join(lines)
 
 
 def config_test_split(cfg) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -127,9 +184,11 @@ def evaluate_in_mlflow(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     tags: dict[str, str] | None = None,
-) -> tuple[str, dict[str, float]]:
-    """Score ``frame`` (text, label) and log a new run ``eval-<training run name>`` beside the training
-    run, tagged ``source_run_id`` and ``tags``: metrics, reports, plots, errors.csv. Returns (run id, metrics)."""
+) -> tuple[str, dict[str, float], pd.DataFrame | None]:
+    """Score ``frame`` (text, label, optional kind) and log a new run ``eval-<training run name>`` beside the
+    training run, tagged ``source_run_id`` and ``tags``: metrics, reports, plots, errors.csv, and with a
+    ``kind`` column per_kind.csv plus ``kind_<kind>_accuracy``, ``other_accuracy`` and ``balanced_accuracy``.
+    Returns (run id, metrics, the per-kind table or None)."""
     if predictor.run_id is None:
         raise ConfigError(
             f"{predictor.source}: evaluation is logged beside the training run; name the model "
@@ -146,6 +205,9 @@ def evaluate_in_mlflow(
         "rows": float(len(frame)),
         **{f"data_{k}": float(v) for k, v in stats.items()},
     }
+    per_kind = kind_report(frame, labels_at(probs, predictor.threshold)) if KIND_COLUMN in frame.columns else None
+    if per_kind is not None:
+        metrics.update(kind_metrics(per_kind))
     tags = {
         "source_run_id": predictor.run_id,
         ROLE_TAG: "eval",
@@ -169,7 +231,7 @@ def evaluate_in_mlflow(
         with tempfile.TemporaryDirectory(prefix="titlesweep-eval-") as tmp:
             write_evaluation_files(frame, probs, vectors, predictor.threshold, Path(tmp))
             mlflow.log_artifacts(tmp)
-    return run.info.run_id, metrics
+    return run.info.run_id, metrics, per_kind
 
 
 def _source_run(run_id: str):
@@ -185,7 +247,7 @@ def write_evaluation_files(
 ) -> list[Path]:
     """Report (txt, json), confusion matrix, PR curve, embedding map (when ``vectors`` are given),
     predictions.csv and errors.csv of one labelled split: what training (lib/run.py, per held-out
-    split) and evaluate.py both write."""
+    split) and evaluate.py both write; per_kind.csv (kind_report) when ``frame`` has a ``kind`` column."""
     labels, preds = frame["label"].to_numpy(), labels_at(probs, threshold)
     text, as_dict = class_report(labels, preds)
     files = [folder / "classification_report.txt", folder / "classification_report.json"]
@@ -202,7 +264,12 @@ def write_evaluation_files(
     files.append(plots.pr_curve_png(labels, probs, threshold, folder / "precision_recall_curve.png"))
     if vectors is not None:
         files.append(plots.embedding_map_png(vectors, labels, preds, folder / "embedding_map.png"))
-    scored = frame[["text", "label"]].assign(probability=probs, prediction=preds)
+    kept = ["text", "label"] + ([KIND_COLUMN] if KIND_COLUMN in frame.columns else [])
+    scored = frame[kept].assign(probability=probs, prediction=preds)
     scored.to_csv(folder / "predictions.csv", index=False)
     scored[scored["prediction"] != scored["label"]].to_csv(folder / "errors.csv", index=False)
-    return files + [folder / "predictions.csv", folder / "errors.csv"]
+    files += [folder / "predictions.csv", folder / "errors.csv"]
+    if KIND_COLUMN in frame.columns:
+        kind_report(frame, preds).to_csv(folder / "per_kind.csv", index=False)
+        files.append(folder / "per_kind.csv")
+    return files

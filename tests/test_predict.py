@@ -411,3 +411,54 @@ def test_a_failed_write_leaves_the_previous_output_untouched(tmp_path, monkeypat
     with pytest.raises(OSError, match="disk full"):
         inference.write_csv_atomic(pd.DataFrame({"title": ["a"]}), target)
     assert target.read_text() == "previous\n" and [p.name for p in tmp_path.iterdir()] == ["scored.csv"]
+
+
+def test_a_kind_column_is_kept_and_scored_per_kind(tmp_path):
+    from lib.evaluation import format_kind_report, kind_metrics, kind_report, labelled_file
+
+    path = tmp_path / "segments.csv"
+    pd.DataFrame(
+        {
+            "text": ["Alpha title", "Beta title", "Gamma title", "", "x@y.org", "Dept. of Z", "Dept. of W"],
+            "label": [1, 1, 1, 1, 0, 0, 0],
+            "kind": ["title", "title", "title", "title", "email", "affiliation", "affiliation"],
+        }
+    ).to_csv(path, index=False)
+    frame, stats = labelled_file(path)
+    assert list(frame["kind"]) == ["title"] * 3 + ["email", "affiliation", "affiliation"]  # the empty row dropped
+    assert stats == {"eval_empty_dropped": 1}
+    table = kind_report(frame, np.array([1, 0, 1, 0, 1, 0]))
+    assert list(table["kind"]) == ["title", "affiliation", "email", "all label 1", "all label 0"]
+    assert list(table["rows"]) == [3, 2, 1, 3, 3] and list(table["correct"]) == [2, 1, 1, 2, 2]
+    metrics = kind_metrics(table)
+    assert metrics["kind_title_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metrics["kind_affiliation_accuracy"] == 0.5 and metrics["kind_email_accuracy"] == 1.0
+    assert metrics["other_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metrics["balanced_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert "affiliation" in format_kind_report(table)
+
+
+@pytest.mark.slow
+def test_evaluate_reports_accuracy_per_kind(trained, tmp_path, capsys):
+    frame = pd.read_csv(trained.toy).head(40)
+    frame["kind"] = np.where(frame["label"] == 1, "title", np.where(frame.index % 2, "affiliation", "email"))
+    path = tmp_path / "segments.csv"
+    frame.to_csv(path, index=False)
+    evaluate_main([f"run={trained.run_id}", trained.paths, f"input={path}"])
+    printed = capsys.readouterr().out
+    assert "accuracy per kind" in printed and "affiliation" in printed and "all label 1" in printed
+    client = MlflowClient(trained.uri)
+    (run,) = client.search_runs(
+        [trained.run.info.experiment_id],
+        f"tags.source_run_id = '{trained.run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    metrics = run.data.metrics
+    assert {"kind_title_accuracy", "kind_email_accuracy", "balanced_accuracy", "other_accuracy"} <= set(metrics)
+    assert metrics["kind_title_accuracy"] == pytest.approx(metrics["recall"], abs=1e-4)
+    per_kind = pd.read_csv(client.download_artifacts(run.info.run_id, "per_kind.csv", str(tmp_path)))
+    assert set(per_kind["kind"]) == {"title", "affiliation", "email", "all label 1", "all label 0"}
+    assert per_kind["rows"].iloc[:3].sum() == 40
+    predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions.csv", str(tmp_path)))
+    assert list(predictions.columns) == ["text", "label", "kind", "probability", "prediction"]
