@@ -271,60 +271,51 @@ def _study_of(parent):
 
 
 @pytest.mark.slow
-def test_a_kept_study_continues_with_a_larger_n_trials_and_prunes_a_hopeless_trial(tmp_path, toy_csv):
-    # The objective is validation loss, read every 3 steps; the median pruner may stop the 2nd trial on.
+def test_a_kept_study_continues_with_parallel_trials_that_the_pruner_stops(tmp_path, toy_csv):
+    # The objective is validation ROC-AUC, read every 3 steps (at 3: 0.99 at lr 2e-3, 0.08 at lr 1e-7);
+    # the median pruner may stop a trial from the 2nd on.
     common = [
-        "optimized_metric=best_val_loss",
-        "hydra.sweeper.direction=minimize",
+        "optimized_metric=best_val_roc_auc",
         "trainer.eval_every_steps=3",
         "+hydra.sweeper.pruner_options={n_startup_trials: 1}",
     ]
     _sweep(tmp_path, toy_csv, *common, "hydra.sweeper.n_trials=1", "schedule.lr=2e-3")
-    # the same command with n_trials=2 continues the study: one more trial, one that cannot learn
-    done, client, runs = _sweep(tmp_path, toy_csv, *common, "hydra.sweeper.n_trials=2", "schedule.lr=1e-7")
+    # the same command with n_trials=3 continues the study: two more trials, at once, that cannot learn
+    done, client, runs = _sweep(
+        tmp_path, toy_csv, *common, "hydra.sweeper.n_trials=3", "schedule.lr=1e-7",
+        "launcher=parallel", "hydra.sweeper.n_jobs=2",
+    )  # fmt: skip
     first, second = _parents(runs)
-    assert "Optuna study titlesweep in sqlite:///" in done.stdout and "1 trials there, up to 2" in done.stdout
+    assert "Optuna study titlesweep in sqlite:///" in done.stdout and "1 trials there, up to 3" in done.stdout
+    assert "is launching 2 jobs" in done.stdout and second.data.tags["launcher"] == "JoblibLauncher"
+    assert "database is locked" not in done.stdout + done.stderr
     study = _study_of(second)
     assert second.data.tags["optuna.storage"] == f"sqlite:///{(tmp_path / 'out').resolve()}/optuna.db"
-    trained, hopeless = study.get_trials()
-    assert (trained.number, trained.state, hopeless.number, hopeless.state) == (
-        0, TrialState.COMPLETE, 1, TrialState.PRUNED,
-    )  # fmt: skip
-    assert sorted(trained.intermediate_values) == [3, 6, 9, 11] and list(hopeless.intermediate_values) == [3]
-    assert hopeless.params != trained.params  # a continued study's sampler does not start over
-    # each trial is one child run of its sweep; the pruned one FINISHED, tagged, scored on test
-    (run0,), (run1,) = _children(runs, first), _children(runs, second)
-    assert run0.data.tags["optuna.trial"] == "0" and run1.data.tags["optuna.trial"] == "1"
-    assert run1.info.status == "FINISHED" and run1.data.tags["pruned"] == "true"
-    assert run1.data.tags["pruned_at_step"] == "3" and math.isfinite(run1.data.metrics["test_accuracy"])
-    assert run0.data.tags.get("pruned") is None
-    assert trained.value == pytest.approx(run0.data.metrics["best_val_loss"])
+    trained, *hopeless = study.get_trials()
+    assert [(t.number, t.state) for t in study.get_trials()] == [
+        (0, TrialState.COMPLETE), (1, TrialState.PRUNED), (2, TrialState.PRUNED),
+    ]  # fmt: skip
+    assert sorted(trained.intermediate_values) == [3, 6, 9, 11]
+    assert [list(t.intermediate_values) for t in hopeless] == [[3], [3]]  # stopped at their first evaluation
+    # a continued study's sampler does not start over, and parallel trials differ
+    assert len({t.params["loss.gamma"] for t in study.get_trials()}) == 3
+    # each trial is one child run of its sweep; the pruned ones FINISHED, tagged, scored on test
+    (run0,) = _children(runs, first)
+    pruned = {run.data.tags["optuna.trial"]: run for run in _children(runs, second)}
+    assert run0.data.tags["optuna.trial"] == "0" and run0.data.tags.get("pruned") is None
+    assert trained.value == pytest.approx(run0.data.metrics["best_val_roc_auc"])
+    assert sorted(pruned) == ["1", "2"]
+    for trial in hopeless:
+        run, step = pruned[str(trial.number)], trial.last_step
+        assert run.info.status == "FINISHED" and run.data.tags["pruned"] == "true"
+        assert run.data.tags["pruned_at_step"] == str(step) and math.isfinite(run.data.metrics["test_accuracy"])
+        assert f"{run.info.run_name} (pruned at step {step})" in done.stdout  # the comparison shows it apart
     # the sweep run: the study's best trial (from the first sweep) and where the study is
     assert second.data.metrics["best_value"] == pytest.approx(trained.value)
     assert {k: float(v) for k, v in second.data.params.items() if k.startswith("best.")} == pytest.approx(
         {f"best.{k}": v for k, v in trained.params.items()}
     )
     assert second.data.tags["optuna.study_name"] == "titlesweep" and second.info.status == "FINISHED"
-    assert f"{run1.info.run_name} (pruned at step 3)" in done.stdout  # the comparison shows it apart
-
-
-@pytest.mark.slow
-def test_parallel_trials_are_each_recorded_once(tmp_path, toy_csv):
-    done, client, runs = _sweep(
-        tmp_path, toy_csv, "launcher=parallel", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2", "schedule.lr=2e-3"
-    )
-    (parent,) = _parents(runs)
-    assert "is launching 2 jobs" in done.stdout and parent.data.tags["launcher"] == "JoblibLauncher"
-    trials = _study_of(parent).get_trials()
-    assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
-    assert trials[0].params != trials[1].params
-    children = {c.data.tags["optuna.trial"]: c for c in _children(runs)}
-    assert sorted(children) == ["0", "1"] and all(c.info.status == "FINISHED" for c in children.values())
-    for trial in trials:
-        child = children[str(trial.number)]
-        assert trial.value == pytest.approx(child.data.metrics["best_val_f1"])
-        assert float(child.data.params["loss.gamma"]) == pytest.approx(trial.params["loss.gamma"])
-    assert "database is locked" not in done.stderr
 
 
 @pytest.mark.slow
