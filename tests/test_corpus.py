@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 
 from entry_points import run_entry_point
 from lib.corpus import build as build_mod
-from lib.corpus import ensure_corpus, negatives, parse_spec, sources
+from lib.corpus import ensure_corpus, negatives, parse_spec, positives, sources
 from lib.corpus.baseline import run_baseline
 from lib.corpus.shortcuts import SHORTCUT_BOUND, shortcut_scores
-from lib.corpus.text import SMALL_WORDS, apply_casing, strip_medline_period, text_key
+from lib.corpus.text import SMALL_WORDS, apply_casing, clean, strip_medline_period, text_key
 from lib.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -537,3 +537,106 @@ def test_build_corpus_entry_point_reports_config_errors_in_one_line(tmp_path):
         "error: data.negatives: unknown key(s) footnotes; known: " + ", ".join(negatives.ALL_KINDS)
     ]
     assert not (tmp_path / "cache").exists()
+
+
+# --------------------------------------------------------------------------- issue 29: positives that look extracted
+
+NOISY_TITLES = (
+    "Notation as a tool of thought in the design of programming languages",
+    "Superconductivity in Na2CoO2 layers: specific heat of H2O intercalated crystals",
+    "TNF-alpha and Ca2+-dependent signalling +/- efficient fluorescence in CD4+ cells",
+    "Thermodynamic classification of affine flows",
+    "Modélisation des écoulements à surface libre",
+    "A fast algorithm for sparse matrices",
+)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _positive_variants(title: str, record, seeds=range(60)) -> set[str]:
+    """Every string the positive rules make from ``title`` in every casing: each transformation alone,
+    all together, each title form, a form with all transformations."""
+    out = set()
+    all_on = dict.fromkeys(positives.NOISE, 1.0)
+    for casing in ("sentence", "title", "upper"):
+        cased = apply_casing(title, casing)
+        for seed in seeds:
+            rng = random.Random(seed)
+            for transform in positives.NOISE.values():
+                out.add(transform(rng, cased))
+            out.add(positives.add_noise(rng, cased, all_on)[0])
+            for form in positives.FORMS.values():
+                formed = form(rng, cased, record)
+                out.add(formed)
+                if formed:
+                    out.add(positives.add_noise(rng, formed, all_on)[0])
+    return {_flat(t) for t in out if t}
+
+
+def _negative_strings(record, seeds=range(300)) -> set[str]:
+    """Every string the negative rules make from ``record`` (its title in every casing) over many seeds,
+    and the generic kinds' strings."""
+    out = set()
+    for seed in seeds:
+        ctx = mixed_ctx(seed)
+        for generate in negatives.GENERATORS.values():
+            out.add(generate(ctx, record))
+        for generate in negatives.GENERIC_GENERATORS.values():
+            out.add(generate(ctx))
+    return {_flat(clean(t)) for t in out if t}
+
+
+def test_positive_noise_transformations_have_their_shape():
+    rng = random.Random(0)
+    assert positives.split_scripts(rng, "Na2CoO2 in H2O") == "Na 2 CoO 2 in H 2 O"
+    assert positives.split_scripts(rng, "A study of gene names") is None
+    assert positives.print_symbols(random.Random(1), "TNF-alpha +/- IL-beta").replace(" ", "") == "TNF-α±IL-β"
+    assert positives.print_symbols(rng, "Alphabet soup") is None  # only whole symbol names
+    assert positives.glyph_noise(rng, "Specific flows") == "Speciﬁc ﬂows"
+    assert positives.small_caps(rng, "Thermal Conductivity of Thin Films") == "T HERMAL C ONDUCTIVITY OF T HIN F ILMS"
+    broken = positives.hyphen_break(random.Random(3), "Thermodynamic flows")
+    assert re.fullmatch(r"Ther?m?o?d?y?\w*- \w+ flows", broken) and broken.replace("- ", "") == "Thermodynamic flows"
+    assert positives.full_stop(rng, "A title") == "A title." and positives.full_stop(rng, "A title?") is None
+    marked = {positives.add_marker(random.Random(s), "A title") for s in range(200)}
+    assert marked == {f"A title{m}" for m in positives.MARKERS}
+    assert positives.add_marker(rng, "Part 2") is None  # a digit after a digit would read as a number
+    text, applied = positives.add_noise(random.Random(0), "Na2CoO2 films", dict.fromkeys(positives.NOISE, 1.0))
+    assert "scripts" in applied and "marker" in applied and text.startswith("N")
+    assert positives.add_noise(random.Random(0), "Na2CoO2 films", {}) == ("Na2CoO2 films", [])
+
+
+def test_title_forms_keep_the_whole_title():
+    for seed in range(40):
+        rng = random.Random(seed)
+        title = RECORD.title
+        for name in ("erratum", "labelled", "part_of_series"):
+            formed = positives.FORMS[name](rng, title, RECORD)
+            assert title in formed and formed != title
+        special = positives.special_issue(rng, title, RECORD)
+        assert re.search(r"(Special|Feature|Focus) (Issue|Section) on ", special), special
+    assert positives.special_issue(random.Random(0), "T", sources.Record(rid="r", source="s", title="T")) is None
+
+
+@pytest.mark.parametrize("title", NOISY_TITLES)
+def test_no_negative_rule_yields_a_string_a_positive_rule_yields(title):
+    """The two rule sets are disjoint: from the same record (same title, authors, journal ...), no negative
+    kind makes any string that a positive transformation or title form makes, over many seeds and casings."""
+    record = sources.Record(**{**RECORD.__dict__, "title": title})
+    made_positive = _positive_variants(title, record)
+    made_negative = _negative_strings(record)
+    assert len(made_positive) > 50 and len(made_negative) > 500
+    assert not made_positive & made_negative, sorted(made_positive & made_negative)[:5]
+
+
+def test_negatives_no_longer_add_markers_and_keep_the_colon_for_title_forms():
+    for seed in range(300):
+        damaged = negatives.ocr_damage(mixed_ctx(seed), RECORD.title)
+        assert not (damaged or "").endswith(("*", "∗", "†", "‡", "⋆", " 1", "(1)")), damaged
+        toc = negatives.gen_toc_line(mixed_ctx(seed), RECORD)
+        if re.search(r"[A-Za-z] \d+$", toc):  # page number after a bare space: never a marker-like 1-9
+            assert int(toc.rsplit(" ", 1)[1]) >= 10, toc
+        glued = negatives.gen_heading_glued(mixed_ctx(seed), RECORD)
+        label = glued.split(":", 1)[0].title()
+        assert not (": " in glued and label in negatives.COLON_FORM_LABELS), glued

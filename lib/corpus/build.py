@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from lib.corpus import negatives as neg
-from lib.corpus import sources
+from lib.corpus import positives, sources
 from lib.corpus.progress import BuildProgress
 from lib.corpus.shortcuts import shortcut_scores
 from lib.corpus.spec import CORPUS_VERSION, CorpusSpec, parse_spec
@@ -75,10 +75,13 @@ class _Generator:
         self.spec, self.tag, self.seen = spec, tag, seen
         self.rows: list[tuple] = []
         self.positive_casing: Counter = Counter()
+        self.positive_forms: Counter = Counter()  # title form (positives.FORMS) of each positive, "none" if plain
+        self.positive_noise: Counter = Counter()  # positives given each noise transformation; "none": no noise
         self.positive_words: list[int] = []
 
-    def _add(self, text: str, label: int, kind: str, source: str, group: str) -> bool:
-        text = clean(text)
+    def _add(self, text: str, label: int, kind: str, source: str, group: str, normalise: bool = True) -> bool:
+        # Positives are cleaned before their extraction noise, which keeps glyphs NFKC would fold (ligatures).
+        text = clean(text) if normalise else " ".join(text.split())
         key = text_key(text)
         if text in _NA_STRINGS or key in self.seen:
             return False
@@ -89,11 +92,20 @@ class _Generator:
     def positives(self, records: list[sources.Record], n: int) -> list[sources.Record]:
         """Take ``n`` titles as positives; return the records left for negatives."""
         rng = rng_for(self.spec.seed, self.tag, "positives")
+        # Own generators for forms and noise: the casing draws (and so casing-only corpora) stay as they were.
+        form_rng, noise_rng = rng_for(self.spec.seed, self.tag, "forms"), rng_for(self.spec.seed, self.tag, "noise")
         used = 0
         for used, record in enumerate(records, start=1):
             mode = pick(rng, self.spec.casing)
-            if self._add(apply_casing(record.title, mode), 1, "title", record.source, record.rid):
+            text, form, noise = clean(apply_casing(record.title, mode)), None, []
+            if self.spec.title_forms and form_rng.random() < self.spec.title_forms:
+                text, form = positives.title_form(form_rng, text, record)
+            if self.spec.positive_noise:
+                text, noise = positives.add_noise(noise_rng, text, self.spec.positive_noise)
+            if self._add(text, 1, "title", record.source, record.rid, normalise=False):
                 self.positive_casing[mode] += 1
+                self.positive_forms[form or "none"] += 1
+                self.positive_noise.update(noise or ["none"])
                 self.positive_words.append(len(record.title.split()))
                 if len(self.positive_words) == n:
                     return records[used:]
@@ -195,7 +207,13 @@ def generate(spec: CorpusSpec, records, size: int, tag: str, seen: set[str], pro
     )
     if short:
         notes.append(f"{tag}: {short} rows moved to record-based kinds from exhausted kinds {exhausted}")
-    return gen.rows, {"planned": plan, "casing": dict(gen.positive_casing)}, notes
+    info = {
+        "planned": plan,
+        "casing": dict(gen.positive_casing),
+        "forms": dict(sorted(gen.positive_forms.items())),
+        "noise": dict(sorted(gen.positive_noise.items())),
+    }
+    return gen.rows, info, notes
 
 
 def assign_splits(rows: list[tuple], spec: CorpusSpec) -> dict[str, list[tuple]]:
@@ -348,6 +366,9 @@ def build_corpus(
         "counts": {name: _counts(frames[name]) for name in FILES},
         "planned_negative_kinds": {"in_source": info["planned"], "cross_source": cross_info["planned"]},
         "positive_casing": {"in_source": info["casing"], "cross_source": cross_info["casing"]},
+        # Extraction noise and title forms of the positives (lib/corpus/positives): rows per transformation.
+        "positive_noise": {"in_source": info["noise"], "cross_source": cross_info["noise"]},
+        "positive_forms": {"in_source": info["forms"], "cross_source": cross_info["forms"]},
         "shortcut_check": shortcut,
         "files_sha256": digests,
         "content_hash": hashlib.sha256("".join(digests[n] for n in FILES).encode()).hexdigest(),

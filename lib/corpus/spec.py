@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -13,12 +13,14 @@ from lib.corpus.text import CASINGS
 from lib.errors import ConfigError
 
 # Bump when generation code changes what a given config produces, so old caches are not reused.
-CORPUS_VERSION = 3
+CORPUS_VERSION = 4  # 4: positive extraction noise and title forms (issue 29)
 SOURCES = ("medline",)
 CROSS_SOURCES = ("medline_held_out", "dblp_acm")
 # Mirrors lib.corpus.extra.EXTRA_SOURCES (not imported: spec parsing must stay light).
 EXTRA_SOURCES = ("beebe", "tugboat", "hepcrawl", "loc_books", "refextract")
 EXTRA_KEYS = ("extra_sources", "extra_sources_cap")
+# Mirrors lib.corpus.positives.NOISE (not imported: spec parsing must stay light).
+POSITIVE_NOISE = ("scripts", "symbols", "glyphs", "hyphen_break", "small_caps", "full_stop", "marker")
 MIN_SIZE = 100
 
 
@@ -48,6 +50,8 @@ class CorpusSpec:
     config: dict  # the resolved node, recorded in the manifest and hashed into the cache key
     extra_sources: tuple[str, ...] = ()
     extra_sources_cap: int = 0
+    positive_noise: dict[str, float] = field(default_factory=dict)  # lib/corpus/positives.NOISE name -> rate
+    title_forms: float = 0.0  # share of positives rewritten into a title form (positives.FORMS)
 
     @property
     def key(self) -> str:
@@ -158,4 +162,28 @@ def parse_spec(cfg_data: DictConfig | dict) -> CorpusSpec:
         config=node,
         extra_sources=_extra_sources(node.get("extra_sources")),
         extra_sources_cap=_int(node.get("extra_sources_cap", 2500), "extra_sources_cap", 1),
+        positive_noise=_rates(node.get("positive_noise"), "positive_noise", POSITIVE_NOISE),
+        title_forms=_rate(node.get("title_forms", 0.0), "title_forms"),
     )
+
+
+def _rate(value, field_name: str) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"data.{field_name} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"data.{field_name}={rate} must lie in [0, 1]")
+    return rate
+
+
+def _rates(node, field_name: str, allowed: tuple[str, ...]) -> dict[str, float]:
+    """Independent per-row rates in [0, 1] (not normalised weights); missing or null: none."""
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        raise ConfigError(f"data.{field_name} must be a mapping of {', '.join(allowed)} to rates in [0, 1]")
+    unknown = sorted(set(node) - set(allowed))
+    if unknown:
+        raise ConfigError(f"data.{field_name}: unknown key(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
+    return {k: _rate(v, f"{field_name}.{k}") for k, v in node.items()}
