@@ -316,6 +316,7 @@ def test_a_kept_study_continues_with_parallel_trials_that_the_pruner_stops(tmp_p
         {f"best.{k}": v for k, v in trained.params.items()}
     )
     assert second.data.tags["optuna.study_name"] == "titlesweep" and second.info.status == "FINISHED"
+    assert second.data.metrics["trials_pruned"] == 2 and first.data.metrics["trials_pruned"] == 0
 
 
 @pytest.mark.slow
