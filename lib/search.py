@@ -112,10 +112,11 @@ def _first_line(err: BaseException) -> str:
     return (text.splitlines() or [type(err).__name__])[0][:300]
 
 
-def check_storage(storage: str, study_name: str, direction: str) -> None:
+def check_storage(storage: str, study_name: str, direction: str, n_trials: int | None = None) -> None:
     """Raise a one-line ConfigError unless ``storage`` can be reached, without writing anything to it:
     a SQLite file's folder must exist and be writable; a database server must accept a connection
-    within CONNECT_TIMEOUT_S. A study of that name already there must have the same direction."""
+    within CONNECT_TIMEOUT_S. A study of that name already there must have the same direction and, given
+    ``n_trials``, fewer trials (else the sweep would have nothing to run)."""
     import sqlalchemy
     from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
@@ -152,10 +153,10 @@ def check_storage(storage: str, study_name: str, direction: str) -> None:
     finally:
         engine.dispose()
     if has_study_table:
-        _check_existing_study(storage, study_name, direction)
+        _check_existing_study(storage, study_name, direction, n_trials)
 
 
-def _check_existing_study(storage: str, study_name: str, direction: str) -> None:
+def _check_existing_study(storage: str, study_name: str, direction: str, n_trials: int | None) -> None:
     import optuna
 
     try:
@@ -165,16 +166,23 @@ def _check_existing_study(storage: str, study_name: str, direction: str) -> None
     except (RuntimeError, ValueError) as err:  # a schema written by another Optuna version
         raise ConfigError(f"hydra.sweeper.storage={redact(storage)}: {_first_line(err)}") from None
     try:
-        found = [d.name.lower() for d in rdb.get_study_directions(rdb.get_study_id_from_name(study_name))]
+        study_id = rdb.get_study_id_from_name(study_name)
+        found = [d.name.lower() for d in rdb.get_study_directions(study_id)]
+        held = rdb.get_n_trials(study_id)
     except KeyError:
         return
     finally:
         rdb.engine.dispose()
+    where = f"study {study_name} in {redact(storage)}"
     if found != [direction]:
         raise ConfigError(
-            f"hydra.sweeper.direction={direction}: study {study_name} in {redact(storage)} "
-            f"{'maximizes' if found == ['maximize'] else 'minimizes'}; continue it with direction={found[0]} "
-            "or start another with hydra.sweeper.study_name="
+            f"hydra.sweeper.direction={direction}: {where} {'maximizes' if found == ['maximize'] else 'minimizes'}; "
+            f"continue it with direction={found[0]} or start another with hydra.sweeper.study_name="
+        )
+    if n_trials is not None and held >= n_trials:
+        raise ConfigError(
+            f"hydra.sweeper.n_trials={n_trials}: {where} already holds {held} trials; continue it with a larger "
+            "n_trials or start another with hydra.sweeper.study_name="
         )
 
 

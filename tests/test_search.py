@@ -145,11 +145,16 @@ def test_bad_search_settings_are_one_line_and_write_nothing(tmp_path, override, 
     assert not (tmp_path / "optuna.db").exists() and not Path("/no/such/folder").exists()
 
 
-def test_a_study_kept_with_the_other_direction_is_refused(tmp_path):
-    optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="titlesweep", direction="minimize")
+def test_a_kept_study_with_the_other_direction_or_all_its_trials_is_refused(tmp_path):
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path}/optuna.db", study_name="titlesweep", direction="minimize"
+    )
+    study.tell(study.ask(), 0.5)
     check_search_config(_compose(tmp_path, "hydra.sweeper.direction=minimize"))  # the same: fine
     with pytest.raises(ConfigError, match="study titlesweep in sqlite:///.* minimizes; continue it with direction="):
         check_search_config(_compose(tmp_path))
+    with pytest.raises(ConfigError, match="n_trials=1: study titlesweep in .* already holds 1 trials; continue it"):
+        check_search_config(_compose(tmp_path, "hydra.sweeper.direction=minimize", "hydra.sweeper.n_trials=1"))
 
 
 # ------------------------------------------------------------------ the trial's side: report and prune

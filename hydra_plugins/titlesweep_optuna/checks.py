@@ -20,7 +20,7 @@ from hydra_plugins.titlesweep_optuna.optuna_sweeper import OptunaSweeperConf
 def check_search_config(config: DictConfig) -> None:
     """Raise a one-line lib.errors.ConfigError for a bad ``hydra.sweeper`` of this plugin: an unknown
     pruner, sampler or direction, a search space Hydra or Optuna cannot read, a study storage that
-    cannot be reached (or holds the study with the other direction). Writes nothing. Other
+    cannot be reached (or holds the study with the other direction, or n_trials already). Writes nothing. Other
     sweepers' configs pass."""
     from hydra_plugins.titlesweep_optuna._space import parse_space
     from hydra_plugins.titlesweep_optuna.optuna_sweeper import make_sampler
@@ -38,7 +38,7 @@ def check_search_config(config: DictConfig) -> None:
         if not isinstance(sweeper[key], int) or sweeper[key] < 1:
             raise ConfigError(f"hydra.sweeper.{key}={sweeper[key]}: must be a positive whole number")
     parse_space(sweeper.get("params"), list(config.hydra.overrides.task))
-    check_storage(study_storage(config, sweeper), str(sweeper.study_name), str(sweeper.direction))
+    check_storage(study_storage(config, sweeper), str(sweeper.study_name), str(sweeper.direction), sweeper.n_trials)
 
 
 class SearchConfigCheck(Callback):
