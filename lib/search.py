@@ -252,6 +252,7 @@ class TrialReporter:
         self.study, self.trial, self.metric = study, trial, metric
         self.number: int = trial.number
         self.pruned_at_step: int | None = None
+        self.broken = False  # a report failed: pruning is advice, the training goes on without it
 
     def report(self, val_metrics: dict[str, float], step: int) -> bool:
         """Record ``val_metrics[metric]`` at ``step`` on the trial; True when the pruner stops it, in which
@@ -259,14 +260,24 @@ class TrialReporter:
         if self.pruned_at_step is not None:
             return True
         value = float(val_metrics[self.metric])
-        if not math.isfinite(value):
-            return False  # Optuna would store it but no pruner can compare it
-        self.trial.report(value, step)
-        if not self.trial.should_prune():
+        if self.broken or not math.isfinite(value):  # Optuna would store NaN but no pruner can compare it
             return False
+        from optuna.exceptions import OptunaError
         from optuna.trial import TrialState
+        from sqlalchemy.exc import SQLAlchemyError
 
-        self.study.tell(self.number, state=TrialState.PRUNED, skip_if_finished=True)
+        try:
+            self.trial.report(value, step)
+            if not self.trial.should_prune():
+                return False
+            self.study.tell(self.number, state=TrialState.PRUNED, skip_if_finished=True)
+        except (OptunaError, SQLAlchemyError) as err:  # the storage is away, or the sweep failed the trial
+            self.broken = True
+            log.warning(
+                "Optuna trial %d: cannot report to the study (%s); training goes on without pruning",
+                self.number, _first_line(err),
+            )  # fmt: skip
+            return False
         self.pruned_at_step = step
         log.info("Optuna trial %d pruned at step %d (%s %.4f)", self.number, step, self.metric, value)
         return True

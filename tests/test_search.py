@@ -206,6 +206,15 @@ def test_a_trial_reports_each_validation_and_prunes_itself_when_behind(tmp_path,
     assert study.get_trials()[1].state == TrialState.PRUNED
 
 
+def test_a_trial_that_cannot_report_trains_on(tmp_path, as_trial_job, caplog):
+    study = _study_with_a_finished_trial(tmp_path)
+    trial = study.ask()
+    reporter = search.trial_reporter(as_trial_job(1))
+    study.tell(trial, state=TrialState.FAIL)  # e.g. the sweep was interrupted and failed its trials
+    assert reporter.report({"f1": 0.1}, 10) is False and reporter.report({"f1": 0.1}, 20) is False
+    assert "Optuna trial 1: cannot report to the study" in caplog.text and caplog.text.count("cannot report") == 1
+
+
 def test_the_pruner_setting_reaches_the_trial(tmp_path, as_trial_job):
     study = _study_with_a_finished_trial(tmp_path)
     study.ask()
