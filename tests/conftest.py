@@ -53,8 +53,10 @@ def toy_learning_run(toy_csv: Path, *extra: str) -> list[str]:
 # hands whole files to the two workers in collection order, so they start early and both workers
 # finish together, instead of one running the last long file alone.
 LONGEST_FIRST = (
+    "test_search.py",
     "test_slurm.py",
     "test_sweep.py",
+    "test_continue_sweep.py",
     "test_postgres_server.py",
     "test_resume.py",
     "test_cli.py",
