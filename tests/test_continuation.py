@@ -16,15 +16,21 @@ from lib.tracking import ROLE_TAG
 SWEEP = ["data=csv", "loss=ce,focal,weighted_ce", "trainer.epochs=2"]
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # One SQLite store for the module (creating one takes seconds); each test has its own experiment.
+    return MlflowClient(f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db")
+
+
 @pytest.fixture
-def client(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    client.create_experiment("titlesweep")
-    return client
+def client(store, request):
+    store.create_experiment(request.node.name)
+    store.experiment_name = request.node.name
+    return store
 
 
 def _experiment(client):
-    return client.get_experiment_by_name("titlesweep").experiment_id
+    return client.get_experiment_by_name(client.experiment_name).experiment_id
 
 
 def _sweep_run(client, overrides=SWEEP):
@@ -43,18 +49,18 @@ def _job_run(client, parent, loss, status, **tags):
 
 def test_last_is_the_newest_sweep_and_an_id_is_checked(client):
     first, second = _sweep_run(client), _sweep_run(client)
-    assert continuation.find_sweep_to_continue(client, "titlesweep", "last").info.run_id == second
-    assert continuation.find_sweep_to_continue(client, "titlesweep", first).info.run_id == first
+    assert continuation.find_sweep_to_continue(client, client.experiment_name, "last").info.run_id == second
+    assert continuation.find_sweep_to_continue(client, client.experiment_name, first).info.run_id == first
     with pytest.raises(ConfigError, match=r"^tracking.resume_sweep=0123abcd: no such run in the tracking store$"):
-        continuation.find_sweep_to_continue(client, "titlesweep", "0123abcd")
+        continuation.find_sweep_to_continue(client, client.experiment_name, "0123abcd")
     job = _job_run(client, first, "ce", "FINISHED")
     with pytest.raises(ConfigError, match=f"^tracking.resume_sweep={job}: that run is not a sweep's parent run"):
-        continuation.find_sweep_to_continue(client, "titlesweep", job)
+        continuation.find_sweep_to_continue(client, client.experiment_name, job)
 
 
 def test_last_in_a_store_without_sweeps_is_one_line(client):
-    with pytest.raises(ConfigError, match="^tracking.resume_sweep=last: experiment titlesweep has no sweep run"):
-        continuation.find_sweep_to_continue(client, "titlesweep", "last")
+    with pytest.raises(ConfigError, match="^tracking.resume_sweep=last: experiment .* has no sweep run to continue$"):
+        continuation.find_sweep_to_continue(client, client.experiment_name, "last")
 
 
 def test_a_continuation_with_other_overrides_is_refused_naming_the_keys(client):
