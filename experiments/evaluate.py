@@ -40,7 +40,7 @@ from lib.tracking import tracking_uri  # noqa: E402
 USAGE = (
     "evaluate.py (run=RUN_ID | model=NAME[@ALIAS]) (input=LABELLED_FILE | data=csv data.train=FILE "
     "[data.test=FILE] | data=citeseer data.dir=DIR) [allow_data_mismatch=true] [batch_size=N] [device=auto|cpu|cuda] "
-    "[precision=fp32|bf16|auto] [tracking.*=... paths.*=...]"
+    "[precision=fp32|bf16|auto] [backend=torch|onnx [onnx_quantize=auto|int8|none]] [tracking.*=... paths.*=...]"
 )
 OPTIONS = {
     "run": "MLflow run id of a training run: its logged model",
@@ -52,6 +52,8 @@ OPTIONS = {
     "precision": "fp32 (default, as the stored threshold was chosen) | bf16 | auto (bf16 where it is native)",
     "allow_data_mismatch": "true: score data=... options that differ from the training run's (default false; "
     "recorded as a tag)",
+    "backend": "torch (default) | onnx: ONNX Runtime on the CPU, from the run's export (experiments/export.py)",
+    "onnx_quantize": "with backend=onnx: auto (default: int8 where the export made it, else fp32) | int8 | none",
     "tracking.*, paths.*": "config overrides, e.g. tracking.uri=http://127.0.0.1:5000",
 }
 CONFIG_PREFIXES = ("tracking.", "paths.", "data")  # "data" covers data= and data.*
@@ -82,11 +84,13 @@ def main(args: list[str]) -> None:
         model=options.get("model"),
         device=options.get("device", "auto"),
         precision=options.get("precision", "fp32"),
+        backend=options.get("backend", "torch"),
+        onnx_quantize=options.get("onnx_quantize", "auto"),
     )
-    tags = {}
+    tags = {"backend": predictor.backend, **({"onnx_file": predictor.file} if predictor.backend == "onnx" else {})}
     if "input" not in options:
         # Before the split is built: other options would build another split, perhaps of training rows.
-        tags = evaluation.check_training_data(cfg, predictor, allow_mismatch)
+        tags.update(evaluation.check_training_data(cfg, predictor, allow_mismatch))
         frame, stats = evaluation.config_test_split(cfg)
         data_name = f"data={cfg.data.name} test split ({' '.join(data_options)})"
     run_id, metrics, per_kind = evaluation.evaluate_in_mlflow(

@@ -7,6 +7,8 @@
 Input: .txt (one title per line), .csv / .tsv / .xlsx with a `title` (else `text`) column or
 text_column=NAME. Every input row is written, in input order; empty titles get no probability and
 label 0. The threshold defaults to the one stored with the model. Default output: <input>.predictions.csv.
+backend=onnx scores with ONNX Runtime from the model's ONNX export (python experiments/export.py run=<id>),
+by default its int8 file where it has one (onnx_quantize=none: the fp32 file).
 """
 
 import sys
@@ -23,7 +25,8 @@ from lib.tracking import tracking_uri  # noqa: E402
 
 USAGE = (
     "predict.py (run=RUN_ID | model=NAME[@ALIAS] | model_dir=DIR) input=FILE [output=CSV] [threshold=P] "
-    "[text_column=NAME] [batch_size=N] [device=auto|cpu|cuda] [precision=fp32|bf16|auto] [tracking.*=... paths.*=...]"
+    "[text_column=NAME] [batch_size=N] [device=auto|cpu|cuda] [precision=fp32|bf16|auto] [backend=torch|onnx "
+    "[onnx_quantize=auto|int8|none]] [tracking.*=... paths.*=...]"
 )
 OPTIONS = {
     "run": "MLflow run id of a training run: its logged model",
@@ -36,6 +39,8 @@ OPTIONS = {
     "batch_size": f"titles per forward pass (default {inference.DEFAULT_BATCH_SIZE})",
     "device": "auto | cpu | cuda | cuda:N (default auto)",
     "precision": "fp32 (default, as the stored threshold was chosen) | bf16 | auto (bf16 where it is native)",
+    "backend": "torch (default) | onnx: ONNX Runtime on the CPU, from the run's export (experiments/export.py)",
+    "onnx_quantize": "with backend=onnx: auto (default: int8 where the export made it, else fp32) | int8 | none",
     "tracking.*, paths.*": "config overrides, e.g. tracking.uri=http://127.0.0.1:5000",
 }
 
@@ -56,6 +61,8 @@ def main(args: list[str]) -> None:
         model_dir=options.get("model_dir"),
         device=options.get("device", "auto"),
         precision=options.get("precision", "fp32"),
+        backend=options.get("backend", "torch"),
+        onnx_quantize=options.get("onnx_quantize", "auto"),
     )
     threshold = predictor.threshold if threshold is None else threshold
     probs = predictor.predict_titles(titles, batch_size, progress=True)
@@ -64,7 +71,9 @@ def main(args: list[str]) -> None:
     empty = int(frame["probability"].isna().sum())
     print(
         f"wrote {output}: {len(frame)} rows, {int(frame['label'].sum())} predicted correct at threshold "
-        f"{threshold:.4f}" + (f"; {empty} empty titles left unscored (label 0)" if empty else "")
+        f"{threshold:.4f}"
+        + (f" (ONNX Runtime, {predictor.file})" if predictor.backend == "onnx" else "")
+        + (f"; {empty} empty titles left unscored (label 0)" if empty else "")
     )
 
 

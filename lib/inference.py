@@ -9,6 +9,11 @@ with the decision threshold chosen on validation and the training ``max_length``
                              a pyfunc model of lib/pyfunc.py, whose artifacts hold that folder
     model_dir=<folder>       a local copy of that folder
 
+``backend="onnx"`` scores with ONNX Runtime instead of torch, from the model's ONNX export
+(experiments/export.py, lib/onnx_export.py): the run's ``onnx/`` artifacts, the ``onnx`` artifact of
+a pyfunc model that export logged, or for model_dir an export folder (or one in its ``onnx/``).
+An export made from another run, or a file that no longer matches its recorded SHA-256, is refused.
+
 MLflow is read through the current tracking URI (the entry points set it from ``tracking.uri``).
 Empty titles are never scored: they keep their row with probability NaN and label 0.
 """
@@ -33,12 +38,32 @@ from lib.data import CITESEER_TEXT, read_lines, read_table
 from lib.device import autocast, resolve_device, resolve_precision
 from lib.errors import ConfigError, DataError, UserError
 from lib.progress import progress, quiet_library_bars
-from lib.pyfunc import HF_ARTIFACT, MODEL_ARTIFACT, attach_pooling, mean_pool, read_settings
+from lib.pyfunc import (
+    HF_ARTIFACT,
+    MODEL_ARTIFACT,
+    ONNX_ARTIFACT,
+    ONNX_EXTRA,
+    ONNX_FILES,
+    ONNX_MANIFEST,
+    OnnxExportError,
+    OnnxScorer,
+    attach_pooling,
+    check_onnx_file,
+    check_onnx_weights,
+    choose_onnx_file,
+    mean_pool,
+    onnxruntime_available,
+    positive_probability,
+    read_onnx_manifest,
+    read_settings,
+)
 from lib.tracking import redact
 
 TITLE_COLUMNS = ("title", "text", CITESEER_TEXT)  # tried in this order when no text_column is given
 TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xls", ".jsonl")
 DEFAULT_BATCH_SIZE = 128
+BACKENDS = ("torch", "onnx")
+ONNX_QUANTIZE = ("auto", "int8", "none")  # auto: the int8 file where the export made one, else fp32
 
 
 # --------------------------------------------------------------- loading
@@ -58,6 +83,7 @@ class Predictor:
     # fp32 by default: the stored threshold was chosen on fp32 validation probabilities, so labels mean
     # the same on every machine; bf16 (precision=bf16 / auto) is faster where the hardware computes it.
     precision: str = "fp32"
+    backend: str = "torch"
 
     def predict_titles(self, texts, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> np.ndarray:
         """P(correct title) of every text, in input order; NaN for empty texts."""
@@ -112,6 +138,48 @@ def _progress(enabled: bool):
     )
 
 
+@dataclass
+class OnnxPredictor:
+    """A model's ONNX export on ONNX Runtime (CPU), used as a Predictor: ``predict_titles`` and ``score``."""
+
+    scorer: OnnxScorer
+    tokenizer: object
+    threshold: float  # copied from the model's titlesweep.json by the export
+    max_length: int
+    source: str
+    run_id: str | None
+    file: str  # model.onnx or model.int8.onnx
+    precision: str  # "fp32" or "int8": what evaluate.py logs as eval.precision
+    backend: str = "onnx"
+
+    def predict_titles(self, texts, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> np.ndarray:
+        """P(correct title) of every text, in input order; NaN for empty texts."""
+        return self.score(texts, batch_size, progress)[0]
+
+    def score(
+        self, texts, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False, embeddings: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """As Predictor.score: probabilities and, with ``embeddings``, the mean-pooled last hidden states."""
+        clean = [str(text).strip() for text in texts]
+        keep = [i for i, text in enumerate(clean) if text]
+        probs = np.full(len(clean), np.nan)
+        vectors = None
+        if keep:
+            ids = encode(self.tokenizer, [clean[i] for i in keep], self.max_length)
+            with _progress(progress) as bars:
+                task = bars.add_task("predict", total=-(-len(keep) // batch_size))
+                logits, pooled = self.scorer.run(
+                    ids, self.tokenizer.pad_token_id or 0, batch_size, embeddings, lambda: bars.advance(task)
+                )
+            probs[keep] = positive_probability(logits)
+            if embeddings:
+                vectors = np.full((len(clean), pooled.shape[1]), np.nan)
+                vectors[keep] = pooled
+        elif embeddings:
+            vectors = np.full((len(clean), 1), np.nan)
+        return probs, vectors
+
+
 def labels_at(probs: np.ndarray, threshold: float) -> np.ndarray:
     """1 where probability >= threshold; 0 elsewhere, unscored (NaN) rows included."""
     return np.where(np.isnan(probs), 0, probs >= threshold).astype(int)
@@ -124,9 +192,12 @@ def load_predictor(
     model_dir: str | None = None,
     device: str = "auto",
     precision: str = "fp32",
-) -> Predictor:
+    backend: str = "torch",
+    onnx_quantize: str = "auto",
+) -> Predictor | OnnxPredictor:
     """Exactly one of ``run``, ``model``, ``model_dir`` (see the module docstring); ``precision`` as
-    trainer.precision (fp32, bf16, fp16 on CUDA, or auto)."""
+    trainer.precision (fp32, bf16, fp16 on CUDA, or auto). ``backend`` torch or onnx (the model's ONNX
+    export on ONNX Runtime; ``onnx_quantize`` auto, int8 or none chooses its file)."""
     quiet_library_bars()
     given = {k: v for k, v in {"run": run, "model": model, "model_dir": model_dir}.items() if v}
     if len(given) != 1:
@@ -135,17 +206,109 @@ def load_predictor(
             + (f" (got {', '.join(given)})" if given else "")
         )
     ((kind, value),) = given.items()
+    if _check_backend(backend, onnx_quantize, device, precision) == "onnx":
+        return _load_onnx(kind, value, onnx_quantize)
     if kind == "model_dir":
         return _from_folder(Path(value), f"model_dir={value}", None, device, precision)
     # Downloads only live until the weights are in memory.
     with tempfile.TemporaryDirectory(prefix="titlesweep-model-", ignore_cleanup_errors=True) as tmp:
         if kind == "run":
-            return _from_folder(_download_run_model(value, Path(tmp)), f"run={value}", value, device, precision)
+            return _from_folder(download_run_model(value, Path(tmp)), f"run={value}", value, device, precision)
         folder, run_id = _download_pyfunc_model(value, Path(tmp))
         return _from_folder(folder, f"model={value}", run_id, device, precision)
 
 
-def _download_run_model(run_id: str, dst: Path) -> Path:
+def _check_backend(backend: str, quantize: str, device: str, precision: str) -> str:
+    """The backend options, checked before anything is downloaded."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend}: choose one of {', '.join(BACKENDS)}")
+    if quantize not in ONNX_QUANTIZE:
+        raise ConfigError(f"onnx_quantize={quantize}: choose one of {', '.join(ONNX_QUANTIZE)}")
+    if backend == "torch":
+        if quantize != "auto":
+            raise ConfigError(f"onnx_quantize={quantize}: only used with backend=onnx")
+        return backend
+    if not onnxruntime_available():
+        raise ConfigError(f"backend=onnx needs onnxruntime: {ONNX_EXTRA}")
+    if precision != "fp32":
+        raise ConfigError(
+            f"precision={precision}: backend=onnx scores the exported fp32 or int8 file (onnx_quantize=none|int8); "
+            "precision is for backend=torch"
+        )
+    if device not in ("auto", "cpu"):
+        raise ConfigError(f"device={device}: backend=onnx runs on the CPU (onnxruntime); use device=cpu or auto")
+    return backend
+
+
+def _export_hint(run_id: str) -> str:
+    return f"python experiments/export.py run={run_id} format=onnx quantize=int8"
+
+
+def _load_onnx(kind: str, value: str, quantize: str) -> OnnxPredictor:
+    """The ONNX export of the model named by ``kind=value`` (run, model or model_dir), checked."""
+    with tempfile.TemporaryDirectory(prefix="titlesweep-onnx-", ignore_cleanup_errors=True) as tmp:
+        if kind == "run":
+            folder, run_id, weights = _download_run_onnx(value, Path(tmp)), value, None
+        elif kind == "model":
+            model_folder, run_id, folder = _download_pyfunc_model(value, Path(tmp), onnx=True)
+            weights = (model_folder, f"the {HF_ARTIFACT} of model={value}")
+        else:
+            folder, run_id, weights = _onnx_folder(Path(value)), None, None
+            if folder != Path(value) and (Path(value) / "config.json").is_file():
+                weights = (Path(value), f"the model in model_dir={value}")
+        source = f"{kind}={value}"
+        try:
+            manifest = read_onnx_manifest(folder)
+            if run_id is not None and manifest["source_run_id"] != run_id:
+                raise OnnxExportError(
+                    f"{source}: its ONNX export was made from run {manifest['source_run_id']}, not from run "
+                    f"{run_id}; export this run's model: {_export_hint(run_id)}"
+                )
+            if weights is not None:
+                check_onnx_weights(manifest, *weights)
+            name = choose_onnx_file(manifest, quantize)
+            scorer = OnnxScorer(check_onnx_file(folder, manifest, name))
+        except OnnxExportError as err:
+            raise UserError(str(err) if str(err).startswith(source) else f"{source}: {err}") from None
+        from transformers import AutoTokenizer
+
+        return OnnxPredictor(
+            scorer=scorer,
+            tokenizer=AutoTokenizer.from_pretrained(folder),
+            threshold=float(manifest["decision_threshold"]),
+            max_length=int(manifest["max_length"]),
+            source=source,
+            run_id=run_id,
+            file=name,
+            precision="int8" if name == ONNX_FILES["int8"] else "fp32",
+        )
+
+
+def _download_run_onnx(run_id: str, dst: Path) -> Path:
+    client = MlflowClient()
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"run={run_id}: no such run in {redact(mlflow.get_tracking_uri())}") from None
+    names = {Path(item.path).name for item in client.list_artifacts(run_id, ONNX_ARTIFACT)}
+    if ONNX_MANIFEST not in names:
+        raise UserError(f"run {run_id} has no ONNX export: {_export_hint(run_id)}")
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ONNX_ARTIFACT, dst_path=str(dst)))
+
+
+def _onnx_folder(folder: Path) -> Path:
+    """model_dir with backend=onnx: an export folder, or a model folder with the export in ``onnx/``."""
+    for candidate in (folder, folder / ONNX_ARTIFACT):
+        if (candidate / ONNX_MANIFEST).is_file():
+            return candidate
+    raise UserError(
+        f"model_dir={folder}: no ONNX export in it (no {ONNX_MANIFEST} there or in {ONNX_ARTIFACT}/): "
+        f"python experiments/export.py run=<run id> format=onnx quantize=int8 out={folder}"
+    )
+
+
+def download_run_model(run_id: str, dst: Path) -> Path:
+    """The HF model folder a training run logged as ``model/``, downloaded into ``dst``."""
     client = MlflowClient()
     try:
         client.get_run(run_id)
@@ -167,8 +330,9 @@ def model_uri(reference: str) -> str:
     return f"models:/{reference}" if "@" in reference or "/" in reference else f"models:/{reference}/latest"
 
 
-def _download_pyfunc_model(reference: str, dst: Path) -> tuple[Path, str | None]:
-    """The HF folder inside a pyfunc model of lib/pyfunc.py, and the run that logged it."""
+def _download_pyfunc_model(reference: str, dst: Path, onnx: bool = False):
+    """The HF folder inside a pyfunc model of lib/pyfunc.py, and the run that logged it; with ``onnx``,
+    also the ONNX export folder it carries (refused when it carries none)."""
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri(reference), dst_path=str(dst)))
     except (MlflowException, OSError) as err:
@@ -180,7 +344,15 @@ def _download_pyfunc_model(reference: str, dst: Path) -> tuple[Path, str | None]
         relative = meta.flavors["python_function"]["artifacts"][HF_ARTIFACT]["path"]
     except (MlflowException, OSError, KeyError, TypeError):
         raise UserError(f"model={reference}: not a TitleSweep pyfunc model (no '{HF_ARTIFACT}' artifact)") from None
-    return local / relative, meta.run_id
+    if not onnx:
+        return local / relative, meta.run_id
+    onnx_artifact = meta.flavors["python_function"]["artifacts"].get(ONNX_ARTIFACT)
+    if not onnx_artifact:
+        raise UserError(
+            f"model={reference}: run {meta.run_id} has no ONNX export in this model: {_export_hint(meta.run_id)}, "
+            "then register the run again (compare.py register=true)"
+        )
+    return local / relative, meta.run_id, local / onnx_artifact["path"]
 
 
 def _from_folder(folder: Path, source: str, run_id: str | None, device: str, precision: str) -> Predictor:

@@ -12,6 +12,13 @@ the standard library, and keep the ``set_model`` call at the bottom.
 
 ``params`` are optional: ``precision`` fp32 (default: the precision the stored threshold was chosen
 at) or bf16, and ``batch_size`` (titles per forward pass, sorted by length).
+
+A model that experiments/export.py logged (a newer ``pyfunc_model`` of the same run) also carries the
+run's ONNX export (artifact ``onnx``: model.onnx, model.int8.onnx when quantized, titlesweep_onnx.json)
+and scores with ONNX Runtime when ``onnxruntime`` is importable (params ``backend`` auto | torch | onnx,
+``onnx_quantize`` auto | int8 | none: auto takes the int8 file when the export made one), else with
+torch as before. The export's JSON records the SHA-256 of each .onnx file and of the weights it was
+exported from: a file that does not match is refused.
 """
 
 from __future__ import annotations
@@ -19,8 +26,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import hashlib
+import importlib.util
 import inspect
 import json
+import logging
+import threading
 import warnings
 from pathlib import Path
 
@@ -43,11 +54,30 @@ DEFAULT_MAX_LENGTH = 128
 BATCH_SIZE = 64
 PRECISIONS = ("fp32", "bf16")  # no "auto": the CPU-flag rule lives in lib/device, which this file may not import
 
+# The ONNX export of a run's model (experiments/export.py, lib/onnx_export.py): a folder logged as the
+# run's "onnx/" artifacts and, in the pyfunc model that export logs, as its artifact of the same name.
+ONNX_ARTIFACT = "onnx"
+ONNX_MANIFEST = "titlesweep_onnx.json"  # source run, weights, file SHA-256s, threshold, max_length
+ONNX_FILES = {"none": "model.onnx", "int8": "model.int8.onnx"}  # by quantization
+ONNX_INPUTS = ("input_ids", "attention_mask")
+ONNX_OUTPUTS = ("logits", "mean_hidden")  # mean_hidden: mean of the last hidden states over real tokens
+BACKENDS = ("auto", "torch", "onnx")  # auto: onnx where the model carries an export and onnxruntime imports
+ONNX_QUANTIZE = ("auto", "int8", "none")  # auto: the int8 file where the export made one, else fp32
+ONNX_EXTRA = "pip install -e '.[onnx]'"  # in this repository; elsewhere pip install onnxruntime
+
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "title")]),
     outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "label")]),
-    params=ParamSchema([ParamSpec("precision", "string", "fp32"), ParamSpec("batch_size", "long", BATCH_SIZE)]),
+    params=ParamSchema(
+        [
+            ParamSpec("precision", "string", "fp32"),
+            ParamSpec("batch_size", "long", BATCH_SIZE),
+            ParamSpec("backend", "string", "auto"),
+            ParamSpec("onnx_quantize", "string", "auto"),
+        ]
+    ),
 )
+_log = logging.getLogger(__name__)
 INPUT_EXAMPLE = pd.DataFrame({"title": ["Sparse Bayesian inference of genome networks", "Abstract"]})
 
 
@@ -57,23 +87,85 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
     Empty titles are not scored: probability NaN, label 0, as in experiments/predict.py."""
 
     def load_context(self, context) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         folder = Path(context.artifacts[HF_ARTIFACT])
+        self.folder = folder
         self.threshold, self.max_length = read_settings(folder)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
-        self.model = attach_pooling(model).to(self.device).eval()
+        self._lock = threading.Lock()  # a served model loads what a request asks for once
+        self.model = None
+        self._sessions: dict[str, OnnxScorer] = {}
+        self.onnx_folder, self.onnx_manifest = None, None
+        if context.artifacts.get(ONNX_ARTIFACT):
+            self.onnx_folder = Path(context.artifacts[ONNX_ARTIFACT])
+            self.onnx_manifest = read_onnx_manifest(self.onnx_folder)
+            check_onnx_weights(self.onnx_manifest, folder, "this model's " + HF_ARTIFACT)
+            if not onnxruntime_available():
+                _log.warning("onnxruntime is not installed: this model scores with torch (pip install onnxruntime)")
+        # What a call without params uses is loaded now, so the first request (a served model) pays nothing.
+        if self._backend("auto", "fp32") == "onnx":
+            self._session("auto")
+        else:
+            self._torch_model()
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         # A CSV read by `mlflow models predict` turns empty cells into NaN: treat them as empty titles.
         titles = frame["title"].fillna("").astype(str).str.strip().tolist()
-        precision, batch_size = _read_params(params or {})
-        probs = self._probabilities(titles, precision, batch_size)
+        precision, batch_size, backend, quantize = _read_params(params or {})
+        if self._backend(backend, precision) == "onnx":
+            probs = self._onnx_probabilities(titles, quantize, batch_size)
+        else:
+            probs = self._probabilities(titles, precision, batch_size)
         labels = np.where(np.isnan(probs), 0, probs >= self.threshold).astype("int64")
         return pd.DataFrame({"probability": probs, "label": labels})
+
+    def _backend(self, backend: str, precision: str) -> str:
+        """torch or onnx for these params (auto: onnx where there is an export, onnxruntime and fp32)."""
+        if backend == "auto":
+            usable = self.onnx_manifest is not None and onnxruntime_available()
+            return "onnx" if usable and precision == "fp32" else "torch"
+        if backend == "onnx":
+            if self.onnx_manifest is None:
+                raise ValueError(
+                    "params backend='onnx': this model carries no ONNX export; export its run with python "
+                    "experiments/export.py run=<run id> format=onnx quantize=int8 and load its newer pyfunc_model"
+                )
+            if not onnxruntime_available():
+                raise ValueError(f"params backend='onnx' needs onnxruntime: {ONNX_EXTRA} (or pip install onnxruntime)")
+            if precision != "fp32":
+                raise ValueError(
+                    f"params precision={precision!r} is for backend='torch'; the ONNX files are fp32 and int8 "
+                    "(params onnx_quantize)"
+                )
+        return backend
+
+    def _torch_model(self):
+        with self._lock:
+            if self.model is None:
+                from transformers import AutoModelForSequenceClassification
+
+                model = AutoModelForSequenceClassification.from_pretrained(self.folder)
+                self.model = attach_pooling(model).to(self.device).eval()
+        return self.model
+
+    def _session(self, quantize: str) -> OnnxScorer:
+        name = choose_onnx_file(self.onnx_manifest, quantize)
+        with self._lock:
+            if name not in self._sessions:
+                self._sessions[name] = OnnxScorer(check_onnx_file(self.onnx_folder, self.onnx_manifest, name))
+        return self._sessions[name]
+
+    def _onnx_probabilities(self, titles: list[str], quantize: str, batch_size: int) -> np.ndarray:
+        probs = np.full(len(titles), np.nan)
+        keep = [i for i, title in enumerate(titles) if title]
+        if keep:
+            ids = self.tokenizer([titles[i] for i in keep], truncation=True, max_length=self.max_length)["input_ids"]
+            logits, _ = self._session(quantize).run(ids, self.tokenizer.pad_token_id or 0, batch_size)
+            probs[keep] = positive_probability(logits)
+        return probs
 
     @torch.inference_mode()
     def _probabilities(self, titles: list[str], precision: str, batch_size: int) -> np.ndarray:
@@ -81,6 +173,7 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
         keep = [i for i, title in enumerate(titles) if title]
         if not keep:
             return probs
+        model = self._torch_model()
         ids = self.tokenizer([titles[i] for i in keep], truncation=True, max_length=self.max_length)["input_ids"]
         # Batches of similar length, each padded to its own longest: titles vary from 2 to 40 pieces.
         order = sorted(range(len(keep)), key=lambda j: len(ids[j]))
@@ -89,9 +182,128 @@ class TitleClassifier(mlflow.pyfunc.PythonModel):
                 chunk = order[start : start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [ids[j] for j in chunk]}, return_tensors="pt")
                 batch = batch.to(self.device)
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 probs[[keep[j] for j in chunk]] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
         return probs
+
+
+# --------------------------------------------------------------- ONNX Runtime (optional)
+
+
+class OnnxExportError(ValueError):
+    """An ONNX export folder that cannot be used as it is; the message is one line."""
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of each weights file of a Hugging Face model folder (what an export was made from)."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    return {p.name: file_sha256(p) for p in files}
+
+
+def read_onnx_manifest(folder: Path) -> dict:
+    path = Path(folder) / ONNX_MANIFEST
+    if not path.is_file():
+        raise OnnxExportError(f"{folder}: not an ONNX export (no {ONNX_MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["files"], manifest["source_run_id"]  # noqa: B018  required keys
+    except (ValueError, KeyError, TypeError):
+        raise OnnxExportError(f"{path}: not a TitleSweep ONNX export record") from None
+    return manifest
+
+
+def choose_onnx_file(manifest: dict, quantize: str) -> str:
+    """The file of the export for ``quantize`` (auto: int8 where the export made one, else fp32)."""
+    files = manifest["files"]
+    if quantize == "auto":
+        quantize = "int8" if ONNX_FILES["int8"] in files else "none"
+    name = ONNX_FILES[quantize]
+    if name not in files:
+        raise OnnxExportError(
+            f"the ONNX export of run {manifest['source_run_id']} has no {name} (it was exported with "
+            f"quantize={manifest.get('quantize')}): python experiments/export.py run={manifest['source_run_id']} "
+            f"format=onnx quantize={quantize}"
+        )
+    return name
+
+
+def check_onnx_file(folder: Path, manifest: dict, name: str) -> Path:
+    """``folder/name`` when its SHA-256 is the one the export recorded."""
+    path = Path(folder) / name
+    if not path.is_file() or file_sha256(path) != manifest["files"][name]:
+        state = "is missing" if not path.is_file() else "does not match the SHA-256 its export recorded"
+        raise OnnxExportError(
+            f"{path} {state} (changed or partly copied); export again: python experiments/export.py "
+            f"run={manifest['source_run_id']} format=onnx quantize={manifest.get('quantize', 'int8')}"
+        )
+    return path
+
+
+def check_onnx_weights(manifest: dict, model_folder: Path, what: str) -> None:
+    """Refuse an export made from other weights than those of ``model_folder`` (another run's)."""
+    recorded, here = manifest.get("weights_sha256"), weights_digest(model_folder)
+    if recorded is not None and here and recorded != here:
+        raise OnnxExportError(
+            f"the ONNX export (of run {manifest['source_run_id']}) was made from other weights than {what}; "
+            "export this model's run again: python experiments/export.py run=<run id> format=onnx quantize=int8"
+        )
+
+
+def positive_probability(logits: np.ndarray) -> np.ndarray:
+    """P(class 1) of two-class logits: softmax in float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
+
+
+class OnnxScorer:
+    """An ONNX Runtime session on one exported file (CPU): logits and mean hidden states of token ids."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per physical core
+        options.log_severity_level = 3  # errors only
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(
+        self, ids: list[list[int]], pad_id: int, batch_size: int, embeddings: bool = False, progress=None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits (n, 2), mean hidden states (n, width) with ``embeddings``) in the order of ``ids``.
+        Batches of similar length, each padded to its own longest; ``progress()`` is called per batch."""
+        outputs = list(ONNX_OUTPUTS if embeddings else ONNX_OUTPUTS[:1])
+        logits, vectors = np.zeros((len(ids), 2), np.float32), None
+        order = sorted(range(len(ids)), key=lambda j: len(ids[j]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(ids[j]) for j in chunk)
+            input_ids = np.full((len(chunk), width), pad_id, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, j in enumerate(chunk):
+                input_ids[row, : len(ids[j])] = ids[j]
+                mask[row, : len(ids[j])] = 1
+            result = self.session.run(outputs, {ONNX_INPUTS[0]: input_ids, ONNX_INPUTS[1]: mask})
+            logits[chunk] = result[0]
+            if embeddings:
+                if vectors is None:
+                    vectors = np.zeros((len(ids), result[1].shape[-1]), np.float32)
+                vectors[chunk] = result[1]
+            if progress is not None:
+                progress()
+        return logits, vectors
 
 
 # How the classifier head reads the encoder, stored in the HF config.json under this key so that a
@@ -165,13 +377,18 @@ def _mean_into_first(module, args, output):
     return output
 
 
-def _read_params(params: dict) -> tuple[str, int]:
+def _read_params(params: dict) -> tuple[str, int, str, str]:
     precision, batch_size = str(params.get("precision", "fp32")), int(params.get("batch_size", BATCH_SIZE))
+    backend, quantize = str(params.get("backend", "auto")), str(params.get("onnx_quantize", "auto"))
     if precision not in PRECISIONS:
         raise ValueError(f"params precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
     if batch_size < 1:
         raise ValueError(f"params batch_size={batch_size}: must be a positive whole number")
-    return precision, batch_size
+    if backend not in BACKENDS:
+        raise ValueError(f"params backend={backend!r}: choose one of {', '.join(BACKENDS)}")
+    if quantize not in ONNX_QUANTIZE:
+        raise ValueError(f"params onnx_quantize={quantize!r}: choose one of {', '.join(ONNX_QUANTIZE)}")
+    return precision, batch_size, backend, quantize
 
 
 def save_model_folder(folder: Path, model, tokenizer, threshold: float, max_length: int) -> Path:
@@ -197,39 +414,75 @@ def read_settings(folder: Path) -> tuple[float, int]:
     )
 
 
-def pip_requirements() -> list[str]:
-    """Pinned to what trained the model; explicit so MLflow never resolves them over the network."""
+def pip_requirements(onnx: bool = False) -> list[str]:
+    """Pinned to what trained the model; explicit so MLflow never resolves them over the network.
+    ``onnx``: the model carries an ONNX export, scored with onnxruntime (pinned to the exporting version)."""
     import transformers
 
-    return [
+    pins = [
         f"mlflow=={mlflow.__version__}",
         f"torch=={torch.__version__.split('+')[0]}",  # no +cpu local tag
         f"transformers=={transformers.__version__}",
         f"pandas=={pd.__version__}",
         f"numpy=={np.__version__}",
     ]
+    if onnx:
+        import onnxruntime
+
+        pins.append(f"onnxruntime=={onnxruntime.__version__}")
+    return pins
 
 
-def log_pyfunc_model(model_folder: Path, artifact_path: str = PYFUNC_ARTIFACT):
+def log_pyfunc_model(
+    model_folder: Path,
+    artifact_path: str = PYFUNC_ARTIFACT,
+    onnx_folder: Path | None = None,
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+):
     """Log ``model_folder`` (HF model + tokenizer + titlesweep.json) as a pyfunc model of the active
-    run, named ``artifact_path`` (``runs:/<run id>/pyfunc_model``). Returns MLflow's ModelInfo."""
+    run, named ``artifact_path`` (``runs:/<run id>/pyfunc_model``). Returns MLflow's ModelInfo.
+    ``onnx_folder``: the run's ONNX export, carried as the ``onnx`` artifact (experiments/export.py);
+    ``run_id``: log it to that run without reopening it (its status and end time stay as they are)."""
+    arguments = _model_arguments(model_folder, onnx_folder)
     with _quiet_input_example():
-        return mlflow.pyfunc.log_model(name=artifact_path, **_model_arguments(model_folder))
+        if run_id is None:
+            return mlflow.pyfunc.log_model(name=artifact_path, tags=tags, **arguments)
+        # In the run's experiment (Model.log alone would create it in the current one), with its params.
+        run = mlflow.MlflowClient().get_run(run_id)
+        logged = mlflow.initialize_logged_model(
+            name=artifact_path,
+            source_run_id=run_id,
+            tags=tags,
+            params=run.data.params,
+            experiment_id=run.info.experiment_id,
+        )
+        return mlflow.models.Model.log(
+            artifact_path=None,
+            name=artifact_path,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            **arguments,
+        )
 
 
-def save_pyfunc_model(model_folder: Path, path: Path) -> None:
+def save_pyfunc_model(model_folder: Path, path: Path, onnx_folder: Path | None = None) -> None:
     """The same pyfunc model written to the folder ``path``, outside any run (the benchmark loads it)."""
     with _quiet_input_example():
-        mlflow.pyfunc.save_model(str(path), **_model_arguments(model_folder))
+        mlflow.pyfunc.save_model(str(path), **_model_arguments(model_folder, onnx_folder))
 
 
-def _model_arguments(model_folder: Path) -> dict:
+def _model_arguments(model_folder: Path, onnx_folder: Path | None = None) -> dict:
+    artifacts = {HF_ARTIFACT: str(model_folder)}
+    if onnx_folder is not None:
+        artifacts[ONNX_ARTIFACT] = str(onnx_folder)
     return {
         "python_model": Path(__file__).resolve(),
-        "artifacts": {HF_ARTIFACT: str(model_folder)},
+        "artifacts": artifacts,
         "signature": SIGNATURE,
         "input_example": INPUT_EXAMPLE,
-        "pip_requirements": pip_requirements(),
+        "pip_requirements": pip_requirements(onnx=onnx_folder is not None),
     }
 
 
