@@ -160,12 +160,19 @@ def test_a_machine_keeps_its_own_settings_in_the_git_ignored_local_config(tmp_pa
             cfg = compose("config", overrides=list(overrides))
         return OmegaConf.to_container(cfg.extra_eval, resolve=True)
 
-    # without one: the CiteSeer sample where the team keeps it, beside the clone; the example is not read
-    assert extra_eval() == {"citeseer_dev": f"{PROJECT_ROOT}/../shared/data/citeseer_dev.csv"}
+    # without one: the real samples where the team keeps them, beside the clone; the example is not read
+    assert extra_eval() == {
+        "citeseer_dev": f"{PROJECT_ROOT}/../shared/data/citeseer_dev.csv",
+        "grobid_dev": f"{PROJECT_ROOT}/../shared/data/grobid_dev.csv",
+    }
     (conf / "local" / "default.yaml").write_text(
         "# @package _global_\npaths:\n  shared_data: /srv/shared\nextra_eval:\n  lab: /srv/lab.csv\n"
     )
-    assert extra_eval() == {"citeseer_dev": "/srv/shared/citeseer_dev.csv", "lab": "/srv/lab.csv"}
+    assert extra_eval() == {
+        "citeseer_dev": "/srv/shared/citeseer_dev.csv",
+        "grobid_dev": "/srv/shared/grobid_dev.csv",
+        "lab": "/srv/lab.csv",
+    }
     assert extra_eval("extra_eval.lab=/tmp/x.csv")["lab"] == "/tmp/x.csv"  # the command line still wins
     ignored = subprocess.run(
         ["git", "check-ignore", "conf/local/default.yaml", "conf/local/example.yaml"],
