@@ -138,13 +138,18 @@ def test_title_errors_come_from_titles_never_used_as_positives(corpus):
 def test_positives_look_like_pdf_titles(corpus):
     _, frames, manifest = corpus
     titles = in_source(frames).query("label == 1")["text"]
-    assert not titles.str.endswith(".").any()  # MEDLINE's closing period removed
+    # MEDLINE's closing period removed; positive_noise.full_stop (0.08) puts one back on some
+    noise = manifest["positive_noise"]["in_source"]
+    assert abs(titles.str.endswith(".").sum() - noise["full_stop"]) <= 0.01 * len(titles)
     assert not titles.str.startswith("[").any()  # no bracketed translated titles
-    upper = titles == titles.str.upper()
+    upper = titles == titles.str.upper()  # small capitals (positive_noise.small_caps, 0.03) are upper too
     title_case = ~upper & titles.map(
         lambda t: all(w[:1].isupper() for w in t.split()[1:] if w[:1].isalpha() and w.lower() not in SMALL_WORDS)
     )
-    assert abs(upper.mean() - 0.15) < 0.03 and abs(title_case.mean() - 0.45) < 0.05
+    assert abs(upper.mean() - 0.15 - noise["small_caps"] / len(titles)) < 0.03 and abs(title_case.mean() - 0.45) < 0.06
+    assert set(noise) == {*positives.NOISE, "none"} and noise["marker"] > 0.08 * len(titles)
+    forms = manifest["positive_forms"]["in_source"]
+    assert set(forms) == {*positives.FORMS, "none"} and 0.04 < 1 - forms["none"] / len(titles) < 0.08
     casing = manifest["positive_casing"]["in_source"]
     assert sum(casing.values()) == 1000 and abs(casing["sentence"] / 1000 - 0.40) < 0.05
 

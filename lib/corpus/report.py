@@ -41,6 +41,11 @@ def print_manifest(folder: Path, console: Console | None = None) -> None:
         f"{check['logreg_accuracy']:.3f} (grouped {len(check['logreg_fold_accuracies'])}-fold CV, bound "
         f"{check['bound']}), boosted trees on the test split {check['trees_test_accuracy']:.3f}"
     )
+    for field, what in (("positive_noise", "extraction noise"), ("positive_forms", "title forms")):
+        for part, counts in (manifest.get(field) or {}).items():  # corpora before corpus_version 4 have none
+            total = sum(v for k, v in counts.items() if k != "none") if field == "positive_forms" else None
+            shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "none")
+            console.print(f"positives' {what} ({part}): {shown or 'none'}" + (f"; {total} in all" if total else ""))
     for source in manifest["sources"]:
         console.print(f"source {source['name']}: {source['package']} {source['version']} ({source['used_for']})")
     for note in manifest["notes"]:
