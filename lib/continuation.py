@@ -123,8 +123,8 @@ class JobPlan:
     superseded: list = field(default_factory=list)
 
 
-def plan_job(client: MlflowClient, parent: str, overrides: list[str], children: list) -> JobPlan:
-    """The plan for the job with ``overrides`` among the sweep's current ``children``."""
+def plan_job(overrides: list[str], children: list) -> JobPlan:
+    """The plan for the job with ``overrides`` among the sweep's current ``children`` (lib/sweep.child_runs)."""
     from lib.checkpoint import CHECKPOINT_TAG
 
     identity = overrides_identity(overrides)

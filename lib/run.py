@@ -269,7 +269,7 @@ def _continuation_plan(cfg, parent: str | None, overrides: list[str]) -> continu
     if not (parent and cfg.tracking.get("resume_sweep")):
         return continuation.JobPlan()
     client = mlflow.MlflowClient(tracking_uri(cfg))
-    return continuation.plan_job(client, parent, overrides, child_runs(client, parent))
+    return continuation.plan_job(overrides, child_runs(client, parent))
 
 
 def _reuse(run, output_dir: Path) -> dict[str, float]:

@@ -87,9 +87,8 @@ def test_each_job_reuses_continues_or_redoes_what_the_stopped_sweep_left(client,
     children = child_runs(client, parent)
 
     def plan(loss):
-        return continuation.plan_job(
-            client, parent, ["data=csv", f"loss={loss}", "trainer.epochs=2", "tracking.resume_sweep=last"], children
-        )
+        job = ["data=csv", f"loss={loss}", "trainer.epochs=2", "tracking.resume_sweep=last"]
+        return continuation.plan_job(job, children)
 
     assert plan("ce").reuse.info.run_id == finished
     assert plan("focal").resume.info.run_id == killed and plan("focal").reuse is None
@@ -106,7 +105,7 @@ def test_a_killed_run_whose_checkpoint_is_gone_is_redone_and_a_running_orphan_is
     gone = _job_run(client, parent, "ce", "KILLED", **{CHECKPOINT_TAG: str(tmp_path / "missing.pt")})
     orphan = _job_run(client, parent, "ce", "RUNNING")
     job = ["data=csv", "loss=ce", "trainer.epochs=2"]
-    plan = continuation.plan_job(client, parent, job, child_runs(client, parent))
+    plan = continuation.plan_job(job, child_runs(client, parent))
     assert plan.resume is None and {r.info.run_id for r in plan.superseded} == {gone, orphan}
     continuation.mark_superseded(client, plan.superseded, "new-run-id")
     assert client.get_run(orphan).info.status == "FAILED"
