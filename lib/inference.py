@@ -284,14 +284,18 @@ def _load_onnx(kind: str, value: str, quantize: str) -> OnnxPredictor:
         )
 
 
-def _download_run_onnx(run_id: str, dst: Path) -> Path:
+def _artifact_names(run_id: str, folder: str) -> set[str]:
+    """The file names a run logged under ``folder``; a one-line error when there is no such run."""
     client = MlflowClient()
     try:
         client.get_run(run_id)
     except MlflowException:
         raise UserError(f"run={run_id}: no such run in {redact(mlflow.get_tracking_uri())}") from None
-    names = {Path(item.path).name for item in client.list_artifacts(run_id, ONNX_ARTIFACT)}
-    if ONNX_MANIFEST not in names:
+    return {Path(item.path).name for item in client.list_artifacts(run_id, folder)}
+
+
+def _download_run_onnx(run_id: str, dst: Path) -> Path:
+    if ONNX_MANIFEST not in _artifact_names(run_id, ONNX_ARTIFACT):
         raise UserError(f"run {run_id} has no ONNX export: {_export_hint(run_id)}")
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ONNX_ARTIFACT, dst_path=str(dst)))
 
@@ -309,13 +313,7 @@ def _onnx_folder(folder: Path) -> Path:
 
 def download_run_model(run_id: str, dst: Path) -> Path:
     """The HF model folder a training run logged as ``model/``, downloaded into ``dst``."""
-    client = MlflowClient()
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        raise UserError(f"run={run_id}: no such run in {redact(mlflow.get_tracking_uri())}") from None
-    names = {Path(item.path).name for item in client.list_artifacts(run_id, MODEL_ARTIFACT)}
-    if "config.json" not in names:
+    if "config.json" not in _artifact_names(run_id, MODEL_ARTIFACT):
         raise UserError(
             f"run={run_id}: the run has no logged model (no '{MODEL_ARTIFACT}/' artifacts; "
             "was it trained with tracking.log_model=false, or did it fail?)"

@@ -19,10 +19,10 @@ def server(tmp_path):
         yield url
 
 
-def _sweep(tmp_path, toy_csv, uri, *extra):
+def _sweep(tmp_path, toy_csv, uri, *extra, multirun=True):
     return run_entry_point(
         "train.py",
-        "--multirun",
+        *(["--multirun"] if multirun else []),
         f"tracking.uri={uri}",
         f"paths.outputs={tmp_path / 'out'}",
         "data=csv",
@@ -87,17 +87,7 @@ def test_a_password_in_the_tracking_uri_is_written_nowhere(tmp_path, toy_csv):
     store, artifacts = tmp_path / "server.db", tmp_path / "server-artifacts"
     with mlflow_server(f"sqlite:///{store}", artifacts) as url:
         uri = url.replace("http://", f"http://alice:{PASSWORD}@")
-        single = run_entry_point(
-            "train.py",
-            f"tracking.uri={uri}",
-            f"paths.outputs={tmp_path / 'out'}",
-            "data=csv",
-            f"data.train={toy_csv}",
-            "model=tiny_bert",
-            "trainer.epochs=1",
-            "trainer.limit_train=96",
-            "extra_eval=null",
-        )
+        single = _sweep(tmp_path, toy_csv, uri, multirun=False)  # one run, with the model logged
         assert single.returncode == 0, single.stderr[-3000:]
         sweep = _sweep(tmp_path, toy_csv, uri, "loss=ce,focal", "tracking.log_model=false")
         assert sweep.returncode == 0, sweep.stderr[-3000:]
