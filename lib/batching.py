@@ -69,10 +69,11 @@ class LengthBucketSampler(Sampler[list[int]]):
 
 
 class Collator:
-    """Pads a list of (ids, label, index) to the longest in the batch (or to ``pad_to``)."""
+    """Pads a list of (ids, label, index) to the longest in the batch (or to ``pad_to``). With
+    ``teacher_logits`` (one per example: distillation, lib/distill.py) each batch carries its rows'."""
 
-    def __init__(self, pad_id: int, pad_to: int | None = None):
-        self.pad_id, self.pad_to = pad_id, pad_to
+    def __init__(self, pad_id: int, pad_to: int | None = None, teacher_logits: torch.Tensor | None = None):
+        self.pad_id, self.pad_to, self.teacher_logits = pad_id, pad_to, teacher_logits
 
     def __call__(self, items: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
         width = self.pad_to or max(len(ids) for ids, _, _ in items)
@@ -81,12 +82,15 @@ class Collator:
         for row, (ids, _, _) in enumerate(items):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, : len(ids)] = 1
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": torch.tensor([label for _, label, _ in items], dtype=torch.long),
             "index": torch.tensor([index for _, _, index in items], dtype=torch.long),
         }
+        if self.teacher_logits is not None:
+            batch["teacher_logits"] = self.teacher_logits[batch["index"]]
+        return batch
 
 
 def make_loader(
@@ -101,8 +105,10 @@ def make_loader(
     pad_to: int | None = None,
     num_workers: int = 0,
     pin_memory: bool = False,
+    teacher_logits: torch.Tensor | None = None,
 ) -> DataLoader:
-    """A DataLoader over pre-tokenized examples; its ``batch_sampler`` has ``set_epoch``."""
+    """A DataLoader over pre-tokenized examples; its ``batch_sampler`` has ``set_epoch``. Batches carry
+    ``teacher_logits[index]`` as ``teacher_logits`` when given."""
     items = [(ids, int(label), index) for index, (ids, label) in enumerate(zip(token_ids, labels))]
     sampler = LengthBucketSampler([len(ids) for ids in token_ids], batch_size, shuffle, seed, bucketing)
     # Its own generator: a DataLoader draws a seed from the global RNG for every new iterator, which
@@ -110,7 +116,7 @@ def make_loader(
     return DataLoader(
         items,
         batch_sampler=sampler,
-        collate_fn=Collator(pad_id, pad_to),
+        collate_fn=Collator(pad_id, pad_to, teacher_logits),
         num_workers=num_workers,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),

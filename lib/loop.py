@@ -224,7 +224,9 @@ def train(
         (times ``weight``: an adversary's 0 when its attack had no direction)."""
         with autocast(device, precision):
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        loss = parts.loss_fn(logits.float(), inputs["labels"]) / window
+        # Distillation (lib/distill.py): the batch carries the teacher's logits for the loss.
+        soft = {"teacher_logits": inputs["teacher_logits"]} if "teacher_logits" in inputs else {}
+        loss = parts.loss_fn(logits.float(), inputs["labels"], **soft) / window
         return loss if weight is None else loss * weight
 
     def run_eval() -> bool:

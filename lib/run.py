@@ -27,7 +27,7 @@ import torch
 import transformers
 from omegaconf import OmegaConf
 
-from lib import checkpoint, continuation, plots
+from lib import checkpoint, continuation, distill, plots
 from lib.adversarial import build_adversary
 from lib.batching import encode, make_loader
 from lib.checkpoint import CHECKPOINT_NAME, CHECKPOINT_TAG
@@ -104,6 +104,7 @@ def run_training(cfg) -> dict[str, float]:
 
     Returns the final metrics: ``best_val_*``, ``test_*`` and ``<extra set>_*``.
     """
+    distill.enabled(cfg.distill)  # a distillation without a teacher: one line, before any MLflow run
     output_dir, overrides = _output_dir_and_overrides(cfg)
     overrides = [redact(o) for o in overrides]  # for the tags, the run's name, description and config tree
     _redact_hydra_files(output_dir)
@@ -146,6 +147,10 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     transformers.set_seed(cfg.trainer.seed)
     clock = TimeSplit()
     splits = limited_splits(cfg)
+    teacher_logits = None
+    if distill.enabled(cfg.distill):  # the training rows become the teacher-scored transfer set
+        transfer = distill.transfer_set(cfg, splits)
+        splits.train, teacher_logits = transfer.frame, transfer.teacher_logits
     _log_data(splits)
     clock.lap("data")
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
@@ -153,8 +158,8 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     # The compiled wrapper runs the steps; `model` (same parameters, names without the wrapper's
     # `_orig_mod.` prefix) builds the optimiser groups, checkpoints and the saved model.
     net = torch.compile(model) if cfg.trainer.compile else model
-    loaders = _loaders(cfg, splits, tokenizer, device)
-    loss_fn = build_loss(cfg.loss).to(device)
+    loaders = _loaders(cfg, splits, tokenizer, device, teacher_logits)
+    loss_fn = distill.wrap_loss(cfg.distill, build_loss(cfg.loss)).to(device)
     clock.lap("setup")
 
     result = _fit(
@@ -367,8 +372,9 @@ def _log_data(splits: Splits) -> None:
     log.info("data: %s", data_line(sizes, splits.stats))
 
 
-def _loaders(cfg, splits: Splits, tokenizer, device) -> dict:
-    """Tokenize every split once; training batches shuffled by length bucket, evaluation sorted."""
+def _loaders(cfg, splits: Splits, tokenizer, device, teacher_logits=None) -> dict:
+    """Tokenize every split once; training batches shuffled by length bucket, evaluation sorted.
+    ``teacher_logits``: one per training row, carried by the training batches (distillation)."""
     frames = {"train": splits.train, "val": splits.val, "test": splits.test, **splits.extra}
     loaders = {}
     for name, frame in frames.items():
@@ -384,6 +390,7 @@ def _loaders(cfg, splits: Splits, tokenizer, device) -> dict:
             pad_to=cfg.model.max_length if cfg.trainer.pad_to_max_length else None,
             num_workers=cfg.trainer.num_workers,
             pin_memory=device.type == "cuda",
+            teacher_logits=teacher_logits if is_train else None,
         )
     return loaders
 

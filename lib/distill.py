@@ -1,0 +1,237 @@
+"""Knowledge distillation, the ``distill`` config group (conf/distill/*.yaml):
+
+    python experiments/train.py +experiment=distill teacher=<run id | models:/name@alias>
+
+The student (the run's ``model``, MiniLM by default) learns from a trained teacher's probabilities,
+softened by a temperature, as well as from the labels (Hinton et al., 2015, "Distilling the Knowledge
+in a Neural Network"):
+
+    loss = (1 - kd_weight) * hard loss (the ``loss`` group's)  +  kd_weight * T^2 * KL(teacher_T || student_T)
+
+Its training set is the *transfer set*: the run's training rows plus ``transfer_rows`` more rows of
+the default corpus built with another seed (labels come with them; the teacher's view of them is
+what the student mostly learns from). Rows whose source record (``group``) lies in the run's
+validation, test or cross-source split, or whose text occurs in any evaluation set, are dropped, so
+the held-out figures stay held out. The teacher scores the transfer set once: its logits are cached
+under ``${paths.cache}/distill/`` keyed by the teacher's run id, the transfer texts and the
+precision, so a sweep over student recipes does not pay for the teacher again.
+
+Validation, early stopping, the threshold and every held-out metric are the ordinary run's (the
+hard loss alone): a student is an ordinary run, compared, predicted with and registered as any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+from torch import nn
+
+from lib.corpus.spec import MIN_SIZE as MIN_CORPUS_SIZE
+from lib.data import Splits, remove_overlap
+from lib.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+USAGE = "python experiments/train.py +experiment=distill teacher=<run id | models:/name@alias>"
+# The transfer corpus is the run's corpus built with this offset added to data.seed: other records,
+# other casings and other errors, from the same recipe.
+TRANSFER_SEED_OFFSET = 1_000
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+# Teacher probabilities of exactly 0 or 1 (float32 softmax) have no finite logit: clipped here first.
+PROB_EPS = 1e-6
+
+
+@dataclass
+class TransferSet:
+    """The student's training rows and the teacher's logit (log P(correct) - log P(wrong)) for each."""
+
+    frame: pd.DataFrame  # text, label
+    teacher_logits: torch.Tensor  # float32 [rows]
+    teacher_run_id: str
+    cache_hit: bool
+
+
+# --------------------------------------------------------------- the loss
+
+
+class DistillationLoss(nn.Module):
+    """``(1 - weight) * hard(logits, labels) + weight * T^2 * KL(teacher_T || student_T)``.
+
+    ``teacher_logits`` is the teacher's logit difference (correct minus wrong) per example; without it
+    (validation, test) the loss is the hard loss alone, so validation losses compare across runs. The
+    T^2 factor keeps the soft term's gradients the size of the hard term's whatever the temperature.
+    """
+
+    def __init__(self, hard: nn.Module, weight: float, temperature: float) -> None:
+        super().__init__()
+        self.hard, self.weight, self.temperature = hard, weight, temperature
+
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        hard = self.hard(logits, labels)
+        if teacher_logits is None or self.weight == 0:
+            return hard
+        t = self.temperature
+        z = teacher_logits.to(logits.dtype) / t
+        teacher = torch.stack([torch.sigmoid(-z), torch.sigmoid(z)], dim=-1)  # a 2-class softmax of [0, z]
+        soft = F.kl_div(F.log_softmax(logits / t, dim=-1), teacher, reduction="batchmean") * t * t
+        return (1 - self.weight) * hard + self.weight * soft
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, temperature={self.temperature}"
+
+
+def wrap_loss(cfg_distill, hard: nn.Module) -> nn.Module:
+    """The run's loss: ``hard`` itself without a teacher, else the distillation loss around it."""
+    if not enabled(cfg_distill):
+        return hard
+    weight, temperature = cfg_distill.kd_weight, cfg_distill.temperature
+    if not (isinstance(weight, (int, float)) and 0 <= weight <= 1):
+        raise ConfigError(f"distill.kd_weight must be a number in [0, 1], got {weight!r}")
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ConfigError(f"distill.temperature must be a number > 0, got {temperature!r}")
+    return DistillationLoss(hard, float(weight), float(temperature))
+
+
+# --------------------------------------------------------------- the transfer set
+
+
+def enabled(cfg_distill) -> bool:
+    """True when the run has a teacher; a missing one (``teacher: ???``) is a one-line error."""
+    if cfg_distill is None:
+        return False
+    try:
+        teacher = cfg_distill.teacher
+    except (MissingMandatoryValue, InterpolationToMissingValueError):
+        raise ConfigError(f"distill: name the teacher: {USAGE}") from None
+    return teacher is not None
+
+
+def transfer_set(cfg, splits: Splits) -> TransferSet:
+    """The run's training rows plus ``distill.transfer_rows`` generated ones, with the teacher's logits
+    (from the cache when this teacher has scored these texts before). Logs what it used."""
+    from lib.inference import load_predictor  # inference imports the pyfunc model: only when distilling
+
+    cfg_distill = cfg.distill
+    extra = _extra_rows(cfg, splits)
+    frame = pd.concat([splits.train[["text", "label"]], extra], ignore_index=True)
+    teacher = str(cfg_distill.teacher)
+    kind = "run" if RUN_ID.fullmatch(teacher) else "model"
+    try:
+        predictor = load_predictor(
+            **{kind: teacher}, device=cfg.trainer.device, precision=cfg_distill.teacher_precision
+        )
+    except UserError as err:
+        raise ConfigError(f"teacher={teacher}: {err}") from None
+    run_id = predictor.run_id or teacher
+    path = _cache_path(Path(cfg.paths.cache), run_id, frame["text"], predictor.precision)
+    start = time.perf_counter()
+    hit = path.is_file()
+    if hit:
+        logits = np.load(path)
+        log.info("distill: teacher logits of %d rows from %s", len(frame), path)
+    else:
+        log.info("distill: the teacher (%s) scores %d transfer rows once; cached in %s", teacher, len(frame), path)
+        probs = predictor.predict_titles(
+            frame["text"].tolist(), batch_size=cfg_distill.teacher_batch_size, progress=True
+        )
+        logits = _logits(probs)
+        _save_atomic(path, logits)
+    del predictor
+    teacher_labels = (logits >= 0).astype(int)
+    mlflow.log_params(
+        {
+            "distill.teacher_run": run_id,
+            "distill.transfer_rows_used": len(frame),
+            "distill.generated_rows_used": len(extra),
+        }
+    )
+    mlflow.set_tag("distill.teacher_cache", "hit" if hit else "computed")
+    mlflow.log_metrics(
+        {
+            "distill_teacher_seconds": time.perf_counter() - start,
+            # how far the soft targets are from the labels: the teacher's accuracy on the transfer set at 0.5
+            "distill_teacher_transfer_accuracy": float((teacher_labels == frame["label"].to_numpy()).mean()),
+        }
+    )
+    return TransferSet(frame, torch.tensor(logits, dtype=torch.float32), run_id, hit)
+
+
+def _extra_rows(cfg, splits: Splits) -> pd.DataFrame:
+    """``transfer_rows`` rows of the run's corpus built with another seed, none from a held-out record
+    or equal to a held-out text; (empty) when transfer_rows is 0."""
+    rows = cfg.distill.transfer_rows
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        raise ConfigError(f"distill.transfer_rows must be a whole number >= 0, got {rows!r}")
+    if rows == 0:
+        return pd.DataFrame({"text": [], "label": []})
+    if cfg.data.name != "titles":
+        raise ConfigError(
+            f"distill.transfer_rows={rows} generates rows of the default corpus (data=titles), not data="
+            f"{cfg.data.name}; set distill.transfer_rows=0 to distil on the training rows alone"
+        )
+    held_out = pd.concat([_corpus_file(corpus_dir_of(cfg), name) for name in ("val", "test", "cross_source")])
+    generated = generated_corpus(cfg, rows)
+    generated = generated[~generated["group"].isin(set(held_out["group"]))][["text", "label"]]
+    for frame in [splits.train, splits.val, splits.test, *splits.extra.values()]:
+        generated, _ = remove_overlap(generated, frame)  # the training rows too: no row twice
+    log.info("distill: %d generated transfer rows (of %d) outside every held-out record and text", len(generated), rows)
+    return generated.reset_index(drop=True)
+
+
+def corpus_dir_of(cfg) -> Path:
+    """The folder of the run's own corpus (data=titles)."""
+    from lib.corpus import corpus_dir
+
+    return corpus_dir(OmegaConf.to_container(cfg.data, resolve=True), Path(cfg.paths.cache))
+
+
+def generated_corpus(cfg, rows: int) -> pd.DataFrame:
+    """``rows`` rows (train, val and test splits together) of the run's corpus recipe with another seed;
+    built once and cached like any corpus. Its own cross-source split is not used: the smallest is built."""
+    from lib.corpus import SPLITS, ensure_corpus
+
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    spec = {**data, "seed": data["seed"] + TRANSFER_SEED_OFFSET, "size": rows}
+    spec["cross_source"] = {**data["cross_source"], "size": MIN_CORPUS_SIZE}
+    folder = ensure_corpus(spec, Path(cfg.paths.cache))
+    return pd.concat([_corpus_file(folder, name) for name in SPLITS], ignore_index=True)
+
+
+def _corpus_file(folder: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(folder / f"{name}.csv", keep_default_na=False)
+
+
+def _logits(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(probs.astype(np.float64), PROB_EPS, 1 - PROB_EPS)
+    if np.isnan(p).any():
+        raise UserError("distill: the teacher left some transfer rows unscored (empty texts)")
+    return (np.log(p) - np.log1p(-p)).astype(np.float32)
+
+
+def _cache_path(cache: Path, run_id: str, texts: pd.Series, precision: str) -> Path:
+    digest = hashlib.sha256("\n".join([precision, *texts]).encode()).hexdigest()[:16]
+    return cache / "distill" / f"{run_id}-{digest}.npy"
+
+
+def _save_atomic(path: Path, logits: np.ndarray) -> None:
+    """Written under another name and renamed: an interrupted run leaves no half-written cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, logits)
+    os.replace(tmp, path)

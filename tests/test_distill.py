@@ -1,0 +1,141 @@
+"""Knowledge distillation (lib/distill.py, conf/distill, +experiment=distill teacher=...): the loss, the
+settings' checks, a student that learns from its teacher alone, the teacher's cached scores, and a
+transfer set that keeps every held-out record and text out."""
+
+import csv
+import random
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import toy_learning_run, write_toy_csv
+from entry_points import run_entry_point
+from lib import distill
+from lib.data import Splits, normalised
+from lib.errors import ConfigError
+from lib.run import run_training
+
+
+def test_the_loss_is_the_hard_loss_plus_the_temperature_scaled_kl():
+    torch.manual_seed(0)
+    logits, labels, teacher = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 1, 0]), torch.randn(6) * 3
+    hard = nn.CrossEntropyLoss()
+    loss = distill.DistillationLoss(hard, weight=0.3, temperature=2.0)
+
+    teacher_probs = torch.softmax(torch.stack([torch.zeros(6), teacher], -1) / 2.0, -1)
+    kl = (teacher_probs * (teacher_probs.log() - F.log_softmax(logits / 2.0, -1))).sum(-1).mean()
+    expected = 0.7 * hard(logits, labels) + 0.3 * 4.0 * kl
+    torch.testing.assert_close(loss(logits, labels, teacher), expected)
+    # validation and test batches carry no teacher: the hard loss alone, comparable across runs
+    torch.testing.assert_close(loss(logits, labels), hard(logits, labels))
+    # a student that already says what the teacher says has nothing left to learn from it
+    same = torch.stack([torch.zeros(6), teacher], -1)
+    only_soft = distill.DistillationLoss(hard, weight=1.0, temperature=2.0)
+    torch.testing.assert_close(only_soft(same, labels, teacher), torch.tensor(0.0), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("kd_weight", 1.5, "distill.kd_weight must be a number in [0, 1], got 1.5"),
+        ("temperature", 0, "distill.temperature must be a number > 0, got 0"),
+    ],
+)
+def test_bad_settings_are_one_line(make_cfg, key, value, message):
+    cfg = make_cfg("+experiment=distill", "teacher=0123456789abcdef0123456789abcdef", f"distill.{key}={value}")
+    with pytest.raises(ConfigError) as err:
+        distill.wrap_loss(cfg.distill, nn.CrossEntropyLoss())
+    assert str(err.value) == message
+
+
+def test_generated_rows_need_the_default_corpus(make_cfg, toy_csv):
+    cfg = make_cfg("data=csv", f"data.train={toy_csv}", "+experiment=distill", "teacher=x")
+    with pytest.raises(ConfigError, match=r"^distill.transfer_rows=8000 generates rows of the default corpus"):
+        distill.transfer_set(cfg, Splits(pd.DataFrame(), pd.DataFrame(), pd.DataFrame()))
+
+
+@pytest.mark.slow
+def test_a_distillation_without_a_teacher_is_refused_before_any_run(tmp_path):
+    result = run_entry_point("train.py", f"paths.outputs={tmp_path}", "+experiment=distill")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: distill: name the teacher: python experiments/train.py +experiment=distill "
+        "teacher=<run id | models:/name@alias>"
+    )
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _relabelled_at_random(source, path, seed=0):
+    """The toy set with every label drawn at random: on its own it teaches nothing."""
+    rows = list(csv.reader(open(source, encoding="utf-8")))[1:]
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([(text, rng.randint(0, 1)) for text, _ in rows])
+    return path
+
+
+@pytest.mark.slow
+def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_computed_once(make_cfg, tmp_path):
+    # The teacher learns the toy set (test accuracy >= 0.9) and is registered as toy-teacher@champion.
+    toy = write_toy_csv(tmp_path / "toy.csv")
+    teacher_metrics = run_training(make_cfg(*toy_learning_run(toy), "tracking.log_model=true"))
+    assert teacher_metrics["test_accuracy"] >= 0.9
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    (teacher,) = client.search_runs(client.get_experiment_by_name("titlesweep").experiment_id)
+    version = mlflow.register_model(f"runs:/{teacher.info.run_id}/pyfunc_model", "toy-teacher")
+    client.set_registered_model_alias("toy-teacher", "champion", version.version)
+
+    # The student's training labels are noise; validation and test are the teacher's (correct) files.
+    # Learning only from the teacher (kd_weight=1), it must still tell the two vocabularies apart.
+    student_data = [
+        "data=csv",
+        f"data.train={_relabelled_at_random(write_toy_csv(tmp_path / 'more.csv', seed=1), tmp_path / 'noise.csv')}",
+        f"data.val={write_toy_csv(tmp_path / 'val.csv', n_per_class=60, seed=2)}",
+        f"data.test={write_toy_csv(tmp_path / 'test.csv', n_per_class=100, seed=3)}",
+    ]
+    student = [*toy_learning_run(toy), *student_data, "+experiment=distill", "distill.kd_weight=1.0"]
+    first = run_training(make_cfg(*student, f"teacher={teacher.info.run_id}", "distill.transfer_rows=0"))
+    assert first["test_accuracy"] >= 0.9, first
+
+    second = run_training(
+        make_cfg(*student, "teacher=models:/toy-teacher@champion", "distill.transfer_rows=0", "trainer.seed=7")
+    )
+    assert second["test_accuracy"] >= 0.9, second
+    runs = client.search_runs(teacher.info.experiment_id, "params.`distill.teacher_run` != ''", order_by=["start_time"])
+    assert [r.data.params["distill.teacher_run"] for r in runs] == [teacher.info.run_id] * 2
+    assert [r.data.tags["distill.teacher_cache"] for r in runs] == ["computed", "hit"]
+    assert len(list((tmp_path / "outputs" / "cache" / "distill").glob("*.npy"))) == 1
+
+
+@pytest.mark.slow
+def test_generated_transfer_rows_keep_every_held_out_record_and_text_out(make_cfg, monkeypatch):
+    from lib.data import load_data
+
+    cfg = make_cfg("data.size=300", "data.cross_source.size=100", "+experiment=distill", "teacher=x")
+    splits = load_data(cfg)
+    cfg.distill.transfer_rows = 400
+    extra = distill._extra_rows(cfg, splits)
+
+    assert 300 <= len(extra) <= 400 and set(extra["label"]) == {0, 1}
+    main = distill.corpus_dir_of(cfg)
+    held_out = pd.concat(pd.read_csv(main / f"{n}.csv", keep_default_na=False) for n in ("val", "test", "cross_source"))
+    generated = distill.generated_corpus(cfg, 400)
+    rows = generated[generated["text"].isin(extra["text"])]
+    assert len(rows) == len(extra)
+    assert not set(rows["group"]) & set(held_out["group"])  # no record of a held-out split
+    every_other = pd.concat([splits.train, splits.val, splits.test, *splits.extra.values()])
+    assert not set(normalised(extra["text"])) & set(normalised(every_other["text"]))
+
+    # Generated rows that are the run's own corpus: every one is a training row or from a held-out record.
+    everything = pd.concat(
+        pd.read_csv(main / f"{n}.csv", keep_default_na=False) for n in ("train", "val", "test", "cross_source")
+    )
+    monkeypatch.setattr(distill, "generated_corpus", lambda cfg, rows: everything)
+    assert distill._extra_rows(cfg, splits).empty
