@@ -111,7 +111,8 @@ def read_option_file(path: Path) -> OptionFile:
         stack.append(row)
         last = row
     is_global = any(line.strip() == "# @package _global_" for line in lines)
-    return OptionFile(path.stem, [h for h in header if h.strip()], is_global, rows, defaults, " ".join(pending))
+    header = "\n".join(header).strip("\n").split("\n") if any(h.strip() for h in header) else []
+    return OptionFile(path.stem, header, is_global, rows, defaults, " ".join(pending))
 
 
 def leaf_keys(option: OptionFile) -> set[str]:
@@ -180,6 +181,9 @@ def _prose(lines: list[str]) -> list[str]:
             code = []
         if line.strip():
             paragraph.append(line.strip())
+        elif paragraph:  # a bare `#` line: a new paragraph
+            out += [_cell(" ".join(paragraph)), ""]
+            paragraph = []
     if paragraph:
         out += [_cell(" ".join(paragraph)), ""]
     return out
