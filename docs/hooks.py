@@ -15,6 +15,7 @@ import html
 import re
 import subprocess
 import sys
+import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,18 +261,30 @@ def help_text(script: str) -> str:
     return text
 
 
-_help_cache: dict[str, str] = {}
+# `mkdocs serve` loads this file again for every rebuild; the --help texts (seconds each) are kept in a
+# module that outlives the reloads, and rerun only when a source they come from changed.
+_kept = sys.modules.setdefault("titlesweep_docs_kept", types.ModuleType("titlesweep_docs_kept"))
+_help_cache: dict[tuple[str, float], str] = vars(_kept).setdefault("help_texts", {})
+
+
+def _sources_changed_at() -> float:
+    """The newest modification of the code and config that a --help text is printed from."""
+    folders = ("experiments", "lib", "benchmarks", "conf", "hydra_plugins")
+    files = (p for f in folders for p in (ROOT / f).rglob("*") if p.suffix in (".py", ".yaml"))
+    return max((p.stat().st_mtime for p in files), default=0.0)
 
 
 def expand(markdown: str) -> str:
-    """Every generated marker of one page replaced by its text (--help commands run in parallel, once)."""
-    scripts = sorted({m["script"] for m in MARKER.finditer(markdown) if m["script"]} - set(_help_cache))
+    """Every generated marker of one page replaced by its text (--help commands run in parallel)."""
+    stamp = _sources_changed_at()
+    wanted = {m["script"] for m in MARKER.finditer(markdown) if m["script"]}
+    scripts = sorted(s for s in wanted if (s, stamp) not in _help_cache)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        _help_cache.update(zip(scripts, pool.map(help_text, scripts)))
+        _help_cache.update(zip(((s, stamp) for s in scripts), pool.map(help_text, scripts)))
 
     def replace(match: re.Match) -> str:
         if match["script"]:
-            return f"```text\n$ python {match['script']} --help\n{_help_cache[match['script']]}\n```"
+            return f"```text\n$ python {match['script']} --help\n{_help_cache[match['script'], stamp]}\n```"
         return configuration_markdown()
 
     return MARKER.sub(replace, markdown)
