@@ -51,7 +51,7 @@ def main(args: list[str]) -> None:
     uri = store_uri(cfg)
     client = MlflowClient(uri) if uri else None
     pages = {
-        "runs.md": runs_page(client, experiment, redact(uri or _sqlite_uri(cfg)), out / "figures"),
+        "runs.md": runs_page(client, experiment, _shown_uri(uri or _sqlite_uri(cfg)), out / "figures"),
         "benchmarks.md": benchmarks_page(bench),
     }
     for name, text in pages.items():
@@ -69,6 +69,11 @@ def store_uri(cfg) -> str | None:
 
 def _sqlite_uri(cfg) -> str:
     return f"sqlite:///{Path(cfg.paths.outputs).resolve()}/mlflow.db"
+
+
+def _shown_uri(uri: str) -> str:
+    """The store as a reader of the page would name it: no credentials, a local file relative to the clone."""
+    return redact(uri).replace(f"sqlite:///{PROJECT_ROOT}/", "sqlite:///")
 
 
 def _generated(source: str) -> list[str]:
@@ -91,10 +96,10 @@ def runs_page(client: MlflowClient | None, experiment: str, uri: str, figures: P
         and r.data.tags.get(ROLE_TAG) not in compare.NOT_TRAINING_ROLES
         and r.info.status == "FINISHED"
     ]
+    shutil.rmtree(figures, ignore_errors=True)  # figures of sweeps no longer in the store go too
     if not sweeps and not singles:
         print(f"no finished runs in {uri} (experiment {experiment}): the runs page says so")
         return "\n".join([*lines, *NO_RUNS]) + "\n"
-    shutil.rmtree(figures, ignore_errors=True)  # figures of sweeps no longer in the store go too
     running = [r.info.run_name for r in runs if r.data.tags.get(ROLE_TAG) == "sweep" and r.info.status == "RUNNING"]
     if running:
         lines += [f"Still running, not reported: {', '.join(running)}.", ""]
