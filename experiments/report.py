@@ -238,50 +238,69 @@ def benchmarks_page(folder: Path) -> str:
 
 
 def benchmark_section(path: Path) -> list[str]:
-    """One result file: the throughput benchmark's (benchmarks/report.py) or the pruning one's
-    (benchmarks/search_pruning.py) tables; any other shape by the Markdown its benchmark wrote beside it."""
+    """One result file, tabulated by the renderer of the benchmark that wrote it (named by its command);
+    a file no renderer reads is shown by the Markdown its benchmark wrote beside it."""
     result = json.loads(path.read_text(encoding="utf-8"))
+    script = _benchmark_of(result)
     head = [f"## {path.stem}", ""]
-    if "summary" in result:
-        from benchmarks.report import markdown  # rich only
-
-        m, s = result["machine"], result["settings"]
-        return [
-            *head,
-            f"- **command**: `{result['command']}`",
-            f"- **machine**: {m['cpu']} ({', '.join(m.get('cpu_flags', [])) or 'no AVX2/AVX-512 flags'}), "
-            f"{m['logical_cores']} cores, device {m['device']}, {m['torch_threads']} torch threads, "
-            f"precision {s['precision']}; torch {m['torch']}, transformers {m['transformers']}",
-            f"- **date**: {result['started']} to {result.get('finished', '?')}; 1-minute load at the start "
-            f"{m['load_average_start'][0]}",
-            f"- **settings**: {s['model']}, {s['train_titles']} training / {s['val_titles']} validation titles, "
-            f"{s['steps']} steps of batch {s['batch_size']}, {s['reps']} timed repetitions (median [min-max])",
-            f"- **raw data**: `{_shown(path)}`",
-            "",
-            markdown(result),
-        ]
-    if "rows" in result:
-        try:
-            from benchmarks.search_pruning import markdown
-        except ImportError as err:  # benchmarks/machine.py needs psutil
-            raise ConfigError(
-                f"{path.name}: needs the bench extra ({err.name} is missing): pip install -e '.[bench]'"
-            ) from None
-
-        command = f"python benchmarks/search_pruning.py trials={result['trials']}"
-        return [
-            *head,
-            f"- **command**: `{command}`",
-            f"- **machine**: {result['machine']}; one torch thread per job (tiny_bert's own), precision "
-            "`trainer.precision=auto` (bf16 where the CPU lists avx512_bf16 or amx_bf16, else fp32)",
-            f"- **date**: {path.name[:10]} (the file's name; the benchmark records no time)",
-            f"- **raw data**: `{_shown(path)}`",
-            "",
-            markdown(result["rows"], "").lstrip("\n"),
-        ]
+    try:
+        if script in RENDERERS:
+            return [*head, *RENDERERS[script](result, path)]
+    except ImportError as err:  # a renderer's benchmark needs an extra this environment lacks
+        head += [f"(`{script}` cannot be imported here: {err.name} is missing; the tables as it wrote them.)", ""]
     written = path.with_suffix(".md")
     body = written.read_text(encoding="utf-8") if written.is_file() else "No table: an unknown result format.\n"
-    return [*head, f"- **raw data**: `{_shown(path)}` (tables as its benchmark wrote them)", "", body]
+    return [*head, f"- **raw data**: `{_shown(path)}`", "", body]
+
+
+def _benchmark_of(result: dict) -> str:
+    """The benchmark script that wrote a result, as its command names it (the pruning one records none)."""
+    if "rows" in result:
+        return "search_pruning.py"
+    words = result.get("command", "").split()
+    return Path(words[1]).name if len(words) > 1 else ""
+
+
+def _throughput(result: dict, path: Path) -> list[str]:
+    from benchmarks.report import markdown
+
+    m, s = result["machine"], result["settings"]
+    return [
+        f"- **command**: `{result['command']}`",
+        f"- **machine**: {m['cpu']} ({', '.join(m.get('cpu_flags', [])) or 'no AVX2/AVX-512 flags'}), "
+        f"{m['logical_cores']} cores, device {m['device']}, {m['torch_threads']} torch threads, "
+        f"precision {s['precision']}; torch {m['torch']}, transformers {m['transformers']}",
+        f"- **date**: {result['started']} to {result.get('finished', '?')}; 1-minute load at the start "
+        f"{m['load_average_start'][0]}",
+        f"- **settings**: {s['model']}, {s['train_titles']} training / {s['val_titles']} validation titles, "
+        f"{s['steps']} steps of batch {s['batch_size']}, {s['reps']} timed repetitions (median [min-max])",
+        f"- **raw data**: `{_shown(path)}`",
+        "",
+        markdown(result),
+    ]
+
+
+def _search_pruning(result: dict, path: Path) -> list[str]:
+    from benchmarks.search_pruning import markdown
+
+    return [
+        f"- **command**: `python benchmarks/search_pruning.py trials={result['trials']}`",
+        f"- **machine**: {result['machine']}; one torch thread per job (tiny_bert's own), precision "
+        "`trainer.precision=auto` (bf16 where the CPU lists avx512_bf16 or amx_bf16, else fp32)",
+        f"- **date**: {path.name[:10]} (the file's name; the benchmark records no time)",
+        f"- **raw data**: `{_shown(path)}`",
+        "",
+        markdown(result["rows"], "").lstrip("\n"),
+    ]
+
+
+def _scoring(result: dict, path: Path) -> list[str]:
+    from benchmarks.scoring import markdown  # its own lines: command, date, machine, threads, precision
+
+    return [f"- **raw data**: `{_shown(path)}`", "", markdown(result)]
+
+
+RENDERERS = {"throughput.py": _throughput, "search_pruning.py": _search_pruning, "scoring.py": _scoring}
 
 
 def _shown(path: Path) -> str:

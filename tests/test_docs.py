@@ -3,6 +3,7 @@
 JSON. `mkdocs build --strict` itself runs in CI (.ci/run)."""
 
 import importlib.util
+import json
 import sys
 
 import numpy as np
@@ -88,8 +89,10 @@ def test_a_help_marker_becomes_the_commands_help_and_a_failing_command_fails_the
 
 def test_every_entry_point_has_its_help_on_the_command_line_page():
     page = (PROJECT_ROOT / "docs" / "cli.md").read_text()
-    for script in sorted((PROJECT_ROOT / "experiments").glob("*.py")):
-        assert f"<!-- generated: help experiments/{script.name} -->" in page, script.name
+    scripts = [*(PROJECT_ROOT / "experiments").glob("*.py"), *(PROJECT_ROOT / "benchmarks").glob("*.py")]
+    for script in (s for s in scripts if 'if __name__ == "__main__"' in s.read_text()):
+        name = script.relative_to(PROJECT_ROOT)
+        assert f"<!-- generated: help {name} -->" in page, f"docs/cli.md has no --help of {name}"
 
 
 # ------------------------------------------------------------------ experiments/report.py
@@ -103,6 +106,17 @@ def test_the_benchmark_page_heads_every_result_with_its_command_machine_and_date
     assert all("- **command**: `python benchmarks/" in s or "- **raw data**" in s for s in sections)
     assert page.count("- **machine**: ") >= len([s for s in sections if "- **command**" in s])
     assert "| ours | " in page and "| median | 16 | " in page  # the throughput and the pruning renderers
+
+
+def test_a_result_goes_to_the_renderer_its_command_names_else_its_own_markdown(tmp_path, monkeypatch):
+    monkeypatch.setitem(report.RENDERERS, "scoring.py", lambda result, path: [f"scored {result['started']}"])
+    scored = tmp_path / "2026-12-04-scoring-x.json"
+    scored.write_text(json.dumps({"command": "python benchmarks/scoring.py runs=a:1", "started": "today"}))
+    assert report.benchmark_section(scored) == ["## 2026-12-04-scoring-x", "", "scored today"]
+    unknown = tmp_path / "2026-12-05-new.json"
+    unknown.write_text(json.dumps({"command": "python benchmarks/new.py", "summary": {}}))
+    unknown.with_suffix(".md").write_text("| as | written |\n")
+    assert report.benchmark_section(unknown)[-1] == "| as | written |\n"
 
 
 def test_an_empty_store_is_a_page_that_says_so_and_creates_no_store(tmp_path, capsys):
