@@ -20,7 +20,7 @@ TARGETS = [
 ]
 
 
-def _spread(values: list[float]) -> dict:
+def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
@@ -39,7 +39,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
         "gpu_peak_mb",
     )
     return {
-        name: {k: _spread([r[k] for r in reps]) for k in keys if k in reps[0]} for name, reps in runs.items() if reps
+        name: {k: spread([r[k] for r in reps]) for k in keys if k in reps[0]} for name, reps in runs.items() if reps
     }
 
 
@@ -109,7 +109,7 @@ def check_targets(summary: dict, labels: dict[str, str], titles: int) -> list[di
 # --------------------------------------------------------------- printing
 
 
-def _fmt(s: dict, digits: int = 0) -> str:
+def fmt(s: dict, digits: int = 0) -> str:
     return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
 
 
@@ -124,12 +124,12 @@ def rows(summary: dict, rel: dict) -> list[list[str]]:
         out.append(
             [
                 name,
-                _fmt(s["train_samples_per_s"], 1),
+                fmt(s["train_samples_per_s"], 1),
                 f"{r['train_samples_per_s']:.2f}x" if r else "-",
-                _fmt(s["infer_titles_per_s"]),
+                fmt(s["infer_titles_per_s"]),
                 f"{r['infer_titles_per_s']:.2f}x" if r else "-",
-                _fmt(s["pyfunc_titles_per_s"]) if "pyfunc_titles_per_s" in s else "-",
-                _fmt(s["accuracy"], 3),
+                fmt(s["pyfunc_titles_per_s"]) if "pyfunc_titles_per_s" in s else "-",
+                fmt(s["accuracy"], 3),
                 f"{s['padded_tokens']['median']:.1f} / {s['real_tokens']['median']:.1f}",
                 mem,
             ]

@@ -45,7 +45,7 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
-from benchmarks.report import _fmt, _spread  # noqa: E402
+from benchmarks.report import fmt, spread  # noqa: E402
 from lib import inference  # noqa: E402
 from lib.cli import compose_config, parse_key_values, split_options  # noqa: E402
 from lib.errors import ConfigError, UserError, exit_on_user_error  # noqa: E402
@@ -160,13 +160,13 @@ def _count(options: dict[str, str], key: str, default: int) -> int:
 def check_runs(runs: dict[str, str]) -> None:
     """Every run exists: one line now rather than after minutes of loading the ones before it."""
     for run_id in runs.values():
-        inference._artifact_names(run_id, MODEL_ARTIFACT)  # raises "run=<id>: no such run in <store>"
+        inference.artifact_names(run_id, MODEL_ARTIFACT)  # raises "run=<id>: no such run in <store>"
 
 
 def download_export(name: str, run_id: str, workdir: Path) -> Path:
     """The run's ONNX export (both files), downloaded once and kept for the whole benchmark: the
     variants' sessions are opened from it with the benchmark's thread count."""
-    folder = inference._download_run_onnx(run_id, workdir / name)  # one line naming export.py when missing
+    folder = inference.download_run_onnx(run_id, workdir / name)  # one line naming export.py when missing
     try:
         manifest = read_onnx_manifest(folder)
         for quantize in ("none", "int8"):
@@ -183,12 +183,12 @@ def download_export(name: str, run_id: str, workdir: Path) -> Path:
 
 def evaluation_sets(run_id: str, workdir: Path) -> dict[str, pd.DataFrame]:
     """text, label (and kind) of every evaluation set the run logged (reports/<set>/predictions.csv)."""
-    logged = inference._artifact_names(run_id, "reports")
+    logged = inference.artifact_names(run_id, "reports")
     names = [n for n in SET_ORDER if n in logged] + sorted(logged - set(SET_ORDER))
     client, sets = MlflowClient(), {}
     workdir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        if "predictions.csv" in inference._artifact_names(run_id, f"reports/{name}"):
+        if "predictions.csv" in inference.artifact_names(run_id, f"reports/{name}"):
             path = client.download_artifacts(run_id, PREDICTIONS.format(name=name), str(workdir))
             # keep_default_na=False: a title such as "NA" or "null" stays text
             frame = pd.read_csv(path, keep_default_na=False, dtype={"text": str})
@@ -329,7 +329,7 @@ def summarize(variants: list[Variant], runs: dict, scores: dict, agree: dict) ->
             "precision": v.predictor.precision,
             "threshold": float(v.predictor.threshold),
             "threads": threads_of(v.predictor),
-            **{key: _spread([r[key] for r in runs[v.label]]) for key in timed},
+            **{key: spread([r[key] for r in runs[v.label]]) for key in timed},
             "sets": scores[v.label],
             "label_agreement": agree[v.label],
         }
@@ -399,9 +399,9 @@ def rows(result: dict) -> list[list[str]]:
         out.append(
             [
                 label,
-                _fmt(s["titles_per_s"], 1),
-                _fmt(s["latency_median_ms"], 1),
-                _fmt(s["latency_p90_ms"], 1),
+                fmt(s["titles_per_s"], 1),
+                fmt(s["latency_median_ms"], 1),
+                fmt(s["latency_p90_ms"], 1),
                 *[_score(sets[name], "accuracy") for name in names],
                 *extra,
             ]

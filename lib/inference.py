@@ -248,7 +248,7 @@ def _load_onnx(kind: str, value: str, quantize: str) -> OnnxPredictor:
     """The ONNX export of the model named by ``kind=value`` (run, model or model_dir), checked."""
     with tempfile.TemporaryDirectory(prefix="titlesweep-onnx-", ignore_cleanup_errors=True) as tmp:
         if kind == "run":
-            folder, run_id, weights = _download_run_onnx(value, Path(tmp)), value, None
+            folder, run_id, weights = download_run_onnx(value, Path(tmp)), value, None
         elif kind == "model":
             model_folder, run_id, folder = _download_pyfunc_model(value, Path(tmp), onnx=True)
             weights = (model_folder, f"the {HF_ARTIFACT} of model={value}")
@@ -284,7 +284,7 @@ def _load_onnx(kind: str, value: str, quantize: str) -> OnnxPredictor:
         )
 
 
-def _artifact_names(run_id: str, folder: str) -> set[str]:
+def artifact_names(run_id: str, folder: str) -> set[str]:
     """The file names a run logged under ``folder``; a one-line error when there is no such run."""
     client = MlflowClient()
     try:
@@ -294,8 +294,8 @@ def _artifact_names(run_id: str, folder: str) -> set[str]:
     return {Path(item.path).name for item in client.list_artifacts(run_id, folder)}
 
 
-def _download_run_onnx(run_id: str, dst: Path) -> Path:
-    if ONNX_MANIFEST not in _artifact_names(run_id, ONNX_ARTIFACT):
+def download_run_onnx(run_id: str, dst: Path) -> Path:
+    if ONNX_MANIFEST not in artifact_names(run_id, ONNX_ARTIFACT):
         raise UserError(f"run {run_id} has no ONNX export: {_export_hint(run_id)}")
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ONNX_ARTIFACT, dst_path=str(dst)))
 
@@ -313,7 +313,7 @@ def _onnx_folder(folder: Path) -> Path:
 
 def download_run_model(run_id: str, dst: Path) -> Path:
     """The HF model folder a training run logged as ``model/``, downloaded into ``dst``."""
-    if "config.json" not in _artifact_names(run_id, MODEL_ARTIFACT):
+    if "config.json" not in artifact_names(run_id, MODEL_ARTIFACT):
         raise UserError(
             f"run={run_id}: the run has no logged model (no '{MODEL_ARTIFACT}/' artifacts; "
             "was it trained with tracking.log_model=false, or did it fail?)"
