@@ -70,7 +70,7 @@ def storage_note(cfg, sweeper) -> str | None:
     return (
         f"tracking.uri is a server but the Optuna study is in {study_storage(cfg, sweeper)} on this machine; "
         "to share it between machines set hydra.sweeper.storage=postgresql+psycopg2://user@db-host/optuna "
-        "(README: search)"
+        "(docs/sweeps.md)"
     )
 
 

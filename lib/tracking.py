@@ -66,7 +66,7 @@ def _check_server(uri: str) -> None:
         reason = getattr(err, "reason", err)
         raise ConfigError(
             f"tracking.uri={redact(uri)}: the MLflow tracking server does not answer ({reason}); "
-            "start it (README: Team set-up) or leave tracking.uri unset for the local store"
+            "start it (docs/tracking.md: team set-up) or leave tracking.uri unset for the local store"
         ) from None
 
 

@@ -138,7 +138,7 @@ def test_offline_best_is_the_best_offline_recipe_found(make_cfg):
 
 
 def test_ce_llrd_is_the_default_run_with_layer_wise_rates_and_cosine_decay(make_cfg):
-    # README "Layer-wise rates beside the default run": the recipe must be exactly what was measured
+    # docs/decisions.md (layer-wise rates beside the default run): the recipe must be exactly what was measured
     cfg = make_cfg("recipe=ce_llrd")
     assert (cfg.loss.name, cfg.adversarial.name, cfg.schedule.name) == ("ce", "none", "cosine")
     assert cfg == make_cfg("schedule=cosine", "schedule.layer_decay=0.95", "schedule.head_lr_mult=10.0")

@@ -124,7 +124,7 @@ def test_onnx_reproduces_torch_and_int8_agrees_on_the_test_split_and_citeseer(st
         print(f"{pooling} pooling, {name} ({len(texts)} titles): {found}")
         # A toy model may not read CiteSeer's titles at all (its vocabulary is the toy set's): when it
         # scores most of them within 0.01 of its threshold, any rounding flips labels, and agreement
-        # there says nothing about int8. README (Using the winner) has the figures of a real model.
+        # there says nothing about int8. benchmarks/scoring.py measures a real model.
         undecided = float((np.abs(exported - run.threshold) < 0.01).mean())
         if name == "citeseer_dev" and undecided > 0.2:
             print(f"  not judged: {undecided:.0%} of the titles lie within 0.01 of the threshold")

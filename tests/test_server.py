@@ -69,7 +69,7 @@ def test_unreachable_server_fails_fast_with_one_line(tmp_path, toy_csv):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
         f"error: tracking.uri={uri}: the MLflow tracking server does not answer "
-        "([Errno 111] Connection refused); start it (README: Team set-up) or leave tracking.uri unset "
+        "([Errno 111] Connection refused); start it (docs/tracking.md: team set-up) or leave tracking.uri unset "
         "for the local store"
     ]
 
