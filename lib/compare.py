@@ -36,7 +36,9 @@ METRICS = [
 ]
 # Extra evaluation sets (cross-source corpus, the real CiteSeer sample, ...): reported beside test.
 EXTRA_SUFFIXES = [("accuracy", "acc", "max"), ("f1", "F1", "max")]
-NOT_EXTRA = ("test", "best_val", "val", "data", "train")
+# Metric prefixes that are no evaluation set; distill_teacher_transfer_accuracy: distillation runs of
+# 2026-12-03, before it was named distill_teacher_label_agreement.
+NOT_EXTRA = ("test", "best_val", "val", "data", "train", "distill_teacher_transfer")
 NOT_TRAINING_ROLES = ("sweep", "eval")  # ROLE_TAG of sweep parents and of evaluate.py's runs
 
 

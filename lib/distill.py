@@ -165,7 +165,7 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
         {
             "distill_teacher_seconds": time.perf_counter() - start,
             # how far the soft targets are from the labels: the teacher's accuracy on the transfer set at 0.5
-            "distill_teacher_transfer_accuracy": float((teacher_labels == frame["label"].to_numpy()).mean()),
+            "distill_teacher_label_agreement": float((teacher_labels == frame["label"].to_numpy()).mean()),
         }
     )
     return TransferSet(frame, torch.tensor(logits, dtype=torch.float32), run_id, hit)
