@@ -35,13 +35,16 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 from torch import nn
 
 from lib.corpus.spec import MIN_SIZE as MIN_CORPUS_SIZE
 from lib.data import Splits, remove_overlap
+from lib.device import resolve_device, resolve_precision
 from lib.errors import ConfigError, UserError
+from lib.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -124,34 +127,22 @@ def enabled(cfg_distill) -> bool:
 def transfer_set(cfg, splits: Splits) -> TransferSet:
     """The run's training rows plus ``distill.transfer_rows`` generated ones, with the teacher's logits
     (from the cache when this teacher has scored these texts before). Logs what it used."""
-    from lib.inference import load_predictor  # inference imports the pyfunc model: only when distilling
-
     cfg_distill = cfg.distill
     extra = _extra_rows(cfg, splits)
     frame = pd.concat([splits.train[["text", "label"]], extra], ignore_index=True)
     teacher = str(cfg_distill.teacher)
-    kind = "run" if RUN_ID.fullmatch(teacher) else "model"
-    try:
-        predictor = load_predictor(
-            **{kind: teacher}, device=cfg.trainer.device, precision=cfg_distill.teacher_precision
-        )
-    except UserError as err:
-        raise ConfigError(f"teacher={teacher}: {err}") from None
-    run_id = predictor.run_id or teacher
-    path = _cache_path(Path(cfg.paths.cache), run_id, frame["text"], predictor.precision)
+    run_id = _teacher_run_id(teacher)
+    precision = resolve_precision(cfg_distill.teacher_precision, resolve_device(cfg.trainer.device))
+    path = _cache_path(Path(cfg.paths.cache), run_id, frame["text"], precision)
     start = time.perf_counter()
     hit = path.is_file()
-    if hit:
+    if hit:  # the teacher's weights are not even downloaded
         logits = np.load(path)
         log.info("distill: teacher logits of %d rows from %s", len(frame), path)
     else:
         log.info("distill: the teacher (%s) scores %d transfer rows once; cached in %s", teacher, len(frame), path)
-        probs = predictor.predict_titles(
-            frame["text"].tolist(), batch_size=cfg_distill.teacher_batch_size, progress=True
-        )
-        logits = _logits(probs)
+        logits = _score(cfg, teacher, frame["text"].tolist(), precision)
         _save_atomic(path, logits)
-    del predictor
     teacher_labels = (logits >= 0).astype(int)
     mlflow.log_params(
         {
@@ -169,6 +160,33 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
         }
     )
     return TransferSet(frame, torch.tensor(logits, dtype=torch.float32), run_id, hit)
+
+
+def _teacher_run_id(teacher: str) -> str:
+    """The training run of ``teacher`` (a run id, or a registered model read from its metadata alone)."""
+    if RUN_ID.fullmatch(teacher):
+        return teacher
+    from lib.inference import model_uri
+
+    try:
+        return mlflow.models.get_model_info(model_uri(teacher)).run_id
+    except (MlflowException, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"teacher={teacher}: cannot find that model in {redact(mlflow.get_tracking_uri())} ({first_line})"
+        ) from None
+
+
+def _score(cfg, teacher: str, texts: list[str], precision: str) -> np.ndarray:
+    """The teacher's logit (log P(correct) - log P(wrong)) of every text."""
+    from lib.inference import load_predictor  # inference imports the pyfunc model: only when distilling
+
+    kind = "run" if RUN_ID.fullmatch(teacher) else "model"
+    try:
+        predictor = load_predictor(**{kind: teacher}, device=cfg.trainer.device, precision=precision)
+    except UserError as err:
+        raise ConfigError(f"teacher={teacher}: {err}") from None
+    return _logits(predictor.predict_titles(texts, batch_size=cfg.distill.teacher_batch_size, progress=True))
 
 
 def _extra_rows(cfg, splits: Splits) -> pd.DataFrame:

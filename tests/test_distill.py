@@ -81,7 +81,9 @@ def _relabelled_at_random(source, path, seed=0):
 
 
 @pytest.mark.slow
-def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_computed_once(make_cfg, tmp_path):
+def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_computed_once(
+    make_cfg, tmp_path, monkeypatch
+):
     # The teacher learns the toy set (test accuracy >= 0.9) and is registered as toy-teacher@champion.
     toy = write_toy_csv(tmp_path / "toy.csv")
     teacher_metrics = run_training(make_cfg(*toy_learning_run(toy), "tracking.log_model=true"))
@@ -104,6 +106,13 @@ def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_com
     first = run_training(make_cfg(*student, f"teacher={teacher.info.run_id}", "distill.transfer_rows=0"))
     assert first["test_accuracy"] >= 0.9, first
 
+    # With the teacher's scores cached, the teacher model is not loaded at all.
+    import lib.inference
+
+    def no_teacher(**kwargs):
+        raise AssertionError("the teacher was loaded although its scores are cached")
+
+    monkeypatch.setattr(lib.inference, "load_predictor", no_teacher)
     second = run_training(
         make_cfg(*student, "teacher=models:/toy-teacher@champion", "distill.transfer_rows=0", "trainer.seed=7")
     )
