@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -42,11 +43,52 @@ def build_model(cfg_model, train_texts: list[str], cache_dir: Path):
     if pooling not in POOLINGS:
         raise ConfigError(f"model.pooling={pooling}: choose one of {', '.join(POOLINGS)}")
     model, tokenizer = _weights_and_tokenizer(cfg_model, train_texts, cache_dir)
+    if cfg_model.get("keep_layers") is not None:
+        keep_encoder_layers(model, cfg_model.keep_layers)
     if cfg_model.get("freeze_word_embeddings"):
         # Fine-tuning moves only the rows of words seen in training; frozen, the rows of unseen
         # (other-field) words stay consistent with the ones the encoder is trained on.
         model.get_input_embeddings().weight.requires_grad_(False)
     return attach_pooling(model, pooling), tokenizer
+
+
+def keep_encoder_layers(model, keep) -> list[int]:
+    """Cut the encoder down to some of its layers, in place; return the kept layers' indices.
+
+    ``keep`` is a count (that many layers spread evenly from the first to the last, as DistilBERT
+    kept every other layer of its teacher) or a list of layer indices. A shallower encoder scores
+    proportionally faster; the usual way to win back its accuracy is distillation (lib/distill.py).
+    The config's ``num_hidden_layers`` follows, so the saved folder reloads as the smaller model.
+    """
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+    if layers is None:
+        raise ConfigError(f"model.keep_layers: {type(model).__name__} has no encoder.layer list to cut")
+    total = len(layers)
+    indices = _kept_indices(keep, total)
+    model.base_model.encoder.layer = type(layers)([layers[i] for i in indices])
+    model.config.num_hidden_layers = len(indices)
+    return indices
+
+
+def _kept_indices(keep, total: int) -> list[int]:
+    if isinstance(keep, int) and not isinstance(keep, bool):
+        if not 1 <= keep <= total:
+            raise ConfigError(f"model.keep_layers={keep}: the encoder has {total} layers; keep 1 to {total}")
+        if keep == 1:
+            return [total - 1]
+        return [round(i * (total - 1) / (keep - 1)) for i in range(keep)]
+    indices = list(keep) if isinstance(keep, Sequence) and not isinstance(keep, str) else None
+    if (
+        not indices
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices)
+        or indices != sorted(set(indices))
+        or not 0 <= indices[0] <= indices[-1] < total
+    ):
+        raise ConfigError(
+            f"model.keep_layers={keep}: expected a count 1-{total} or increasing layer indices 0-{total - 1}, "
+            "e.g. 3 or [0,2,5]"
+        )
+    return indices
 
 
 def _weights_and_tokenizer(cfg_model, train_texts: list[str], cache_dir: Path):
