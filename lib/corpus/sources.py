@@ -19,6 +19,7 @@ import importlib.util
 import io
 import re
 import tarfile
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -245,14 +246,22 @@ def _grants(article) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _medline_record(el, source: str) -> Record | None:
+def latin_script(text: str) -> bool:
+    """Every letter of ``text`` is a Latin one (with or without accents)."""
+    return all(unicodedata.name(ch, "").startswith("LATIN") for ch in text if ch.isalpha())
+
+
+def _medline_record(el, source: str, english: bool = True) -> Record | None:
+    """The record of an English article (``english``), or of a non-English one under the title its
+    PDF prints: MEDLINE's VernacularTitle (its ArticleTitle is a bracketed English translation),
+    kept in Latin script only, as the samples this project measures on are."""
     citation = el.find("MedlineCitation")
     article = citation.find("Article")
-    if "eng" not in [lang.text for lang in article.iterfind("Language")]:
+    if english != ("eng" in [lang.text for lang in article.iterfind("Language")]):
         return None
     types = {t.text for t in article.iterfind("PublicationTypeList/PublicationType")}
-    title = strip_medline_period(_text(article.find("ArticleTitle")))
-    if types & _ERRATUM_TYPES or not usable_title(title):
+    title = strip_medline_period(_text(article.find("ArticleTitle" if english else "VernacularTitle")))
+    if types & _ERRATUM_TYPES or not usable_title(title) or not (english or latin_script(title)):
         return None
     authors, affiliations = _authors(article)
     issue = article.find("Journal/JournalIssue")
@@ -278,29 +287,30 @@ def _medline_record(el, source: str) -> Record | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _parse_medline_file(path: str, size: int, mtime: float) -> tuple[Record, ...]:
+def _parse_medline_file(path: str, size: int, mtime: float, english: bool = True) -> tuple[Record, ...]:
     # size/mtime are part of the cache key so a reinstalled package is parsed again.
     from lxml import etree
 
-    source = "medline:" + Path(path).name.split(".")[0]
+    source = ("medline:" if english else "medline_non_english:") + Path(path).name.split(".")[0]
     records = []
     with gzip.open(path) as fh:
         for _, el in etree.iterparse(fh, tag="PubmedArticle"):
-            record = _medline_record(el, source)
+            record = _medline_record(el, source, english)
             if record is not None:
                 records.append(record)
             el.clear()
     return tuple(records)
 
 
-def load_medline(progress=None) -> list[Record]:
-    """English MEDLINE records with usable titles, de-duplicated case-insensitively by title."""
+def load_medline(progress=None, english: bool = True) -> list[Record]:
+    """English MEDLINE records with usable titles (or, ``english=False``, the non-English ones under
+    their original titles), de-duplicated case-insensitively by title."""
     records, seen = [], set()
     for path in medline_paths():
         stat = path.stat()
         if progress is not None:
             progress(f"reading {path.name}")
-        for record in _parse_medline_file(str(path), stat.st_size, stat.st_mtime):
+        for record in _parse_medline_file(str(path), stat.st_size, stat.st_mtime, english):
             key = text_key(record.title)
             if key not in seen:
                 seen.add(key)

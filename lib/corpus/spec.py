@@ -52,12 +52,15 @@ class CorpusSpec:
     extra_sources_cap: int = 0
     positive_noise: dict[str, float] = field(default_factory=dict)  # lib/corpus/positives.NOISE name -> rate
     title_forms: float = 0.0  # share of positives rewritten into a title form (positives.FORMS)
+    non_english_titles: int = 0  # at most this many non-English MEDLINE records join the in-source ones
 
     @property
     def key(self) -> str:
         config = self.config
         if not self.extra_sources:  # without extra sources, corpora keep the hashes they had before the option
             config = {k: v for k, v in config.items() if k not in EXTRA_KEYS}
+        if not self.non_english_titles:  # likewise without non-English titles
+            config = {k: v for k, v in config.items() if k != "non_english_titles"}
         blob = json.dumps({"config": config, "corpus_version": CORPUS_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -164,6 +167,7 @@ def parse_spec(cfg_data: DictConfig | dict) -> CorpusSpec:
         extra_sources_cap=_int(node.get("extra_sources_cap", 2500), "extra_sources_cap", 1),
         positive_noise=_rates(node.get("positive_noise"), "positive_noise", POSITIVE_NOISE),
         title_forms=_rate(node.get("title_forms", 0.0), "title_forms"),
+        non_english_titles=_int(node.get("non_english_titles", 0), "non_english_titles", 0),
     )
 
 
