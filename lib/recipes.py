@@ -23,6 +23,9 @@ from mlflow import MlflowClient
 from lib.errors import ConfigError
 
 SEED_KEY = "trainer.seed"  # the override a seed sweep varies (python experiments/train.py ... trainer.seed=1,2,3)
+# Overrides that say where a run is logged and what it is called, not what it trains: a run named
+# on its own (tracking.run_name=...) is the same recipe as the seeds of a named sweep.
+NOT_RECIPE_PREFIXES = ("tracking.",)
 RANK_DEFAULT = "best_val_f1"  # recipes ranked on validation: ranking on a test set would bias its score
 BOOTSTRAP_REPS = 10_000
 PREDICTIONS = "reports/{name}/predictions.csv"  # written by lib/run.py for the test split and each extra set
@@ -61,7 +64,7 @@ def recipe_names(table: pd.DataFrame, overrides: list[str]) -> pd.Series | None:
     """A recipe label per run: its differing overrides without the seed; None when the seed is not swept."""
     if SEED_KEY not in overrides:
         return None
-    keys = [k for k in overrides if k != SEED_KEY]
+    keys = [k for k in overrides if k != SEED_KEY and not k.startswith(NOT_RECIPE_PREFIXES)]
     if not keys:
         return pd.Series("(one recipe)", index=table.index)
     return table[keys].astype(str).apply(lambda row: " ".join(f"{k}={v}" for k, v in row.items() if v), axis=1)

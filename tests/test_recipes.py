@@ -50,6 +50,19 @@ def test_seeds_that_disagree_widen_the_interval():
     assert low_shaky < 0 < high_shaky and high_shaky - low_shaky > 0.05
 
 
+def test_run_and_sweep_names_do_not_make_another_recipe():
+    table = pd.DataFrame(
+        {
+            "trainer.seed": ["1", "2", "3", "1"],
+            "model.keep_layers": ["4", "4", "4", ""],
+            "tracking.run_name": ["student-seed1", "", "", ""],
+            "tracking.sweep_name": ["", "students", "students", ""],
+        }
+    )
+    names = recipes.recipe_names(table, list(table.columns))
+    assert names.tolist() == ["model.keep_layers=4"] * 3 + [""]
+
+
 # ------------------------------------------------------------------- on an MLflow store
 
 TITLES = [f"title {i}" for i in range(200)]
