@@ -235,25 +235,30 @@ def assign_splits(rows: list[tuple], spec: CorpusSpec) -> dict[str, list[tuple]]
     return out
 
 
-def _add_extra_sources(spec: CorpusSpec, in_source, cross, download_dir: Path, progress: BuildProgress):
+def _draw_new_titles(records: list, taken: set[str], cap: int) -> list:
+    """The first ``cap`` records (in the given order) whose titles are not in ``taken``; theirs join it."""
+    used = []
+    for record in records:
+        if len(used) == cap:
+            break
+        key = text_key(record.title)
+        if key not in taken:
+            taken.add(key)
+            used.append(record)
+    return used
+
+
+def _add_extra_sources(spec: CorpusSpec, in_source, taken: set[str], download_dir: Path, progress: BuildProgress):
     """Append the records of ``data.extra_sources`` to the in-source pool: at most
-    ``extra_sources_cap`` per source, drawn at random, never a title that MEDLINE (including its
-    held-out journals), the cross-source set or an earlier extra source already has."""
+    ``extra_sources_cap`` per source, drawn at random, never a title already ``taken`` (MEDLINE's,
+    including its held-out journals, the cross-source set's, or an earlier source's)."""
     from lib.corpus import extra  # only builds that ask for extra sources import the parsers
 
-    taken = {text_key(r.title) for r in in_source} | {text_key(r.title) for r in cross}
     entries = []
     for name in spec.extra_sources:
         records, entry = extra.load_extra(name, download_dir, progress)
         rng_for(spec.seed, "extra-records", name).shuffle(records)
-        used = []
-        for record in records:
-            key = text_key(record.title)
-            if key not in taken:
-                taken.add(key)
-                used.append(record)
-                if len(used) == spec.extra_sources_cap:
-                    break
+        used = _draw_new_titles(records, taken, spec.extra_sources_cap)
         in_source.extend(used)
         entries.append(
             {**entry, "records_used": len(used), "licence": sources.LICENCES[name], "used_for": "train/val/test"}
@@ -261,7 +266,7 @@ def _add_extra_sources(spec: CorpusSpec, in_source, cross, download_dir: Path, p
     return entries
 
 
-def _add_non_english(spec: CorpusSpec, in_source, taken_records, progress: BuildProgress) -> dict:
+def _add_non_english(spec: CorpusSpec, in_source, taken: set[str], progress: BuildProgress) -> dict:
     """Append at most ``non_english_titles`` records of MEDLINE's non-English articles (their original
     titles: French, Spanish, German, ...) to the in-source pool. Held-out journals' records are left
     out, so the cross-source set keeps its titles (a few of its negatives become other strings of the
@@ -270,10 +275,9 @@ def _add_non_english(spec: CorpusSpec, in_source, taken_records, progress: Build
         records = sources.load_medline(english=False)
     if spec.cross.source == "medline_held_out":
         records, _ = sources.split_held_out(records, spec.cross.journal_pattern, spec.cross.exclude_pattern)
-    taken = {text_key(r.title) for r in taken_records}
     records = [r for r in records if text_key(r.title) not in taken]
     rng_for(spec.seed, "non-english-records").shuffle(records)
-    used = records[: spec.non_english_titles]
+    used = _draw_new_titles(records, taken, spec.non_english_titles)
     in_source.extend(used)
     return {
         "name": "medline_non_english",
@@ -297,11 +301,13 @@ def _in_source_and_cross(spec: CorpusSpec, progress: BuildProgress, download_dir
         with progress.status("reading DBLP/ACM records"):
             in_source, cross = medline, sources.load_dblp_acm(spec.cross.path)
     extra_entries = []
-    if spec.non_english_titles:
-        extra_entries.append(_add_non_english(spec, in_source, cross + medline, progress))
-    if spec.extra_sources:
-        # Held-out MEDLINE titles count as taken too, so no extra title duplicates one of them.
-        extra_entries += _add_extra_sources(spec, in_source, cross + medline, download_dir, progress)
+    if spec.non_english_titles or spec.extra_sources:
+        # Held-out MEDLINE titles count as taken too, so no added title duplicates one of them.
+        taken = {text_key(r.title) for r in medline + cross}
+        if spec.non_english_titles:
+            extra_entries.append(_add_non_english(spec, in_source, taken, progress))
+        if spec.extra_sources:
+            extra_entries += _add_extra_sources(spec, in_source, taken, download_dir, progress)
     rng_for(spec.seed, "records").shuffle(in_source)
     rng_for(spec.seed, "cross-records").shuffle(cross)
     return in_source, cross, extra_entries

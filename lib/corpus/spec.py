@@ -56,11 +56,12 @@ class CorpusSpec:
 
     @property
     def key(self) -> str:
-        config = self.config
-        if not self.extra_sources:  # without extra sources, corpora keep the hashes they had before the option
-            config = {k: v for k, v in config.items() if k not in EXTRA_KEYS}
-        if not self.non_english_titles:  # likewise without non-English titles
-            config = {k: v for k, v in config.items() if k != "non_english_titles"}
+        # Keys of options added later stay out of the hash while the option is off, so corpora built
+        # without it keep the hashes (and caches) they had before the option existed.
+        unused = (() if self.extra_sources else EXTRA_KEYS) + (
+            () if self.non_english_titles else ("non_english_titles",)
+        )
+        config = {k: v for k, v in self.config.items() if k not in unused}
         blob = json.dumps({"config": config, "corpus_version": CORPUS_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
