@@ -3,7 +3,8 @@
 Selection: the children of one sweep (default: the latest sweep), optionally narrowed by
 ``key=value`` filters on the runs' config (``model=scibert`` means ``model.name``; dotted keys such
 as ``loss.gamma=2.0`` are matched as they are). Filters without a sweep search every job run of
-the experiment, across sweeps.
+the experiment, across sweeps. Several sweeps, comma-separated, are compared together (e.g. students
+beside the default runs they must beat), and ``runs=<id>,<id>`` adds runs trained on their own.
 """
 
 from __future__ import annotations
@@ -50,27 +51,51 @@ class Comparison:
     overrides: list[str]  # override keys that differ between the runs
 
 
-def select_runs(client: MlflowClient, experiment: str, sweep: str | None, filters: dict[str, str]):
-    """(parent run or None, child runs) for the selection described in the module docstring."""
+def select_runs(
+    client: MlflowClient, experiment: str, sweep: str | None, filters: dict[str, str], runs: str | None = None
+):
+    """(parent run or None, child runs) for the selection described in the module docstring. ``sweep`` may
+    name several sweeps, comma-separated: their runs are compared together, under no one parent. ``runs``
+    (run ids, comma-separated) adds runs trained outside those sweeps, e.g. a first seed run on its own."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ConfigError(f"experiment={experiment}: no such MLflow experiment in this tracking store")
     clauses = [f"params.`{_param_key(k)}` = '{v}'" for k, v in filters.items()]
-    parent = None
-    if sweep or not filters:
-        parent = _find_sweep(client, exp.experiment_id, sweep)
-        clauses.append(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    runs = client.search_runs(
-        [exp.experiment_id], " and ".join(clauses), max_results=10_000, order_by=["attributes.start_time ASC"]
-    )
+    parents, found = [], []
+    if sweep or not (filters or runs):
+        parents = [_find_sweep(client, exp.experiment_id, name) for name in (sweep or "latest").split(",")]
+        # MLflow filters have no OR: one search per sweep
+        found = [r for p in parents for r in _search(client, exp.experiment_id, [*clauses, _child_of(p)])]
+    elif filters:
+        found = _search(client, exp.experiment_id, clauses)
+    named = [_named_run(client, run_id) for run_id in runs.split(",")] if runs else []
+    selected = {r.info.run_id: r for r in [*found, *named]}.values()  # a run both named and found: once
+    parent = parents[0] if len(parents) == 1 and not named else None
     # Training runs only. Filtered here, not with a `tags.role != ...` clause: MLflow's stores drop
     # every run that lacks the tag from such a clause, i.e. every run trained outside a sweep.
-    runs = [r for r in runs if r.data.tags.get(ROLE_TAG) not in NOT_TRAINING_ROLES]
-    runs = [r for r in runs if SUPERSEDED_TAG not in r.data.tags]  # failed attempts a continued sweep redid
-    if not runs:
-        where = f"sweep {parent.info.run_name}" if parent else f"experiment {experiment}"
+    selected = [r for r in selected if r.data.tags.get(ROLE_TAG) not in NOT_TRAINING_ROLES]
+    selected = [r for r in selected if SUPERSEDED_TAG not in r.data.tags]  # failed attempts a continued sweep redid
+    if not selected:
+        where = f"sweep {', '.join(p.info.run_name for p in parents)}" if parents else f"experiment {experiment}"
         raise ConfigError(f"no runs match {filters or ''} in {where}".replace(" {} ", " "))
-    return parent, runs
+    return parent, sorted(selected, key=lambda r: r.info.start_time)
+
+
+def _named_run(client: MlflowClient, run_id: str):
+    try:
+        return client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow raises different errors for a malformed and an unknown id
+        raise ConfigError(f"runs={run_id}: no such run in the tracking store (runs= takes run ids)") from None
+
+
+def _search(client: MlflowClient, experiment_id: str, clauses: list[str]):
+    return client.search_runs(
+        [experiment_id], " and ".join(clauses), max_results=10_000, order_by=["attributes.start_time ASC"]
+    )
+
+
+def _child_of(parent) -> str:
+    return f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
 
 
 def _param_key(key: str) -> str:
@@ -141,15 +166,21 @@ def extra_sets(comparison: Comparison) -> list[str]:
     ]
 
 
-def recipe_summary(client: MlflowClient, comparison: Comparison, rank_by: str = recipes.RANK_DEFAULT):
-    """Runs grouped by recipe across seeds (lib/recipes.py); None when the runs do not sweep the seed."""
+def recipe_summary(
+    client: MlflowClient,
+    comparison: Comparison,
+    rank_by: str = recipes.RANK_DEFAULT,
+    pair: tuple[int, int] | None = None,
+):
+    """Runs grouped by recipe across seeds (lib/recipes.py), ``pair`` (rows of the ranked recipe table) compared;
+    None when the runs do not sweep the seed."""
     if recipes.SEED_KEY not in comparison.overrides:
         return None  # before reading every run's metrics for nothing
     sets = extra_sets(comparison)
     metrics = ["test_accuracy", "test_f1", *[f"{n}_{m}" for n in sets for m in ("accuracy", "roc_auc")]]
     # roc_auc and the ranking metric are not table columns: read from the runs
     with_metrics = with_run_metrics(client, comparison, [*metrics, rank_by])
-    return recipes.summarise(client, with_metrics, metrics, sets, rank_by)
+    return recipes.summarise(client, with_metrics, metrics, sets, rank_by, pair=pair)
 
 
 def with_run_metrics(client: MlflowClient, comparison: Comparison, keys: list[str]) -> Comparison:
@@ -181,8 +212,8 @@ def recipe_headers(summary) -> dict[str, str]:
 def print_recipes(summary, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title="recipes across seeds (mean ± std; ranked by mean " + summary.rank_by + ")")
-    for i, header in enumerate(recipes.headers(summary, recipe_headers(summary))):
-        table.add_column(header, justify="left" if i == 0 else "right")
+    for header in recipes.headers(summary, recipe_headers(summary)):
+        table.add_column(header, justify="left" if header == "recipe" else "right")
     for cells in recipes.rows(summary):
         table.add_row(*cells)
     print_wide(table, console)

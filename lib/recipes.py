@@ -1,5 +1,6 @@
 """Runs that differ only in their seed are one recipe: mean +- std per recipe, and a paired bootstrap
-interval of the accuracy difference between the top two recipes on each extra evaluation set.
+interval of the accuracy difference between two recipes (the top two, or the rows named by
+``pair=``) on each extra evaluation set.
 
 Why: on 300-2000 evaluation titles a difference of one or two points between two single runs is
 usually seed noise (the original report ranked its recipes on one run each). The interval resamples
@@ -26,6 +27,7 @@ SEED_KEY = "trainer.seed"  # the override a seed sweep varies (python experiment
 # Overrides that say where a run is logged and what it is called, not what it trains: a run named
 # on its own (tracking.run_name=...) is the same recipe as the seeds of a named sweep.
 NOT_RECIPE_PREFIXES = ("tracking.",)
+DEFAULTS_RECIPE = "(defaults)"  # runs that override nothing but the seed, beside recipes that do
 RANK_DEFAULT = "best_val_f1"  # recipes ranked on validation: ranking on a test set would bias its score
 BOOTSTRAP_REPS = 10_000
 PREDICTIONS = "reports/{name}/predictions.csv"  # written by lib/run.py for the test split and each extra set
@@ -37,14 +39,15 @@ class RecipeSummary:
     metrics: list[str]  # metric keys summarised
     ranked: list[str]  # recipes, best first by ``rank_by``
     rank_by: str
-    intervals: list[Interval]  # top two recipes' paired bootstrap, one per extra set
-    unpaired: list[str]  # extra sets on which the top two were scored on different rows: no interval
+    intervals: list[Interval]  # the paired recipes' bootstrap, one per extra set
+    unpaired: list[str]  # extra sets on which the pair was scored on different rows: no interval
+    pair: tuple[int, int] = (1, 2)  # 1-based rows of ``table`` compared: the top two unless pair= says
 
 
 @dataclass
 class Interval:
     data: str  # evaluation set, e.g. citeseer_dev
-    first: str  # recipe ranked first
+    first: str  # the pair's recipe ranked higher
     second: str
     difference: float  # accuracy(first) - accuracy(second), all seeds
     low: float  # 95% bootstrap interval of the difference
@@ -67,7 +70,17 @@ def recipe_names(table: pd.DataFrame, overrides: list[str]) -> pd.Series | None:
     keys = [k for k in overrides if k != SEED_KEY and not k.startswith(NOT_RECIPE_PREFIXES)]
     if not keys:
         return pd.Series("(one recipe)", index=table.index)
-    return table[keys].astype(str).apply(lambda row: " ".join(f"{k}={v}" for k, v in row.items() if v), axis=1)
+    named = table[keys].astype(str).apply(lambda row: " ".join(f"{k}={v}" for k, v in row.items() if v), axis=1)
+    return named.replace("", DEFAULTS_RECIPE)
+
+
+def parse_pair(value: str) -> tuple[int, int]:
+    """``pair=1,3`` -> (1, 3): two different rows of the recipe table, best first."""
+    parts = value.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts) or parts[0] == parts[1]:
+        raise ConfigError(f"pair={value}: expected two different row numbers of the recipe table, e.g. pair=1,3")
+    first, second = sorted(int(p) for p in parts)
+    return first, second
 
 
 def summarise(
@@ -77,9 +90,11 @@ def summarise(
     extra_sets: list[str],
     rank_by: str = RANK_DEFAULT,
     seed: int = 0,
+    pair: tuple[int, int] | None = None,
 ) -> RecipeSummary | None:
-    """Mean/std per recipe of ``metrics`` over its finished runs, ranked by ``rank_by``, with the top two
-    compared on every set in ``extra_sets``. None when the compared runs do not sweep the seed.
+    """Mean/std per recipe of ``metrics`` over its finished runs, ranked by ``rank_by``, with two recipes
+    (rows ``pair`` of the ranked table, 1-based; the top two by default) compared on every set in
+    ``extra_sets``. None when the compared runs do not sweep the seed.
     ``comparison.table`` carries ``metrics`` and ``rank_by`` as columns (lib/compare.recipe_summary)."""
     names = recipe_names(comparison.table, comparison.overrides)
     if names is None:
@@ -97,11 +112,17 @@ def summarise(
         table[f"{key}_std"] = grouped[key].std(ddof=1)  # NaN for a single run: no spread to report
     table = table.sort_values(f"{rank_by}_mean", ascending=lower_is_better(rank_by)).reset_index()
     ranked = table["recipe"].tolist()
+    if pair is not None and pair[1] > len(ranked):
+        raise ConfigError(
+            f"pair={pair[0]},{pair[1]}: the recipe table has {len(ranked)} rows; name two of rows 1-{len(ranked)}"
+        )
+    pair = pair or (1, 2)
     intervals, unpaired = [], []
     if len(ranked) >= 2:
-        runs_of = {r: finished.loc[finished["recipe"] == r, "run_id"].tolist() for r in ranked[:2]}
+        compared = [ranked[pair[0] - 1], ranked[pair[1] - 1]]
+        runs_of = {r: finished.loc[finished["recipe"] == r, "run_id"].tolist() for r in compared}
         for data in extra_sets:
-            first, second = (correctness(client, runs_of[r], data) for r in ranked[:2])
+            first, second = (correctness(client, runs_of[r], data) for r in compared)
             if first is None or second is None:
                 continue
             # Same-sized sets can still hold other rows (e.g. a data.size sweep regenerates cross_source):
@@ -110,8 +131,8 @@ def summarise(
                 unpaired.append(data)
                 continue
             diff, low, high = paired_bootstrap(first.correct, second.correct, seed=seed)
-            intervals.append(Interval(data, ranked[0], ranked[1], diff, low, high, len(first.texts)))
-    return RecipeSummary(table, keys, ranked, rank_by, intervals, unpaired)
+            intervals.append(Interval(data, *compared, diff, low, high, len(first.texts)))
+    return RecipeSummary(table, keys, ranked, rank_by, intervals, unpaired, pair)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -185,21 +206,33 @@ def mean_std(mean: float, std: float) -> str:
 
 
 def headers(summary: RecipeSummary, header_of: dict[str, str]) -> list[str]:
-    return ["recipe", "runs", *[header_of.get(k, k) for k in summary.metrics]]
+    return ["#", "recipe", "runs", *[header_of.get(k, k) for k in summary.metrics]]
 
 
 def rows(summary: RecipeSummary) -> list[list[str]]:
+    """One row per recipe, numbered from 1 in ranked order: the numbers ``pair=`` takes."""
     return [
-        [row["recipe"], str(row["runs"]), *[mean_std(row[f"{k}_mean"], row[f"{k}_std"]) for k in summary.metrics]]
-        for _, row in summary.table.iterrows()
+        [
+            str(number),
+            row["recipe"],
+            str(row["runs"]),
+            *[mean_std(row[f"{k}_mean"], row[f"{k}_std"]) for k in summary.metrics],
+        ]
+        for number, (_, row) in enumerate(summary.table.iterrows(), start=1)
     ]
 
 
 def interval_lines(summary: RecipeSummary) -> list[str]:
     if len(summary.ranked) < 2:
         return []
+    first, second = summary.pair
+    which = (
+        f"Top two by mean {summary.rank_by}"
+        if summary.pair == (1, 2)
+        else f"Rows {first} and {second} (pair={first},{second}; ranked by mean {summary.rank_by})"
+    )
     lines = [
-        f"Top two by mean {summary.rank_by}: {summary.ranked[0]} vs {summary.ranked[1]}. Accuracy difference "
+        f"{which}: {summary.ranked[first - 1]} vs {summary.ranked[second - 1]}. Accuracy difference "
         f"(first - second), paired bootstrap over titles and seeds, {BOOTSTRAP_REPS:,} replicates:"
     ]
     lines += [

@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 
 from entry_points import run_entry_point
 from lib import compare, recipes
+from lib.errors import ConfigError
 from lib.recipes import paired_bootstrap
 from lib.tracking import ROLE_TAG
 
@@ -60,7 +61,17 @@ def test_run_and_sweep_names_do_not_make_another_recipe():
         }
     )
     names = recipes.recipe_names(table, list(table.columns))
-    assert names.tolist() == ["model.keep_layers=4"] * 3 + [""]
+    assert names.tolist() == ["model.keep_layers=4"] * 3 + ["(defaults)"]  # a named label, not an empty cell
+
+
+@pytest.mark.parametrize("value", ["1", "1,1", "0,2", "1,2,3", "a,b", "-1,2", ""])
+def test_a_pair_that_is_not_two_rows_is_refused_in_one_line(value):
+    with pytest.raises(ConfigError, match=f"^pair={value}: expected two different row numbers"):
+        recipes.parse_pair(value)
+
+
+def test_a_pair_is_taken_best_row_first():
+    assert recipes.parse_pair("3,1") == (1, 3)
 
 
 # ------------------------------------------------------------------- on an MLflow store
@@ -91,15 +102,21 @@ def _log_job(client, experiment_id, parent_id, recipe, seed, val_f1, right_on, t
     return run_id, frame
 
 
+CE_AND_FOCAL = (("ce", (0.90, 0.91, 0.89), (160, 170, 150)), ("focal", (0.93, 0.92, 0.94), (180, 176, 184)))
+
+
 def _make_sweep(tmp_path, focal_titles=TITLES):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(store)
     experiment_id = client.create_experiment("titlesweep", artifact_location=str(tmp_path / "artifacts"))
-    parent = client.create_run(experiment_id, run_name="sweep-x", tags={ROLE_TAG: "sweep"})
-    for recipe, val_f1s, rights in (
-        ("ce", (0.90, 0.91, 0.89), (160, 170, 150)),
-        ("focal", (0.93, 0.92, 0.94), (180, 176, 184)),
-    ):
+    _add_sweep(client, experiment_id, tmp_path, "sweep-x", CE_AND_FOCAL, focal_titles)
+    return store, client, tmp_path
+
+
+def _add_sweep(client, experiment_id, tmp_path, name, recipe_scores, focal_titles=TITLES):
+    """A sweep parent with 3 seeds of each (recipe, validation F1s, titles right of 200) in ``recipe_scores``."""
+    parent = client.create_run(experiment_id, run_name=name, tags={ROLE_TAG: "sweep"})
+    for recipe, val_f1s, rights in recipe_scores:
         for seed, (val_f1, right) in enumerate(zip(val_f1s, rights), start=1):
             titles = focal_titles if recipe == "focal" else TITLES
             run_id, frame = _log_job(client, experiment_id, parent.info.run_id, recipe, seed, val_f1, right, titles)
@@ -109,7 +126,6 @@ def _make_sweep(tmp_path, focal_titles=TITLES):
             client.log_artifact(run_id, str(folder / "predictions.csv"), "reports/citeseer_dev")
             client.set_terminated(run_id, "FINISHED")
     client.set_terminated(parent.info.run_id, "FINISHED")
-    return store, client, tmp_path
 
 
 @pytest.fixture
@@ -206,6 +222,42 @@ def test_rank_by_a_metric_no_run_has_is_refused_in_one_line(seed_sweep):
     )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].endswith("rank_by=val_nonsense: no finished run has this metric")
+
+
+@pytest.mark.slow
+def test_two_sweeps_compared_together_and_a_chosen_pair_bootstrapped(seed_sweep):
+    # A second sweep, e.g. students beside the default runs: weighted_ce ranks between focal and ce.
+    store, client, tmp_path = seed_sweep
+    experiment_id = client.get_experiment_by_name("titlesweep").experiment_id
+    _add_sweep(client, experiment_id, tmp_path, "sweep-y", [("weighted_ce", (0.92, 0.92, 0.92), (150, 150, 150))])
+    parent, runs = compare.select_runs(client, "titlesweep", "sweep-x,sweep-y", {})
+    assert parent is None and len(runs) == 9  # no one parent to log the comparison to
+    comparison = compare.build_comparison(parent, runs)
+    summary = compare.recipe_summary(client, comparison, pair=(1, 3))
+    assert summary.ranked == ["loss=focal", "loss=weighted_ce", "loss=ce"]
+    (interval,) = summary.intervals
+    assert (interval.first, interval.second) == ("loss=focal", "loss=ce")  # rows 1 and 3, not the top two
+    assert interval.difference == pytest.approx(0.90 - 0.80)
+    with pytest.raises(ConfigError, match="^pair=2,4: the recipe table has 3 rows; name two of rows 1-3$"):
+        compare.recipe_summary(client, comparison, pair=(2, 4))
+    # runs= adds runs by id (e.g. a seed trained on its own); a run both found and named counts once
+    ce_ids = [r.info.run_id for r in runs if r.info.run_name.startswith("loss=ce,")]
+    parent, picked = compare.select_runs(client, "titlesweep", "sweep-y", {}, runs=",".join([*ce_ids, ce_ids[0]]))
+    assert (
+        parent is None
+        and sorted(r.info.run_name.split(",")[0] for r in picked) == ["loss=ce"] * 3 + ["loss=weighted_ce"] * 3
+    )
+    with pytest.raises(ConfigError, match="^runs=nope: no such run in the tracking store"):
+        compare.select_runs(client, "titlesweep", None, {}, runs="nope")
+    out = tmp_path / "two-sweeps"
+    done = run_entry_point(
+        "compare.py", f"tracking.uri={store}", f"paths.outputs={tmp_path}", f"out={out}",
+        "sweep=sweep-x,sweep-y", "pair=3,2", timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Rows 2 and 3 (pair=2,3; ranked by mean best_val_f1): loss=weighted_ce vs loss=ce" in done.stdout
+    assert "citeseer_dev (200 rows): -0.0500, 95% interval" in done.stdout  # 150 right of 200 vs 160/170/150
+    assert "| 3 | loss=ce | 3 |" in (out / "recipes.md").read_text()
 
 
 @pytest.mark.slow
