@@ -10,7 +10,9 @@ in a Neural Network"):
 
 Its training set is the *transfer set*: the run's training rows plus ``transfer_rows`` more rows of
 the default corpus built with another seed (labels come with them; the teacher's view of them is
-what the student mostly learns from). Rows whose source record (``group``) lies in the run's
+what the student mostly learns from), with ``transfer_data``'s ``data.*`` settings if any: e.g.
+titles of fields the student's own corpus lacks, which the teacher labels without changing the
+student's training, validation or test rows. Rows whose source record (``group``) lies in the run's
 validation, test or cross-source split, or whose text occurs in any evaluation set, are dropped, so
 the held-out figures stay held out. The teacher scores the transfer set once: its logits are cached
 under ``${paths.cache}/distill/`` keyed by the teacher's run id, the transfer texts and the
@@ -223,11 +225,28 @@ def generated_corpus(cfg, rows: int) -> pd.DataFrame:
     built once and cached like any corpus. Its own cross-source split is not used: the smallest is built."""
     from lib.corpus import SPLITS, ensure_corpus
 
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data = transfer_data_settings(cfg)
     spec = {**data, "seed": data["seed"] + TRANSFER_SEED_OFFSET, "size": rows}
     spec["cross_source"] = {**data["cross_source"], "size": MIN_CORPUS_SIZE}
     folder = ensure_corpus(spec, Path(cfg.paths.cache))
     return pd.concat([_corpus_file(folder, name) for name in SPLITS], ignore_index=True)
+
+
+def transfer_data_settings(cfg) -> dict:
+    """The run's ``data`` settings with ``distill.transfer_data`` merged in: the transfer corpus's recipe
+    (before its seed and size). A key that is no ``data.*`` setting is refused in one line."""
+    changes = cfg.distill.get("transfer_data") or {}
+    if not OmegaConf.is_dict(changes) and not isinstance(changes, dict):
+        raise ConfigError(f"distill.transfer_data must map data.* settings to values, got {changes!r}")
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    changes = OmegaConf.to_container(OmegaConf.create(changes), resolve=True)
+    unknown = sorted(set(changes) - set(data) - {"name"})
+    if unknown or changes.get("name", data["name"]) != data["name"]:
+        raise ConfigError(
+            f"distill.transfer_data: {', '.join(unknown) or 'name'} is no setting of data={data['name']} that "
+            "a transfer corpus can change (e.g. +distill.transfer_data.extra_sources=[hepcrawl])"
+        )
+    return OmegaConf.to_container(OmegaConf.merge(data, changes), resolve=True)
 
 
 def _corpus_file(folder: Path, name: str) -> pd.DataFrame:

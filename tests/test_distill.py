@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import toy_learning_run, write_toy_csv
@@ -148,3 +149,27 @@ def test_generated_transfer_rows_keep_every_held_out_record_and_text_out(make_cf
     )
     monkeypatch.setattr(distill, "generated_corpus", lambda cfg, rows: everything)
     assert distill._extra_rows(cfg, splits).empty
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [("+distill.transfer_data.nonsense=1", "nonsense"), ("+distill.transfer_data.name=csv", "name")],
+)
+def test_a_transfer_data_key_that_is_no_data_setting_is_refused_in_one_line(make_cfg, override, named):
+    cfg = make_cfg("+experiment=distill", "teacher=x", override)
+    with pytest.raises(ConfigError, match=rf"^distill.transfer_data: {named} is no setting of data=titles"):
+        distill.transfer_data_settings(cfg)
+
+
+@pytest.mark.slow
+def test_transfer_data_changes_the_generated_rows_only(make_cfg):
+    # Every generated positive gets a closing full stop (rate 0 by default); the run's own corpus is unchanged.
+    small = ("data.size=300", "data.cross_source.size=100", "+experiment=distill", "teacher=x")
+    plain = make_cfg(*small)
+    changed = make_cfg(*small, "+distill.transfer_data.positive_noise.full_stop=1.0")
+    assert distill.corpus_dir_of(changed) == distill.corpus_dir_of(plain)
+    settings = distill.transfer_data_settings(changed)
+    assert settings["positive_noise"]["full_stop"] == 1.0 and settings["positive_noise"]["marker"] == 0  # merged
+    assert distill.transfer_data_settings(plain) == OmegaConf.to_container(plain.data, resolve=True)
+    generated = distill.generated_corpus(changed, 400)
+    assert generated[generated["label"] == 1]["text"].str.endswith(".").mean() > 0.95
