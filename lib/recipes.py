@@ -28,6 +28,7 @@ SEED_KEY = "trainer.seed"  # the override a seed sweep varies (python experiment
 # on its own (tracking.run_name=...) is the same recipe as the seeds of a named sweep.
 NOT_RECIPE_PREFIXES = ("tracking.",)
 DEFAULTS_RECIPE = "(defaults)"  # runs that override nothing but the seed, beside recipes that do
+TOP_TWO = (1, 2)  # the rows of the ranked recipe table compared unless pair= names others
 RANK_DEFAULT = "best_val_f1"  # recipes ranked on validation: ranking on a test set would bias its score
 BOOTSTRAP_REPS = 10_000
 PREDICTIONS = "reports/{name}/predictions.csv"  # written by lib/run.py for the test split and each extra set
@@ -41,7 +42,7 @@ class RecipeSummary:
     rank_by: str
     intervals: list[Interval]  # the paired recipes' bootstrap, one per extra set
     unpaired: list[str]  # extra sets on which the pair was scored on different rows: no interval
-    pair: tuple[int, int] = (1, 2)  # 1-based rows of ``table`` compared: the top two unless pair= says
+    pair: tuple[int, int] = TOP_TWO  # 1-based rows of ``table`` compared
 
 
 @dataclass
@@ -77,10 +78,10 @@ def recipe_names(table: pd.DataFrame, overrides: list[str]) -> pd.Series | None:
 def parse_pair(value: str) -> tuple[int, int]:
     """``pair=1,3`` -> (1, 3): two different rows of the recipe table, best first."""
     parts = value.split(",")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts) or parts[0] == parts[1]:
+    rows = sorted(int(p) for p in parts if p.strip().isdigit())
+    if len(parts) != 2 or len(rows) != 2 or rows[0] < 1 or rows[0] == rows[1]:
         raise ConfigError(f"pair={value}: expected two different row numbers of the recipe table, e.g. pair=1,3")
-    first, second = sorted(int(p) for p in parts)
-    return first, second
+    return rows[0], rows[1]
 
 
 def summarise(
@@ -116,7 +117,7 @@ def summarise(
         raise ConfigError(
             f"pair={pair[0]},{pair[1]}: the recipe table has {len(ranked)} rows; name two of rows 1-{len(ranked)}"
         )
-    pair = pair or (1, 2)
+    pair = pair or TOP_TWO
     intervals, unpaired = [], []
     if len(ranked) >= 2:
         compared = [ranked[pair[0] - 1], ranked[pair[1] - 1]]
@@ -228,7 +229,7 @@ def interval_lines(summary: RecipeSummary) -> list[str]:
     first, second = summary.pair
     which = (
         f"Top two by mean {summary.rank_by}"
-        if summary.pair == (1, 2)
+        if summary.pair == TOP_TWO
         else f"Rows {first} and {second} (pair={first},{second}; ranked by mean {summary.rank_by})"
     )
     lines = [

@@ -64,7 +64,7 @@ def test_run_and_sweep_names_do_not_make_another_recipe():
     assert names.tolist() == ["model.keep_layers=4"] * 3 + ["(defaults)"]  # a named label, not an empty cell
 
 
-@pytest.mark.parametrize("value", ["1", "1,1", "0,2", "1,2,3", "a,b", "-1,2", ""])
+@pytest.mark.parametrize("value", ["1", "1,1", "1, 1", "0,2", "1,2,3", "a,b", "-1,2", ""])
 def test_a_pair_that_is_not_two_rows_is_refused_in_one_line(value):
     with pytest.raises(ConfigError, match=f"^pair={value}: expected two different row numbers"):
         recipes.parse_pair(value)
