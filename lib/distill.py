@@ -198,6 +198,11 @@ def _extra_rows(cfg, splits: Splits) -> pd.DataFrame:
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
         raise ConfigError(f"distill.transfer_rows must be a whole number >= 0, got {rows!r}")
     if rows == 0:
+        if cfg.distill.get("transfer_data"):  # settings for rows that are never generated: say so, not ignore them
+            raise ConfigError(
+                "distill.transfer_data sets up generated transfer rows, but distill.transfer_rows=0 generates "
+                "none; set distill.transfer_rows > 0 or drop distill.transfer_data"
+            )
         return pd.DataFrame({"text": [], "label": []})
     if cfg.data.name != "titles":
         raise ConfigError(
