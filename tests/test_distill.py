@@ -164,7 +164,8 @@ def test_a_transfer_data_key_that_is_no_data_setting_is_refused_in_one_line(make
 def test_transfer_data_without_transfer_rows_is_refused_in_one_line(make_cfg):
     # settings for generated rows when none are generated would be silently ignored
     cfg = make_cfg("+experiment=distill", "teacher=x", "distill.transfer_rows=0", "+distill.transfer_data.nonsense=1")
-    with pytest.raises(ConfigError, match=r"^distill.transfer_data sets up generated transfer rows, but distill.transfer_rows=0"):
+    refusal = r"^distill.transfer_data sets up generated transfer rows, but distill.transfer_rows=0 generates none"
+    with pytest.raises(ConfigError, match=refusal):
         distill.transfer_set(cfg, Splits(pd.DataFrame(), pd.DataFrame(), pd.DataFrame()))
     assert distill._extra_rows(make_cfg("+experiment=distill", "teacher=x", "distill.transfer_rows=0"), None).empty
 
