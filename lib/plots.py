@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -118,27 +119,36 @@ def _save(fig, path: Path) -> Path:
 
 
 def recipe_bars_png(table, metrics: list[tuple[str, str]], path: Path) -> Path:
-    """Mean per recipe with a one-standard-deviation bar across its seeds, one group of bars per metric."""
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(metrics) * max(1, len(table)) / 3), 4))
+    """Mean per recipe with a one-standard-deviation bar across its seeds, one group of bars per metric.
+    Recipes are numbered as in the recipe table (the numbers ``pair=`` takes); the legend sits under the
+    plot, each name wrapped, because recipe names are whole override strings."""
+    legend = [
+        recipe_legend_label(number, row["recipe"], row["runs"]) for number, (_, row) in enumerate(table.iterrows(), 1)
+    ]
+    legend_lines = sum(label.count("\n") + 1 for label in legend)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(metrics) * max(1, len(table)) / 2), 4 + 0.17 * legend_lines))
     width = 0.8 / max(1, len(table))
     for i, (_, row) in enumerate(table.iterrows()):
         means = [row[f"{key}_mean"] for key, _ in metrics]
         stds = [0.0 if np.isnan(row[f"{key}_std"]) else row[f"{key}_std"] for key, _ in metrics]
-        ax.bar(
-            np.arange(len(metrics)) + i * width,
-            means,
-            width,
-            yerr=stds,
-            capsize=3,
-            label=f"{row['recipe']} (n={row['runs']})",
-        )
-    ax.set_xticks(np.arange(len(metrics)) + width * (len(table) - 1) / 2, [header for _, header in metrics])
+        ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=stds, capsize=3, label=legend[i])
+    ticks = [header.replace(" ", "\n", 1) for _, header in metrics]  # "citeseer_dev\nacc": no overlap
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(table) - 1) / 2, ticks, fontsize=8)
     low = float(np.nanmin([table[f"{key}_mean"].min() for key, _ in metrics]))
     ax.set_ylim(max(0.0, low - 0.08), 1.0)
     ax.set_ylabel("mean over seeds (bar: ± 1 std)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     ax.set_title("recipes across seeds")
     return _save(fig, path)
+
+
+def recipe_legend_label(number: int, recipe: str, runs: int, width: int = 110, max_lines: int = 3) -> str:
+    """``#<number> <recipe> (n=<runs>)``, wrapped at spaces to ``width`` characters, at most ``max_lines``
+    lines (the rest elided with an ellipsis: the full name is in recipes.md)."""
+    lines = textwrap.wrap(f"#{number} {recipe} (n={runs})", width) or [f"#{number}"]
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], textwrap.shorten(" ".join(lines[max_lines - 1 :]), width, placeholder=" …")]
+    return "\n".join(lines)
 
 
 def score_bars_png(frame, path: Path) -> Path:

@@ -283,3 +283,35 @@ def test_offline_five_sweeps_five_recipes_over_three_seeds(make_cfg):
         job = make_cfg(f"recipe={recipe}")
         assert (job.loss.name, job.adversarial.name, job.schedule.name, job.schedule.layer_decay) == expected[recipe]
         assert job.model.name == "minilm" and job.trainer.epochs == 3  # only the recipe differs from the default run
+
+
+def test_the_recipe_plot_numbers_and_wraps_long_recipe_names(tmp_path):
+    # Recipe names are whole override strings; unwrapped, matplotlib could not lay the legend out
+    # ("Tight layout not applied") and the names ran off the figure.
+    import warnings
+
+    from lib import plots
+
+    long = " ".join(f"data.positive_noise.rate_{i}=0" for i in range(12))
+    label = plots.recipe_legend_label(3, long, 2, width=60, max_lines=3)
+    lines = label.split("\n")
+    assert lines[0].startswith("#3 data.positive_noise.rate_0=0") and len(lines) == 3
+    assert all(len(line) <= 60 for line in lines) and lines[-1].endswith("…")
+    assert plots.recipe_legend_label(1, "loss=focal", 3) == "#1 loss=focal (n=3)"
+
+    table = pd.DataFrame(
+        {
+            "recipe": [long, "loss=focal"],
+            "runs": [3, 3],
+            "test_accuracy_mean": [0.9, 0.88],
+            "test_accuracy_std": [0.01, 0.0],
+            "cross_source_accuracy_mean": [0.91, 0.9],
+            "cross_source_accuracy_std": [0.002, 0.003],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plots.recipe_bars_png(
+            table, [("test_accuracy", "test acc"), ("cross_source_accuracy", "cross_source acc")], tmp_path / "r.png"
+        )
+    assert path.stat().st_size > 5000
