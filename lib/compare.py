@@ -294,7 +294,17 @@ def to_markdown(comparison: Comparison) -> str:
 def bar_chart(comparison: Comparison, path: Path) -> Path:
     """Test and extra-set scores (higher is better) of every run."""
     keys = [k for k, _, b in comparison.columns if b == "max" and not k.startswith("train_")]
-    return plots.score_bars_png(comparison.table.set_index("run")[keys], path)
+    return plots.score_bars_png(
+        comparison.table[keys].set_axis(pd.Index(unique_run_labels(comparison.table), name="run")), path
+    )
+
+
+def unique_run_labels(table) -> list[str]:
+    """Run names, with the short run id added where a name repeats (``trainer.seed=2`` in two sweeps)."""
+    counts = table["run"].value_counts()
+    return [
+        name if counts[name] == 1 else f"{name} ({run_id[:8]})" for name, run_id in zip(table["run"], table["run_id"])
+    ]
 
 
 def validation_curves(client: MlflowClient, comparison: Comparison, path: Path, metric: str = "val_f1") -> Path:

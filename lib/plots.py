@@ -159,7 +159,8 @@ def score_bars_png(frame, path: Path) -> Path:
     low = frame.min().min()
     ax.set_ylim(max(0.0, (low if np.isfinite(low) else 0.0) - 0.05), 1.0)
     ax.set_ylabel("score")
-    ax.legend(fontsize=8, ncol=2)
+    # beside the plot: inside it, the legend hid the bars of the last runs
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("test and extra-set scores per run")
     return _save(fig, path)
 

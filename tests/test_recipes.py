@@ -315,3 +315,10 @@ def test_the_recipe_plot_numbers_and_wraps_long_recipe_names(tmp_path):
             table, [("test_accuracy", "test acc"), ("cross_source_accuracy", "cross_source acc")], tmp_path / "r.png"
         )
     assert path.stat().st_size > 5000
+
+
+def test_runs_of_the_same_name_from_two_sweeps_get_told_apart_in_the_score_plot():
+    table = pd.DataFrame(
+        {"run": ["trainer.seed=2", "trainer.seed=2", "focal"], "run_id": ["a" * 32, "b" * 32, "c" * 32]}
+    )
+    assert compare.unique_run_labels(table) == ["trainer.seed=2 (aaaaaaaa)", "trainer.seed=2 (bbbbbbbb)", "focal"]
