@@ -144,10 +144,13 @@ def recipe_bars_png(table, metrics: list[tuple[str, str]], path: Path) -> Path:
 
 def recipe_legend_label(number: int, recipe: str, runs: int, width: int = 110, max_lines: int = 3) -> str:
     """``#<number> <recipe> (n=<runs>)``, wrapped at spaces to ``width`` characters, at most ``max_lines``
-    lines (the rest elided with an ellipsis: the full name is in recipes.md)."""
-    lines = textwrap.wrap(f"#{number} {recipe} (n={runs})", width) or [f"#{number}"]
+    lines: the rest of the name elided with an ellipsis (the full name is in recipes.md), the run count kept."""
+    runs_note = f" (n={runs})"
+    lines = textwrap.wrap(f"#{number} {recipe}", width)
     if len(lines) > max_lines:
-        lines = [*lines[: max_lines - 1], textwrap.shorten(" ".join(lines[max_lines - 1 :]), width, placeholder=" …")]
+        rest = textwrap.shorten(" ".join(lines[max_lines - 1 :]), width - len(runs_note), placeholder=" …")
+        lines = [*lines[: max_lines - 1], rest]
+    lines[-1] += runs_note
     return "\n".join(lines)
 
 

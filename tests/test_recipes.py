@@ -296,7 +296,7 @@ def test_the_recipe_plot_numbers_and_wraps_long_recipe_names(tmp_path):
     label = plots.recipe_legend_label(3, long, 2, width=60, max_lines=3)
     lines = label.split("\n")
     assert lines[0].startswith("#3 data.positive_noise.rate_0=0") and len(lines) == 3
-    assert all(len(line) <= 60 for line in lines) and lines[-1].endswith("…")
+    assert all(len(line) <= 60 for line in lines) and lines[-1].endswith("… (n=2)")  # the count survives
     assert plots.recipe_legend_label(1, "loss=focal", 3) == "#1 loss=focal (n=3)"
 
     table = pd.DataFrame(
