@@ -145,9 +145,15 @@ def _pruned_at_step(run) -> str:
     return tags.get("pruned_at_step", "?") if tags.get("pruned") == "true" else ""
 
 
-def _run_label(row) -> str:
-    """The run's name; a pruned search trial's says so and where: its metrics are from a partial run."""
-    return row["run"] + (f" (pruned at step {row['pruned_at_step']})" if row.get("pruned_at_step") else "")
+def run_labels(table) -> list[str]:
+    """Each run's name, with its short run id where the name repeats (``trainer.seed=2`` in two sweeps);
+    a pruned search trial's says so and where: its metrics are from a partial run."""
+    counts = table["run"].value_counts()
+    return [
+        (row["run"] if counts[row["run"]] == 1 else f"{row['run']} ({row['run_id'][:8]})")
+        + (f" (pruned at step {row['pruned_at_step']})" if row.get("pruned_at_step") else "")
+        for _, row in table.iterrows()
+    ]
 
 
 def _extra_columns(runs) -> list[tuple[str, str, str | None]]:
@@ -268,8 +274,8 @@ def _rich_table(comparison: Comparison) -> Table:
         table.add_column(column)
     for _, header, _ in comparison.columns:
         table.add_column(header, justify="right")
-    for i, row in comparison.table.iterrows():
-        cells = [_run_label(row) + ("" if row["status"] == "FINISHED" else f" [{row['status']}]")]
+    for (i, row), label in zip(comparison.table.iterrows(), run_labels(comparison.table)):
+        cells = [label + ("" if row["status"] == "FINISHED" else f" [{row['status']}]")]
         cells += [str(row[k]) for k in comparison.overrides]
         for key, _, _ in comparison.columns:
             text = _fmt(key, row[key])
@@ -282,8 +288,8 @@ def to_markdown(comparison: Comparison) -> str:
     best = best_rows(comparison)
     headers = ["run", *comparison.overrides, *[h for _, h, _ in comparison.columns]]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for i, row in comparison.table.iterrows():
-        cells = [_run_label(row), *[str(row[k]) for k in comparison.overrides]]
+    for (i, row), label in zip(comparison.table.iterrows(), run_labels(comparison.table)):
+        cells = [label, *[str(row[k]) for k in comparison.overrides]]
         cells += [
             f"**{_fmt(k, row[k])}**" if i in best.get(k, ()) else _fmt(k, row[k]) for k, _, _ in comparison.columns
         ]
@@ -294,17 +300,8 @@ def to_markdown(comparison: Comparison) -> str:
 def bar_chart(comparison: Comparison, path: Path) -> Path:
     """Test and extra-set scores (higher is better) of every run."""
     keys = [k for k, _, b in comparison.columns if b == "max" and not k.startswith("train_")]
-    return plots.score_bars_png(
-        comparison.table[keys].set_axis(pd.Index(unique_run_labels(comparison.table), name="run")), path
-    )
-
-
-def unique_run_labels(table) -> list[str]:
-    """Run names, with the short run id added where a name repeats (``trainer.seed=2`` in two sweeps)."""
-    counts = table["run"].value_counts()
-    return [
-        name if counts[name] == 1 else f"{name} ({run_id[:8]})" for name, run_id in zip(table["run"], table["run_id"])
-    ]
+    labels = pd.Index(run_labels(comparison.table), name="run")
+    return plots.score_bars_png(comparison.table[keys].set_axis(labels), path)
 
 
 def validation_curves(client: MlflowClient, comparison: Comparison, path: Path, metric: str = "val_f1") -> Path:

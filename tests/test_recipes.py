@@ -317,8 +317,17 @@ def test_the_recipe_plot_numbers_and_wraps_long_recipe_names(tmp_path):
     assert path.stat().st_size > 5000
 
 
-def test_runs_of_the_same_name_from_two_sweeps_get_told_apart_in_the_score_plot():
+def test_runs_of_the_same_name_from_two_sweeps_get_told_apart():
+    # one label per run for the terminal table, comparison.md and the score plot
     table = pd.DataFrame(
-        {"run": ["trainer.seed=2", "trainer.seed=2", "focal"], "run_id": ["a" * 32, "b" * 32, "c" * 32]}
+        {
+            "run": ["trainer.seed=2", "trainer.seed=2", "focal"],
+            "run_id": ["a" * 32, "b" * 32, "c" * 32],
+            "pruned_at_step": ["", "", "40"],
+        }
     )
-    assert compare.unique_run_labels(table) == ["trainer.seed=2 (aaaaaaaa)", "trainer.seed=2 (bbbbbbbb)", "focal"]
+    assert compare.run_labels(table) == [
+        "trainer.seed=2 (aaaaaaaa)",
+        "trainer.seed=2 (bbbbbbbb)",
+        "focal (pruned at step 40)",
+    ]
