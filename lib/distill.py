@@ -18,6 +18,9 @@ the held-out figures stay held out. The teacher scores the transfer set once: it
 under ``${paths.cache}/distill/`` keyed by the teacher's run id, the transfer texts and the
 precision, so a sweep over student recipes does not pay for the teacher again.
 
+``teacher=[a,b,c]`` distils an ensemble: each run scores the transfer set (cached per run, as above)
+and the student learns from their mean probability, which is usually better than any one of them.
+
 Validation, early stopping, the threshold and every held-out metric are the ordinary run's (the
 hard loss alone): a student is an ordinary run, compared, predicted with and registered as any other.
 """
@@ -64,8 +67,8 @@ class TransferSet:
     """The student's training rows and the teacher's logit (log P(correct) - log P(wrong)) for each."""
 
     frame: pd.DataFrame  # text, label
-    teacher_logits: torch.Tensor  # float32 [rows]
-    teacher_run_id: str
+    teacher_logits: torch.Tensor  # float32 [rows]; an ensemble's: its teachers' mean probability as a logit
+    teacher_run_ids: list[str]  # one, or the ensemble's runs
     cache_hit: bool
 
 
@@ -132,23 +135,21 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
     cfg_distill = cfg.distill
     extra = _extra_rows(cfg, splits)
     frame = pd.concat([splits.train[["text", "label"]], extra], ignore_index=True)
-    teacher = str(cfg_distill.teacher)
-    run_id = _teacher_run_id(teacher)
+    names = teacher_names(cfg_distill)
+    run_ids = [_teacher_run_id(name) for name in names]
+    twice = sorted({run_id for run_id in run_ids if run_ids.count(run_id) > 1})
+    if twice:  # averaging a run with itself would only weigh it more: a mistake in the list, not a recipe
+        raise ConfigError(f"teacher={_listed(names)}: run {twice[0]} is named twice; an ensemble needs distinct runs")
     precision = resolve_precision(cfg_distill.teacher_precision, resolve_device(cfg.trainer.device))
-    path = _cache_path(Path(cfg.paths.cache), run_id, frame["text"], precision)
     start = time.perf_counter()
-    hit = path.is_file()
-    if hit:  # the teacher's weights are not even downloaded
-        logits = np.load(path)
-        log.info("distill: teacher logits of %d rows from %s", len(frame), path)
-    else:
-        log.info("distill: the teacher (%s) scores %d transfer rows once; cached in %s", teacher, len(frame), path)
-        logits = _score(cfg, teacher, frame["text"].tolist(), precision)
-        _save_atomic(path, logits)
+    scored = [_teacher_logits(cfg, name, run_id, frame["text"], precision) for name, run_id in zip(names, run_ids)]
+    logits = ensemble_logits([teacher_logits for teacher_logits, _ in scored])
+    hit = all(cached for _, cached in scored)
     teacher_labels = (logits >= 0).astype(int)
     mlflow.log_params(
         {
-            "distill.teacher_run": run_id,
+            "distill.teacher_run": ",".join(run_ids),
+            "distill.teachers": len(run_ids),
             "distill.transfer_rows_used": len(frame),
             "distill.generated_rows_used": len(extra),
         }
@@ -161,7 +162,43 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
             "distill_teacher_label_agreement": float((teacher_labels == frame["label"].to_numpy()).mean()),
         }
     )
-    return TransferSet(frame, torch.tensor(logits, dtype=torch.float32), run_id, hit)
+    return TransferSet(frame, torch.tensor(logits, dtype=torch.float32), run_ids, hit)
+
+
+def teacher_names(cfg_distill) -> list[str]:
+    """``distill.teacher`` as a list: one teacher, or the runs of an ensemble (``teacher=[a,b,c]``)."""
+    teacher = cfg_distill.teacher
+    names = [str(name) for name in teacher] if OmegaConf.is_list(teacher) else [str(teacher)]
+    if not names:
+        raise ConfigError(f"teacher=[]: name at least one teacher: {USAGE}")
+    return names
+
+
+def ensemble_logits(per_teacher: list[np.ndarray]) -> np.ndarray:
+    """One teacher's logits as they are; several teachers' probabilities averaged (the usual ensemble,
+    as in Hinton et al.) and turned back into a logit. Averaging probabilities rather than logits keeps
+    one over-confident teacher from outvoting the others."""
+    if len(per_teacher) == 1:
+        return per_teacher[0]
+    probs = np.mean([1 / (1 + np.exp(-logits.astype(np.float64))) for logits in per_teacher], axis=0)
+    return _logits(probs)
+
+
+def _teacher_logits(cfg, name: str, run_id: str, texts: pd.Series, precision: str) -> tuple[np.ndarray, bool]:
+    """One teacher's logits of ``texts`` and whether they came from the cache (then its weights are not
+    even downloaded); computed ones are cached, per teacher run, so ensembles share them too."""
+    path = _cache_path(Path(cfg.paths.cache), run_id, texts, precision)
+    if path.is_file():
+        log.info("distill: teacher %s: logits of %d rows from %s", name, len(texts), path)
+        return np.load(path), True
+    log.info("distill: the teacher (%s) scores %d transfer rows once; cached in %s", name, len(texts), path)
+    logits = _score(cfg, name, texts.tolist(), precision)
+    _save_atomic(path, logits)
+    return logits, False
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"[{','.join(names)}]"
 
 
 def _teacher_run_id(teacher: str) -> str:

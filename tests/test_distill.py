@@ -6,6 +6,7 @@ import csv
 import random
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -122,6 +123,71 @@ def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_com
     assert [r.data.params["distill.teacher_run"] for r in runs] == [teacher.info.run_id] * 2
     assert [r.data.tags["distill.teacher_cache"] for r in runs] == ["computed", "hit"]
     assert len(list((tmp_path / "outputs" / "cache" / "distill").glob("*.npy"))) == 1
+
+
+A, B, C = "a" * 32, "b" * 32, "c" * 32  # teacher run ids (the runs themselves are not needed: scores are stubbed)
+
+
+def _fake_teachers(monkeypatch, logits_of: dict) -> list:
+    """``distill._score`` answering each teacher run's fixed logits, and the list of teachers it scored."""
+    scored = []
+
+    def score(cfg, teacher, texts, precision):
+        scored.append(teacher)
+        return np.asarray(logits_of[teacher][: len(texts)], dtype=np.float32)
+
+    monkeypatch.setattr(distill, "_score", score)
+    return scored
+
+
+def test_an_ensemble_teaches_its_mean_probability_and_caches_each_teacher_once(make_cfg, tmp_path, monkeypatch):
+    train = pd.DataFrame({"text": ["one title", "two title", "three title"], "label": [1, 0, 1]})
+    splits = Splits(train, pd.DataFrame(), pd.DataFrame())
+    logits_of = {A: [4.0, -2.0, 0.5], B: [0.0, -4.0, -0.5], C: [2.0, 2.0, 2.0]}
+    scored = _fake_teachers(monkeypatch, logits_of)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def transfer(*teachers):
+        cfg = make_cfg("+experiment=distill", f"teacher=[{','.join(teachers)}]", "distill.transfer_rows=0")
+        with mlflow.start_run() as run:
+            result = distill.transfer_set(cfg, splits)
+        return result, mlflow.get_run(run.info.run_id).data
+
+    pair, logged = transfer(A, B)
+    probs = (torch.sigmoid(torch.tensor(logits_of[A])) + torch.sigmoid(torch.tensor(logits_of[B]))) / 2
+    torch.testing.assert_close(pair.teacher_logits, torch.logit(probs), atol=1e-4, rtol=0)
+    assert (pair.teacher_run_ids, scored) == ([A, B], [A, B])
+    assert logged.params["distill.teacher_run"] == f"{A},{B}" and logged.params["distill.teachers"] == "2"
+    assert logged.tags["distill.teacher_cache"] == "computed"
+    # the middle row: A says 0.12 correct, B 0.02; the mean 0.07, not the logits' mean (-3.0, i.e. 0.05)
+    assert torch.sigmoid(pair.teacher_logits[1]).item() == pytest.approx((0.1192 + 0.0180) / 2, abs=1e-3)
+
+    # Each teacher's scores are cached on their own: a new ensemble scores only its new member, and one
+    # teacher alone is taught as it is (no averaging), from the cache.
+    trio, logged = transfer(C, A, B)
+    assert scored == [A, B, C] and logged.tags["distill.teacher_cache"] == "computed"
+    assert len(list((tmp_path / "outputs" / "cache" / "distill").glob("*.npy"))) == 3
+    alone, logged = transfer(B)
+    torch.testing.assert_close(alone.teacher_logits, torch.tensor(logits_of[B]))
+    assert scored == [A, B, C] and logged.tags["distill.teacher_cache"] == "hit"
+    assert logged.params["distill.teacher_run"] == B and logged.params["distill.teachers"] == "1"
+
+
+@pytest.mark.parametrize(
+    "teachers, message",
+    [
+        (f"[{A},{B},{A}]", f"teacher=[{A},{B},{A}]: run {A} is named twice; an ensemble needs distinct runs"),
+        ("[]", "teacher=[]: name at least one teacher: python experiments/train.py +experiment=distill"),
+    ],
+)
+def test_an_ensemble_naming_a_run_twice_or_none_is_refused_in_one_line(make_cfg, monkeypatch, teachers, message):
+    scored = _fake_teachers(monkeypatch, {})
+    cfg = make_cfg("+experiment=distill", f"teacher={teachers}", "distill.transfer_rows=0")
+    train = pd.DataFrame({"text": ["a title"], "label": [1]})
+    with pytest.raises(ConfigError) as err:
+        distill.transfer_set(cfg, Splits(train, pd.DataFrame(), pd.DataFrame()))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert scored == []  # refused before any teacher is loaded
 
 
 @pytest.mark.slow
