@@ -1,4 +1,4 @@
-"""Continuing a stopped sweep: ``--multirun <the same overrides> tracking.resume_sweep=<parent run id|last>``.
+"""Continuing a stopped sweep: ``--multirun <the same overrides> tracking.resume_sweep=<parent run id|name|last>``.
 
 The sweep adopts its parent run again (lib/sweep.py) and every job decides for itself, from the
 parent's child runs, what is left to do (so it works with every launcher: the decision is made in
@@ -15,6 +15,7 @@ A job is identified by its command-line overrides less the ones that only say ho
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from mlflow import MlflowClient
 from lib.errors import ConfigError
 
 RESUME_KEY = "tracking.resume_sweep"
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+# The start of a run id, as compare.py shows it (8 characters); shorter could match by accident.
+SHORT_ID = re.compile(r"[0-9a-f]{8,31}")
 OVERRIDES_TAG = "titlesweep.overrides"  # a run's command-line overrides (redacted), as a JSON list
 SUPERSEDED_TAG = "titlesweep.superseded_by"  # on a failed attempt at a job: the run that redid it
 REUSED_FILE = "reused_run_id"  # written in a job's folder when it reused a FINISHED run: counted at the end
@@ -65,32 +69,53 @@ def recorded_overrides(run) -> list[str]:
 
 
 def find_sweep_to_continue(client: MlflowClient, experiment: str, target: str):
-    """The parent run named by ``tracking.resume_sweep`` (a run id, or ``last``: the newest sweep of
-    the experiment); a one-line ConfigError when there is none or the run is no sweep."""
+    """The parent run named by ``tracking.resume_sweep``: ``last`` (the newest sweep of the experiment),
+    a run id, the start of one (the short ids compare.py shows), or a sweep's name
+    (``tracking.sweep_name``); a one-line ConfigError when none or several match, or the run is no sweep."""
+    if RUN_ID.fullmatch(target):
+        return _sweep_run_by_id(client, target)
+    exp = client.get_experiment_by_name(experiment)
+    sweeps = [] if exp is None else _sweep_runs(client, exp.experiment_id)
+    if target in ("last", "latest"):
+        if not sweeps:
+            raise ConfigError(f"{RESUME_KEY}={target}: experiment {experiment} has no sweep run to continue")
+        return sweeps[0]
+    by_name = [run for run in sweeps if run.info.run_name == target]
+    by_prefix = [run for run in sweeps if SHORT_ID.fullmatch(target) and run.info.run_id.startswith(target)]
+    found = by_name or by_prefix
+    if len(found) > 1:  # continuing the wrong one of two same-named sweeps would mix their runs
+        ids = ", ".join(run.info.run_id for run in found)
+        raise ConfigError(
+            f"{RESUME_KEY}={target}: {len(found)} sweeps of experiment {experiment} match ({ids}); "
+            "name one by its run id"
+        )
+    if not found:
+        raise ConfigError(
+            f"{RESUME_KEY}={target}: no sweep of experiment {experiment} has that name or run id "
+            "(give its parent run id, the start of it, its tracking.sweep_name, or last)"
+        )
+    return found[0]
+
+
+def _sweep_runs(client: MlflowClient, experiment_id: str) -> list:
+    """The experiment's sweep parent runs, newest first."""
     from lib.tracking import ROLE_TAG
 
-    exp = client.get_experiment_by_name(experiment)
-    if target in ("last", "latest"):
-        found = (
-            []
-            if exp is None
-            else client.search_runs(
-                [exp.experiment_id],
-                f"tags.`{ROLE_TAG}` = 'sweep'",
-                max_results=1,
-                order_by=["attributes.start_time DESC"],
-            )
-        )
-        if not found:
-            raise ConfigError(f"{RESUME_KEY}={target}: experiment {experiment} has no sweep run to continue")
-        return found[0]
+    return client.search_runs(
+        [experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'", max_results=5000, order_by=["attributes.start_time DESC"]
+    )
+
+
+def _sweep_run_by_id(client: MlflowClient, run_id: str):
+    from lib.tracking import ROLE_TAG
+
     try:
-        run = client.get_run(target)
+        run = client.get_run(run_id)
     except Exception:  # noqa: BLE001 - MLflow raises different errors for a malformed and an unknown id
-        raise ConfigError(f"{RESUME_KEY}={target}: no such run in the tracking store") from None
+        raise ConfigError(f"{RESUME_KEY}={run_id}: no such run in the tracking store") from None
     if run.data.tags.get(ROLE_TAG) != "sweep":
         role = run.data.tags.get(ROLE_TAG, "a single run")
-        raise ConfigError(f"{RESUME_KEY}={target}: that run is not a sweep's parent run (it is {role})")
+        raise ConfigError(f"{RESUME_KEY}={run_id}: that run is not a sweep's parent run (it is {role})")
     return run
 
 

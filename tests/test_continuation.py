@@ -51,11 +51,33 @@ def test_last_is_the_newest_sweep_and_an_id_is_checked(client):
     first, second = _sweep_run(client), _sweep_run(client)
     assert continuation.find_sweep_to_continue(client, client.experiment_name, "last").info.run_id == second
     assert continuation.find_sweep_to_continue(client, client.experiment_name, first).info.run_id == first
-    with pytest.raises(ConfigError, match=r"^tracking.resume_sweep=0123abcd: no such run in the tracking store$"):
-        continuation.find_sweep_to_continue(client, client.experiment_name, "0123abcd")
+    with pytest.raises(ConfigError, match=r"^tracking.resume_sweep=0123abcd.{24}: no such run in the tracking store$"):
+        continuation.find_sweep_to_continue(client, client.experiment_name, "0123abcd" * 4)
     job = _job_run(client, first, "ce", "FINISHED")
     with pytest.raises(ConfigError, match=f"^tracking.resume_sweep={job}: that run is not a sweep's parent run"):
         continuation.find_sweep_to_continue(client, client.experiment_name, job)
+
+
+def test_a_sweep_is_found_by_its_name_or_the_start_of_its_run_id(client):
+    # compare.py shows 8-character run ids and sweep names: both name the sweep to continue
+    first, second = _sweep_run(client), _sweep_run(client)
+    client.set_tag(first, "mlflow.runName", "seeds-of-ce")
+    find = lambda target: continuation.find_sweep_to_continue(client, client.experiment_name, target).info.run_id  # noqa: E731
+    assert find("seeds-of-ce") == first
+    assert find(second[:8]) == second and find(first[:12]) == first
+
+    # two sweeps of one name (the other is "sweep"): refused naming both, as continuing one would guess
+    third = _sweep_run(client)
+    with pytest.raises(ConfigError) as err:
+        find("sweep")
+    assert str(err.value) == (
+        f"tracking.resume_sweep=sweep: 2 sweeps of experiment {client.experiment_name} match ({third}, {second}); "
+        "name one by its run id"
+    )
+    job = _job_run(client, first, "ce", "FINISHED")
+    for target in ("no-such-sweep", job[:8], "0123abcd"):  # a job's id is no sweep's; 0123abcd none at all
+        with pytest.raises(ConfigError, match=rf"^tracking.resume_sweep={target}: no sweep of experiment .* has that"):
+            find(target)
 
 
 def test_last_in_a_store_without_sweeps_is_one_line(client):
