@@ -80,9 +80,9 @@ def find_sweep_to_continue(client: MlflowClient, experiment: str, target: str):
         if not sweeps:
             raise ConfigError(f"{RESUME_KEY}={target}: experiment {experiment} has no sweep run to continue")
         return sweeps[0]
-    by_name = [run for run in sweeps if run.info.run_name == target]
-    by_prefix = [run for run in sweeps if SHORT_ID.fullmatch(target) and run.info.run_id.startswith(target)]
-    found = by_name or by_prefix
+    found = [run for run in sweeps if run.info.run_name == target]
+    if not found and SHORT_ID.fullmatch(target):
+        found = [run for run in sweeps if run.info.run_id.startswith(target)]
     if len(found) > 1:  # continuing the wrong one of two same-named sweeps would mix their runs
         ids = ", ".join(run.info.run_id for run in found)
         raise ConfigError(
