@@ -24,7 +24,6 @@ from mlflow import MlflowClient
 from lib.errors import ConfigError
 
 RESUME_KEY = "tracking.resume_sweep"
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 # The start of a run id, as compare.py shows it (8 characters); shorter could match by accident.
 SHORT_ID = re.compile(r"[0-9a-f]{8,31}")
 OVERRIDES_TAG = "titlesweep.overrides"  # a run's command-line overrides (redacted), as a JSON list
@@ -72,14 +71,17 @@ def find_sweep_to_continue(client: MlflowClient, experiment: str, target: str):
     """The parent run named by ``tracking.resume_sweep``: ``last`` (the newest sweep of the experiment),
     a run id, the start of one (the short ids compare.py shows), or a sweep's name
     (``tracking.sweep_name``); a one-line ConfigError when none or several match, or the run is no sweep."""
+    from lib.tracking import RUN_ID
+
     if RUN_ID.fullmatch(target):
         return _sweep_run_by_id(client, target)
     exp = client.get_experiment_by_name(experiment)
-    sweeps = [] if exp is None else _sweep_runs(client, exp.experiment_id)
     if target in ("last", "latest"):
-        if not sweeps:
+        newest = [] if exp is None else _sweep_runs(client, exp.experiment_id, max_results=1)
+        if not newest:
             raise ConfigError(f"{RESUME_KEY}={target}: experiment {experiment} has no sweep run to continue")
-        return sweeps[0]
+        return newest[0]
+    sweeps = [] if exp is None else _sweep_runs(client, exp.experiment_id)
     found = [run for run in sweeps if run.info.run_name == target]
     if not found and SHORT_ID.fullmatch(target):
         found = [run for run in sweeps if run.info.run_id.startswith(target)]
@@ -97,12 +99,15 @@ def find_sweep_to_continue(client: MlflowClient, experiment: str, target: str):
     return found[0]
 
 
-def _sweep_runs(client: MlflowClient, experiment_id: str) -> list:
+def _sweep_runs(client: MlflowClient, experiment_id: str, max_results: int = 5000) -> list:
     """The experiment's sweep parent runs, newest first."""
     from lib.tracking import ROLE_TAG
 
     return client.search_runs(
-        [experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'", max_results=5000, order_by=["attributes.start_time DESC"]
+        [experiment_id],
+        f"tags.`{ROLE_TAG}` = 'sweep'",
+        max_results=max_results,
+        order_by=["attributes.start_time DESC"],
     )
 
 

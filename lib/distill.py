@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ from lib.corpus.spec import MIN_SIZE as MIN_CORPUS_SIZE
 from lib.data import Splits, remove_overlap
 from lib.device import resolve_device, resolve_precision
 from lib.errors import ConfigError, UserError
-from lib.tracking import redact
+from lib.tracking import RUN_ID, redact
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,6 @@ USAGE = "python experiments/train.py +experiment=distill teacher=<run id | model
 # The transfer corpus is the run's corpus built with this offset added to data.seed: other records,
 # other casings and other errors, from the same recipe.
 TRANSFER_SEED_OFFSET = 1_000
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 # Teacher probabilities of exactly 0 or 1 (float32 softmax) have no finite logit: clipped here first.
 PROB_EPS = 1e-6
 
@@ -143,7 +141,12 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
         raise ConfigError(f"teacher={_listed(names)}: run {twice[0]} is named twice; an ensemble needs distinct runs")
     precision = resolve_precision(cfg_distill.teacher_precision, resolve_device(cfg.trainer.device))
     start = time.perf_counter()
-    scored = [_teacher_logits(cfg, name, run_id, frame["text"], precision) for name, run_id in zip(names, run_ids)]
+    texts, digest = frame["text"], _texts_digest(frame["text"], precision)  # hashed once for every teacher
+    cache = Path(cfg.paths.cache)
+    scored = [
+        _teacher_logits(cfg, name, _cache_path(cache, run_id, digest), texts, precision)
+        for name, run_id in zip(names, run_ids)
+    ]
     logits = ensemble_logits([teacher_logits for teacher_logits, _ in scored])
     hit = all(cached for _, cached in scored)
     teacher_labels = (logits >= 0).astype(int)
@@ -185,10 +188,9 @@ def ensemble_logits(per_teacher: list[np.ndarray]) -> np.ndarray:
     return _logits(probs)
 
 
-def _teacher_logits(cfg, name: str, run_id: str, texts: pd.Series, precision: str) -> tuple[np.ndarray, bool]:
-    """One teacher's logits of ``texts`` and whether they came from the cache (then its weights are not
-    even downloaded); computed ones are cached, per teacher run, so ensembles share them too."""
-    path = _cache_path(Path(cfg.paths.cache), run_id, texts, precision)
+def _teacher_logits(cfg, name: str, path: Path, texts: pd.Series, precision: str) -> tuple[np.ndarray, bool]:
+    """One teacher's logits of ``texts``, from its cache file ``path`` (then its weights are not even
+    downloaded) or computed and cached there; the files are per teacher run, so ensembles share them."""
     if path.is_file():
         log.info("distill: teacher %s: logits of %d rows from %s", name, len(texts), path)
         return np.load(path), True
@@ -303,8 +305,12 @@ def _logits(probs: np.ndarray) -> np.ndarray:
     return (np.log(p) - np.log1p(-p)).astype(np.float32)
 
 
-def _cache_path(cache: Path, run_id: str, texts: pd.Series, precision: str) -> Path:
-    digest = hashlib.sha256("\n".join([precision, *texts]).encode()).hexdigest()[:16]
+def _texts_digest(texts: pd.Series, precision: str) -> str:
+    return hashlib.sha256("\n".join([precision, *texts]).encode()).hexdigest()[:16]
+
+
+def _cache_path(cache: Path, run_id: str, digest: str) -> Path:
+    """Keyed by the teacher run and ``_texts_digest`` of the transfer texts and the precision."""
     return cache / "distill" / f"{run_id}-{digest}.npy"
 
 

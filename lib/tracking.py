@@ -29,6 +29,7 @@ NOTE_TAG = "mlflow.note.content"  # a run's description: rendered as markdown on
 # Without this experiment tag MLflow 3's UI opens an experiment in its GenAI view (an empty traces page).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
 # Alembic logs every schema migration of a new SQLite store at INFO level.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
