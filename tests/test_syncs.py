@@ -163,16 +163,23 @@ def test_fgm_without_a_direction_adds_nothing_on_a_gpu(simulated_gpu, monkeypatc
     assert torch.equal(model.embeddings.weight, weights)
 
 
+def cuda_syncs(steps: int) -> int:
+    """The synchronisations torch's sync debug mode warns about in one run of ``steps`` steps."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run(steps, torch.device("cuda"), bad={2}, adversary=True)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_cuda_the_syncs_do_not_grow_with_the_number_of_steps():
-    counts = []
-    for steps in (4, 12):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                run(steps, torch.device("cuda"), bad={2}, adversary=True)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    # One uncounted run under the debug mode first: a process's first such run warns once more than
+    # every later one (an H200, 2026-12-04: 17 warnings, then 16 for runs of 4, 12, 4 and 12 steps; the
+    # extra one, from torch's own code, stayed when the uncounted run was outside the debug mode).
+    cuda_syncs(2)
+    counts = [cuda_syncs(steps) for steps in (4, 12)]
     assert counts[0] == counts[1], counts
