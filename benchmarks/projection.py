@@ -21,9 +21,22 @@ from transformers import AutoModelForSequenceClassification, BertConfig
 
 from benchmarks.variants import Setup, _our_loader
 from lib.device import autocast, to_device
+from lib.errors import ConfigError
 from lib.loop import predict
 
 VAL_FRACTION = 0.1  # the original runs held 10% of the titles out for validation
+
+
+def refuse_off_cpu(device: torch.device) -> None:
+    """The projection times a few steps per padding mode: the steady rate on a CPU. On a GPU the first
+    call of every new batch shape dominates so few steps (an H200, 2026-12-04: 137 training titles/s
+    for the bucketed loop, whose shapes change every step, against 741 for pad-to-max, whose one
+    shape is warm after the untimed step), so the estimate would be of warm-up, not of training."""
+    if device.type != "cpu":
+        raise ConfigError(
+            f"bench.projection.enabled=true: the projection estimates CPU time and is refused on {device.type}; "
+            "there, time the side-by-side rounds (bench.reps > 0) instead"
+        )
 
 
 def bert_base_sized(setup: Setup) -> torch.nn.Module:

@@ -34,6 +34,7 @@ from benchmarks.variants import Setup, variants  # noqa: E402
 from lib.batching import encode  # noqa: E402
 from lib.data import load_data  # noqa: E402
 from lib.device import resolve_device, resolve_precision  # noqa: E402
+from lib.errors import exit_on_user_error  # noqa: E402
 from lib.losses import build_loss  # noqa: E402
 from lib.models import build_model  # noqa: E402
 
@@ -164,6 +165,11 @@ def main(cfg) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the pyfunc load's bars, per run
     threads = machine.pin_threads(cfg.trainer.num_threads or cfg.bench.threads)
     device = resolve_device(cfg.trainer.device)
+    if cfg.bench.projection.enabled:
+        from benchmarks.projection import refuse_off_cpu
+
+        with exit_on_user_error():
+            refuse_off_cpu(device)
     precision = resolve_precision(cfg.trainer.precision, device)
     info = machine.describe(device, threads)
     console.print(info)

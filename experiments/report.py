@@ -265,10 +265,11 @@ def _throughput(result: dict, path: Path) -> list[str]:
     from benchmarks.report import markdown
 
     m, s = result["machine"], result["settings"]
+    device = f"{m['device']} ({m['gpu']})" if m.get("gpu") else m["device"]
     return [
         f"- **command**: `{result['command']}`",
         f"- **machine**: {m['cpu']} ({', '.join(m.get('cpu_flags', [])) or 'no AVX2/AVX-512 flags'}), "
-        f"{m['logical_cores']} cores, device {m['device']}, {m['torch_threads']} torch threads, "
+        f"{m['logical_cores']} cores, device {device}, {m['torch_threads']} torch threads, "
         f"precision {s['precision']}; torch {m['torch']}, transformers {m['transformers']}",
         f"- **date**: {result['started']} to {result.get('finished', '?')}; 1-minute load at the start "
         f"{m['load_average_start'][0]}",

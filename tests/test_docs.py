@@ -189,3 +189,13 @@ def test_report_pages_a_sweep_its_recipes_and_a_single_run(tmp_path):
     before = store.stat().st_mtime_ns
     report.main([f"paths.outputs={tmp_path / 'outputs'}", f"out={out}"])  # rerun: regenerated, store untouched
     assert store.stat().st_mtime_ns == before
+
+
+def test_a_gpu_benchmark_names_its_gpu_beside_the_cpu(tmp_path):
+    measured = json.loads((PROJECT_ROOT / "benchmarks" / "results" / "2026-12-04-nvidia-h200.json").read_text())
+    path = tmp_path / "2026-12-04-nvidia-h200.json"
+    path.write_text(json.dumps(measured))
+    assert ", device cuda (NVIDIA H200), 2 torch threads" in "\n".join(report.benchmark_section(path))
+    del measured["machine"]["gpu"]  # a file written before the machine recorded its GPU
+    path.write_text(json.dumps(measured))
+    assert ", device cuda, 2 torch threads" in "\n".join(report.benchmark_section(path))

@@ -345,3 +345,12 @@ def test_benchmark_variants_do_the_same_work(world):
     # the pyfunc row: the same titles through mlflow.pyfunc.load_model(...).predict, the same answers
     assert ours.pyfunc_seconds > 0 and ours.pyfunc_accuracy == pytest.approx(ours.accuracy, abs=1 / len(world.val_ids))
     assert "pyfunc_titles_per_s" in ours.as_dict() and padded.pyfunc_seconds is None
+
+
+def test_the_cpu_projection_is_refused_on_a_gpu_in_one_line():
+    from benchmarks.projection import refuse_off_cpu
+    from lib.errors import ConfigError
+
+    refuse_off_cpu(torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"^bench.projection.enabled=true: .* refused on cuda; .*bench.reps > 0"):
+        refuse_off_cpu(torch.device("cuda"))
