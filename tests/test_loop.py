@@ -2,7 +2,6 @@
 adversarial loss, fp32 evaluation, the precision choice on GPUs, and torch.compile."""
 
 import functools
-import math
 
 import pytest
 import torch
@@ -458,7 +457,10 @@ def test_a_compiled_tiny_run_learns_with_layer_wise_rates(make_cfg, toy_csv, mon
         "model=tiny_bert",
         "data=csv",
         f"data.train={toy_csv}",
-        "trainer.epochs=3",
+        # 6 epochs: in 3 the lower layers' small rates left the loss near chance for most seeds (best
+        # validation loss 0.21-0.88 over seeds 1-6 on the CPU; on an H200 near-constant predictions
+        # then ranked the test titles backwards); in 6 it is 0.005-0.24 for seeds 1-6 and 42.
+        "trainer.epochs=6",
         "trainer.compile=true",
         "schedule.lr=1e-3",
         "schedule.layer_decay=0.5",
@@ -467,10 +469,10 @@ def test_a_compiled_tiny_run_learns_with_layer_wise_rates(make_cfg, toy_csv, mon
     )
     metrics = run_module.run_training(cfg)
     assert metrics["test_accuracy"] >= 0.9 and metrics["test_f1"] >= 0.9, metrics
+    assert metrics["best_val_loss"] < 0.5, metrics  # learnt, not a near-constant guess that happens to rank right
     assert seen["groups"]["layer_1/decay"] == pytest.approx(1e-3)
     assert seen["groups"]["layer_0/decay"] == pytest.approx(5e-4)
     assert seen["groups"]["head/decay"] == pytest.approx(1e-2)
-    assert math.isfinite(metrics["best_val_loss"])
 
 
 # --------------------------------------------------------------- resumption edge cases
