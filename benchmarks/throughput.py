@@ -30,6 +30,7 @@ from rich.console import Console  # noqa: E402
 
 import lib.paths  # noqa: E402,F401  registers ${project_root:}, used by hydra.searchpath
 from benchmarks import machine, report  # noqa: E402
+from benchmarks.projection import refuse_off_cpu  # noqa: E402
 from benchmarks.variants import Setup, variants  # noqa: E402
 from lib.batching import encode  # noqa: E402
 from lib.data import load_data  # noqa: E402
@@ -162,14 +163,16 @@ def assemble(cfg, setup: Setup, info: dict, runs: dict, labels: dict, started: s
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="throughput")
 def main(cfg) -> None:
+    with exit_on_user_error():  # a bad setting (trainer.device, data, bench.*) is one line, as in train.py
+        benchmark(cfg)
+
+
+def benchmark(cfg) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the pyfunc load's bars, per run
     threads = machine.pin_threads(cfg.trainer.num_threads or cfg.bench.threads)
     device = resolve_device(cfg.trainer.device)
     if cfg.bench.projection.enabled:
-        from benchmarks.projection import refuse_off_cpu
-
-        with exit_on_user_error():
-            refuse_off_cpu(device)
+        refuse_off_cpu(device)
     precision = resolve_precision(cfg.trainer.precision, device)
     info = machine.describe(device, threads)
     console.print(info)

@@ -354,3 +354,19 @@ def test_the_cpu_projection_is_refused_on_a_gpu_in_one_line():
     refuse_off_cpu(torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"^bench.projection.enabled=true: .* refused on cuda; .*bench.reps > 0"):
         refuse_off_cpu(torch.device("cuda"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without a CUDA GPU")
+def test_the_benchmark_refuses_a_bad_setting_in_one_line():
+    import subprocess
+    import sys
+
+    from lib.paths import PROJECT_ROOT
+
+    script = PROJECT_ROOT / "benchmarks" / "throughput.py"
+    done = subprocess.run([sys.executable, str(script), "trainer.device=cuda"], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "error: trainer.device=cuda: no CUDA GPU is visible; use trainer.device=cpu or auto"
+    ]
