@@ -22,6 +22,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from lib.errors import ConfigError
+from lib.tracking import ROLE_TAG, RUN_ID
 
 RESUME_KEY = "tracking.resume_sweep"
 # The start of a run id, as compare.py shows it (8 characters); shorter could match by accident.
@@ -71,8 +72,6 @@ def find_sweep_to_continue(client: MlflowClient, experiment: str, target: str):
     """The parent run named by ``tracking.resume_sweep``: ``last`` (the newest sweep of the experiment),
     a run id, the start of one (the short ids compare.py shows), or a sweep's name
     (``tracking.sweep_name``); a one-line ConfigError when none or several match, or the run is no sweep."""
-    from lib.tracking import RUN_ID
-
     if RUN_ID.fullmatch(target):
         return _sweep_run_by_id(client, target)
     exp = client.get_experiment_by_name(experiment)
@@ -101,8 +100,6 @@ def find_sweep_to_continue(client: MlflowClient, experiment: str, target: str):
 
 def _sweep_runs(client: MlflowClient, experiment_id: str, max_results: int = 5000) -> list:
     """The experiment's sweep parent runs, newest first."""
-    from lib.tracking import ROLE_TAG
-
     return client.search_runs(
         [experiment_id],
         f"tags.`{ROLE_TAG}` = 'sweep'",
@@ -112,8 +109,6 @@ def _sweep_runs(client: MlflowClient, experiment_id: str, max_results: int = 500
 
 
 def _sweep_run_by_id(client: MlflowClient, run_id: str):
-    from lib.tracking import ROLE_TAG
-
     try:
         run = client.get_run(run_id)
     except Exception:  # noqa: BLE001 - MLflow raises different errors for a malformed and an unknown id
