@@ -171,6 +171,30 @@ def test_the_guard_compares_titles_as_the_corpus_deduplicates_them_and_keeps_ext
     assert [len(f) for f in (splits.test, *splits.extra.values())] == [2, 3, 2]  # evaluation sets kept whole
 
 
+def test_the_guard_sees_through_the_glyphs_pdf_extraction_leaves(tmp_path):
+    # The corpus's glyph noise (data.positive_noise.glyphs) writes ligature code points and spacing
+    # accents into training titles; a real sample may hold the clean title, or the other way round.
+    # Unicode's compatibility forms and combining marks must not hide a leak from the guard.
+    leaked = {
+        "Speciﬁc heat of thin ﬁlms": "Specific heat of thin films",
+        "Mod´elisation des r´eseaux": "Modélisation des réseaux",
+        "Cafe\u0301 culture and sleep": "Café culture and sleep",  # decomposed vs precomposed é
+    }
+    train_texts = [f"title number {i}" for i in range(20)] + list(leaked)
+    train = _write(tmp_path / "train.csv", train_texts, [i % 2 for i in range(23)])
+    extra = _write(tmp_path / "extra.csv", [*leaked.values(), "e4"], [1, 1, 1, 0])
+    cfg = OmegaConf.create(
+        {
+            "data": _csv_cfg(train),
+            "paths": {"cache": str(tmp_path / "cache")},
+            "extra_eval": {"real": str(extra)},
+        }
+    )
+    splits = load_data(cfg)
+    assert splits.stats["train_leaks_real"] == 3
+    assert not set(splits.train["text"]) & set(leaked)
+
+
 def test_jsonl_and_tsv_read(tmp_path):
     rows = pd.DataFrame({"text": [f"t{i}" for i in range(20)], "label": [0, 1] * 10})
     rows.to_json(tmp_path / "d.jsonl", orient="records", lines=True)

@@ -95,10 +95,13 @@ def pick(rng: random.Random, weights: dict[str, float]) -> str:
 
 
 def text_key(text: str) -> str:
-    """Duplicate key: case-, space- and punctuation-insensitive. The corpus de-duplicates by it and
-    the leakage guard (lib/data.remove_leaks) compares titles across splits by it: one notion of
-    "the same title" for both."""
-    return re.sub(r"[\W_]+", "", text.lower()) or text.strip().lower()
+    """Duplicate key: case-, space-, punctuation- and accent-insensitive, with compatibility forms
+    folded (``ﬁ`` is ``fi``, a spacing accent is no letter). The corpus de-duplicates by it and the
+    leakage guard (lib/data.remove_leaks) compares titles across splits by it: one notion of "the same
+    title" for both. The folding matters because PDF extraction, and the corpus's glyph noise that
+    imitates it, writes one title in several code-point forms: a leak must not hide behind them."""
+    folded = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+    return re.sub(r"[\W_]+", "", folded.casefold()) or text.strip().casefold()
 
 
 def derived_seed(seed: int, *parts: object) -> int:
