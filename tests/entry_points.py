@@ -10,12 +10,14 @@ EXPERIMENTS = PROJECT_ROOT / "experiments"
 
 
 def command(script: str, *args) -> list[str]:
-    """``[python, experiments/<script>, *args]``, e.g. ``command("train.py", "--multirun", "loss=ce,focal")``."""
-    return [sys.executable, str(EXPERIMENTS / script), *map(str, args)]
+    """``[python, experiments/<script>, *args]``, e.g. ``command("train.py", "--multirun", "loss=ce,focal")``;
+    a script named with its folder (``benchmarks/throughput.py``) is found from the project root."""
+    path = PROJECT_ROOT / script if "/" in script else EXPERIMENTS / script
+    return [sys.executable, str(path), *map(str, args)]
 
 
 def run_entry_point(script: str, *args, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``experiments/<script>`` with ``args``; ``kwargs`` go to subprocess.run (cwd, env)."""
+    """Run the script ``command`` names with ``args``; ``kwargs`` go to subprocess.run (cwd, env)."""
     return subprocess.run(command(script, *args), capture_output=True, text=True, timeout=timeout, **kwargs)
 
 

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import write_toy_csv
+from entry_points import run_entry_point
 from lib.batching import LengthBucketSampler, encode, make_loader
 from lib.data import load_data
 from lib.loop import TrainingParts, predict, train
@@ -359,13 +360,7 @@ def test_the_cpu_projection_is_refused_on_a_gpu_in_one_line():
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without a CUDA GPU")
 def test_the_benchmark_refuses_a_bad_setting_in_one_line():
-    import subprocess
-    import sys
-
-    from lib.paths import PROJECT_ROOT
-
-    script = PROJECT_ROOT / "benchmarks" / "throughput.py"
-    done = subprocess.run([sys.executable, str(script), "trainer.device=cuda"], capture_output=True, text=True)
+    done = run_entry_point("benchmarks/throughput.py", "trainer.device=cuda", timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines() == [
         "error: trainer.device=cuda: no CUDA GPU is visible; use trainer.device=cpu or auto"
