@@ -70,10 +70,11 @@ class LengthBucketSampler(Sampler[list[int]]):
 
 class Collator:
     """Pads a list of (ids, label, index) to the longest in the batch (or to ``pad_to``). With
-    ``teacher_logits`` (one per example: distillation, lib/distill.py) each batch carries its rows'."""
+    ``per_row`` (tensors with one row per example, e.g. a teacher's logits and embeddings: distillation,
+    lib/distill.py) each batch carries its rows' of each, under the same names."""
 
-    def __init__(self, pad_id: int, pad_to: int | None = None, teacher_logits: torch.Tensor | None = None):
-        self.pad_id, self.pad_to, self.teacher_logits = pad_id, pad_to, teacher_logits
+    def __init__(self, pad_id: int, pad_to: int | None = None, per_row: dict[str, torch.Tensor] | None = None):
+        self.pad_id, self.pad_to, self.per_row = pad_id, pad_to, per_row or {}
 
     def __call__(self, items: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
         width = self.pad_to or max(len(ids) for ids, _, _ in items)
@@ -88,8 +89,8 @@ class Collator:
             "labels": torch.tensor([label for _, label, _ in items], dtype=torch.long),
             "index": torch.tensor([index for _, _, index in items], dtype=torch.long),
         }
-        if self.teacher_logits is not None:
-            batch["teacher_logits"] = self.teacher_logits[batch["index"]]
+        for name, values in self.per_row.items():
+            batch[name] = values[batch["index"]]
         return batch
 
 
@@ -105,10 +106,10 @@ def make_loader(
     pad_to: int | None = None,
     num_workers: int = 0,
     pin_memory: bool = False,
-    teacher_logits: torch.Tensor | None = None,
+    per_row: dict[str, torch.Tensor] | None = None,
 ) -> DataLoader:
     """A DataLoader over pre-tokenized examples; its ``batch_sampler`` has ``set_epoch``. Batches carry
-    ``teacher_logits[index]`` as ``teacher_logits`` when given."""
+    ``values[index]`` under ``name`` for each of ``per_row``'s tensors."""
     items = [(ids, int(label), index) for index, (ids, label) in enumerate(zip(token_ids, labels))]
     sampler = LengthBucketSampler([len(ids) for ids in token_ids], batch_size, shuffle, seed, bucketing)
     # Its own generator: a DataLoader draws a seed from the global RNG for every new iterator, which
@@ -116,7 +117,7 @@ def make_loader(
     return DataLoader(
         items,
         batch_sampler=sampler,
-        collate_fn=Collator(pad_id, pad_to, teacher_logits),
+        collate_fn=Collator(pad_id, pad_to, per_row),
         num_workers=num_workers,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),

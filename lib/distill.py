@@ -18,6 +18,14 @@ the held-out figures stay held out. The teacher scores the transfer set once: it
 under ``${paths.cache}/distill/`` keyed by the teacher's run id, the transfer texts and the
 precision, so a sweep over student recipes does not pay for the teacher again.
 
+``relation_weight`` > 0 adds what the teacher knows beyond one probability per title: how alike it
+finds the titles of a batch. With two classes a teacher's soft label is a single number, so the usual
+term passes on little besides the label's confidence; the cosine similarities between the teacher's
+mean-pooled embeddings of a batch's titles are B x B numbers, and the student is asked to reproduce
+them with its own embeddings (similarity-preserving distillation, Tung & Mori, 2019). Comparing
+similarities, not the vectors themselves, needs no projection between the two models' widths (384 and
+768), hence no parameter outside the student. The teacher's embeddings are cached beside its logits.
+
 ``teacher=[a,b,c]`` distils an ensemble: each run scores the transfer set (cached per run, as above)
 and the student learns from their mean probability (for three MPNet seeds it taught 4-layer students
 no better than the best seed alone: docs/decisions.md).
@@ -69,37 +77,68 @@ class TransferSet:
     teacher_logits: torch.Tensor  # float32 [rows]; an ensemble's: its teachers' mean probability as a logit
     teacher_run_ids: list[str]  # one, or the ensemble's runs
     cache_hit: bool
+    # float32 [rows, width], unit length, with distill.relation_weight > 0 (else None): the rows' teacher
+    # embeddings; an ensemble's are its teachers' side by side, each scaled by 1/sqrt(teachers), so that
+    # the dot product of two rows is the teachers' mean cosine similarity
+    teacher_embeddings: torch.Tensor | None = None
+
+    def per_row(self) -> dict[str, torch.Tensor]:
+        """What each training batch carries for the loss (lib/batching.Collator), by its argument name."""
+        rows = {"teacher_logits": self.teacher_logits}
+        if self.teacher_embeddings is not None:
+            rows["teacher_embeddings"] = self.teacher_embeddings
+        return rows
 
 
 # --------------------------------------------------------------- the loss
 
 
 class DistillationLoss(nn.Module):
-    """``(1 - weight) * hard(logits, labels) + weight * T^2 * KL(teacher_T || student_T)``.
+    """``(1 - weight) * hard(logits, labels) + weight * T^2 * KL(teacher_T || student_T)``
+    ``+ relation_weight * similarity_loss(student_embeddings, teacher_embeddings)``.
 
     ``teacher_logits`` is the teacher's logit difference (correct minus wrong) per example; without it
     (validation, test) the loss is the hard loss alone, so validation losses compare across runs. The
     T^2 factor keeps the soft term's gradients the size of the hard term's whatever the temperature.
+    The relation term needs both models' embeddings of the batch (the training loop passes the
+    student's when the batch carries the teacher's).
     """
 
-    def __init__(self, hard: nn.Module, weight: float, temperature: float) -> None:
+    def __init__(self, hard: nn.Module, weight: float, temperature: float, relation_weight: float = 0.0) -> None:
         super().__init__()
         self.hard, self.weight, self.temperature = hard, weight, temperature
+        self.relation_weight = relation_weight
 
     def forward(
-        self, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+        student_embeddings: torch.Tensor | None = None,
+        teacher_embeddings: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hard = self.hard(logits, labels)
-        if teacher_logits is None or self.weight == 0:
-            return hard
-        t = self.temperature
-        z = teacher_logits.to(logits.dtype) / t
-        teacher = torch.stack([torch.sigmoid(-z), torch.sigmoid(z)], dim=-1)  # a 2-class softmax of [0, z]
-        soft = F.kl_div(F.log_softmax(logits / t, dim=-1), teacher, reduction="batchmean") * t * t
-        return (1 - self.weight) * hard + self.weight * soft
+        loss = hard
+        if teacher_logits is not None and self.weight > 0:
+            t = self.temperature
+            z = teacher_logits.to(logits.dtype) / t
+            teacher = torch.stack([torch.sigmoid(-z), torch.sigmoid(z)], dim=-1)  # a 2-class softmax of [0, z]
+            soft = F.kl_div(F.log_softmax(logits / t, dim=-1), teacher, reduction="batchmean") * t * t
+            loss = (1 - self.weight) * hard + self.weight * soft
+        if student_embeddings is not None and teacher_embeddings is not None and self.relation_weight > 0:
+            loss = loss + self.relation_weight * similarity_loss(student_embeddings, teacher_embeddings)
+        return loss
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}, temperature={self.temperature}"
+        return f"weight={self.weight}, temperature={self.temperature}, relation_weight={self.relation_weight}"
+
+
+def similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the two models' matrices of cosine similarities between the
+    batch's examples ([rows, width] each; the widths may differ): 0 when the student finds every pair of
+    titles exactly as alike as the teacher does."""
+    s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
+    return (s @ s.T - t @ t.T).pow(2).mean()
 
 
 def wrap_loss(cfg_distill, hard: nn.Module) -> nn.Module:
@@ -111,7 +150,15 @@ def wrap_loss(cfg_distill, hard: nn.Module) -> nn.Module:
         raise ConfigError(f"distill.kd_weight must be a number in [0, 1], got {weight!r}")
     if not (isinstance(temperature, (int, float)) and temperature > 0):
         raise ConfigError(f"distill.temperature must be a number > 0, got {temperature!r}")
-    return DistillationLoss(hard, float(weight), float(temperature))
+    return DistillationLoss(hard, float(weight), float(temperature), relation_weight(cfg_distill))
+
+
+def relation_weight(cfg_distill) -> float:
+    """``distill.relation_weight`` (0 when the config predates it), checked: a number >= 0."""
+    weight = cfg_distill.get("relation_weight", 0.0)
+    if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and weight >= 0):
+        raise ConfigError(f"distill.relation_weight must be a number >= 0, got {weight!r}")
+    return float(weight)
 
 
 # --------------------------------------------------------------- the transfer set
@@ -140,15 +187,17 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
     if twice:  # averaging a run with itself would only weigh it more: a mistake in the list, not a recipe
         raise ConfigError(f"teacher={_listed(names)}: run {twice[0]} is named twice; an ensemble needs distinct runs")
     precision = resolve_precision(cfg_distill.teacher_precision, resolve_device(cfg.trainer.device))
+    with_embeddings = relation_weight(cfg_distill) > 0
     start = time.perf_counter()
     texts, digest = frame["text"], _texts_digest(frame["text"], precision)  # hashed once for every teacher
     cache = Path(cfg.paths.cache)
     scored = [
-        _teacher_logits(cfg, name, _cache_path(cache, run_id, digest), texts, precision)
+        _teacher_scores(cfg, name, _cache_path(cache, run_id, digest), texts, precision, with_embeddings)
         for name, run_id in zip(names, run_ids)
     ]
-    logits = ensemble_logits([teacher_logits for teacher_logits, _ in scored])
-    hit = all(cached for _, cached in scored)
+    logits = ensemble_logits([scores.logits for scores in scored])
+    embeddings = ensemble_embeddings([scores.embeddings for scores in scored]) if with_embeddings else None
+    hit = all(scores.cached for scores in scored)
     teacher_labels = (logits >= 0).astype(int)
     mlflow.log_params(
         {
@@ -166,7 +215,7 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
             "distill_teacher_label_agreement": float((teacher_labels == frame["label"].to_numpy()).mean()),
         }
     )
-    return TransferSet(frame, torch.tensor(logits, dtype=torch.float32), run_ids, hit)
+    return TransferSet(frame, torch.tensor(logits, dtype=torch.float32), run_ids, hit, embeddings)
 
 
 def teacher_names(cfg_distill) -> list[str]:
@@ -188,16 +237,37 @@ def ensemble_logits(per_teacher: list[np.ndarray]) -> np.ndarray:
     return _logits(probs)
 
 
-def _teacher_logits(cfg, name: str, path: Path, texts: pd.Series, precision: str) -> tuple[np.ndarray, bool]:
-    """One teacher's logits of ``texts``, from its cache file ``path`` (then its weights are not even
-    downloaded) or computed and cached there; the files are per teacher run, so ensembles share them."""
-    if path.is_file():
-        log.info("distill: teacher %s: logits of %d rows from %s", name, len(texts), path)
-        return np.load(path), True
+def ensemble_embeddings(per_teacher: list[np.ndarray]) -> torch.Tensor:
+    """The teachers' embeddings, each row made unit length, side by side, each scaled by 1/sqrt(n): a
+    dot product of two such rows is the teachers' mean cosine similarity of the two titles."""
+    scale = 1 / np.sqrt(len(per_teacher))
+    unit = [vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12) * scale for vectors in per_teacher]
+    return torch.tensor(np.concatenate(unit, axis=1), dtype=torch.float32)
+
+
+@dataclass
+class TeacherScores:
+    logits: np.ndarray  # [rows]
+    embeddings: np.ndarray | None  # [rows, the teacher's width], when asked for
+    cached: bool  # everything asked for came from the cache
+
+
+def _teacher_scores(
+    cfg, name: str, path: Path, texts: pd.Series, precision: str, with_embeddings: bool
+) -> TeacherScores:
+    """One teacher's logits (and mean-pooled embeddings) of ``texts``, from its cache files ``path``
+    (and ``_embeddings_path(path)``; then its weights are not even downloaded) or computed and cached
+    there; the files are per teacher run, so ensembles share them."""
+    vectors_path = _embeddings_path(path)
+    if path.is_file() and (not with_embeddings or vectors_path.is_file()):
+        log.info("distill: teacher %s: scores of %d rows from %s", name, len(texts), path)
+        return TeacherScores(np.load(path), np.load(vectors_path) if with_embeddings else None, True)
     log.info("distill: the teacher (%s) scores %d transfer rows once; cached in %s", name, len(texts), path)
-    logits = _score(cfg, name, texts.tolist(), precision)
+    logits, vectors = _score(cfg, name, texts.tolist(), precision, with_embeddings)
+    if with_embeddings:
+        _save_atomic(vectors_path, vectors)
     _save_atomic(path, logits)
-    return logits, False
+    return TeacherScores(logits, vectors, False)
 
 
 def _listed(names: list[str]) -> str:
@@ -219,8 +289,11 @@ def _teacher_run_id(teacher: str) -> str:
         ) from None
 
 
-def _score(cfg, teacher: str, texts: list[str], precision: str) -> np.ndarray:
-    """The teacher's logit (log P(correct) - log P(wrong)) of every text."""
+def _score(
+    cfg, teacher: str, texts: list[str], precision: str, with_embeddings: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The teacher's logit (log P(correct) - log P(wrong)) of every text, and with ``with_embeddings``
+    its mean-pooled last hidden state of every text (float32), else None."""
     from lib.inference import load_predictor  # inference imports the pyfunc model: only when distilling
 
     kind = "run" if RUN_ID.fullmatch(teacher) else "model"
@@ -228,7 +301,10 @@ def _score(cfg, teacher: str, texts: list[str], precision: str) -> np.ndarray:
         predictor = load_predictor(**{kind: teacher}, device=cfg.trainer.device, precision=precision)
     except UserError as err:
         raise ConfigError(f"teacher={teacher}: {err}") from None
-    return _logits(predictor.predict_titles(texts, batch_size=cfg.distill.teacher_batch_size, progress=True))
+    probs, vectors = predictor.score(
+        texts, batch_size=cfg.distill.teacher_batch_size, progress=True, embeddings=with_embeddings
+    )
+    return _logits(probs), None if vectors is None else vectors.astype(np.float32)
 
 
 def _extra_rows(cfg, splits: Splits) -> pd.DataFrame:
@@ -314,10 +390,15 @@ def _cache_path(cache: Path, run_id: str, digest: str) -> Path:
     return cache / "distill" / f"{run_id}-{digest}.npy"
 
 
-def _save_atomic(path: Path, logits: np.ndarray) -> None:
+def _embeddings_path(logits_path: Path) -> Path:
+    """The teacher's embeddings of the same texts, beside its logits."""
+    return logits_path.with_name(f"{logits_path.stem}-embeddings.npy")
+
+
+def _save_atomic(path: Path, values: np.ndarray) -> None:
     """Written under another name and renamed: an interrupted run leaves no half-written cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        np.save(f, logits)
+        np.save(f, values)
     os.replace(tmp, path)

@@ -20,6 +20,7 @@ from lib.device import autocast, to_device
 from lib.errors import ConfigError, UserError
 from lib.metrics import compute_metrics, metrics_at_threshold
 from lib.progress import progress
+from lib.pyfunc import mean_pool
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -222,11 +223,16 @@ def train(
         """The batch's mean loss divided by the number of batches in its accumulation window,
         so that the window's summed gradient is the gradient of the mean over its batches
         (times ``weight``: an adversary's 0 when its attack had no direction)."""
+        # Distillation (lib/distill.py): the batch carries the teacher's logits, and its embeddings when
+        # the student also learns how the teacher relates titles: then the student's embeddings too.
+        soft = {name: value for name, value in inputs.items() if name.startswith("teacher_")}
+        embeddings = "teacher_embeddings" in soft
+        hidden = {"output_hidden_states": True} if embeddings else {}
         with autocast(device, precision):
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        # Distillation (lib/distill.py): the batch carries the teacher's logits for the loss.
-        soft = {"teacher_logits": inputs["teacher_logits"]} if "teacher_logits" in inputs else {}
-        loss = parts.loss_fn(logits.float(), inputs["labels"], **soft) / window
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **hidden)
+        if embeddings:
+            soft["student_embeddings"] = mean_pool(out.hidden_states[-1].float(), inputs["attention_mask"])
+        loss = parts.loss_fn(out.logits.float(), inputs["labels"], **soft) / window
         return loss if weight is None else loss * weight
 
     def run_eval() -> bool:

@@ -147,10 +147,10 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     transformers.set_seed(cfg.trainer.seed)
     clock = TimeSplit()
     splits = limited_splits(cfg)
-    teacher_logits = None
+    teacher_rows = {}
     if distill.enabled(cfg.distill):  # the training rows become the teacher-scored transfer set
         transfer = distill.transfer_set(cfg, splits)
-        splits.train, teacher_logits = transfer.frame, transfer.teacher_logits
+        splits.train, teacher_rows = transfer.frame, transfer.per_row()
     _log_data(splits)
     clock.lap("data")
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
@@ -158,7 +158,7 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     # The compiled wrapper runs the steps; `model` (same parameters, names without the wrapper's
     # `_orig_mod.` prefix) builds the optimiser groups, checkpoints and the saved model.
     net = torch.compile(model) if cfg.trainer.compile else model
-    loaders = _loaders(cfg, splits, tokenizer, device, teacher_logits)
+    loaders = _loaders(cfg, splits, tokenizer, device, teacher_rows)
     loss_fn = distill.wrap_loss(cfg.distill, build_loss(cfg.loss)).to(device)
     clock.lap("setup")
 
@@ -372,9 +372,10 @@ def _log_data(splits: Splits) -> None:
     log.info("data: %s", data_line(sizes, splits.stats))
 
 
-def _loaders(cfg, splits: Splits, tokenizer, device, teacher_logits=None) -> dict:
+def _loaders(cfg, splits: Splits, tokenizer, device, teacher_rows: dict | None = None) -> dict:
     """Tokenize every split once; training batches shuffled by length bucket, evaluation sorted.
-    ``teacher_logits``: one per training row, carried by the training batches (distillation)."""
+    ``teacher_rows``: the teacher's tensors, one row per training row, carried by the training batches
+    (distillation: lib/distill.TransferSet.per_row)."""
     frames = {"train": splits.train, "val": splits.val, "test": splits.test, **splits.extra}
     loaders = {}
     for name, frame in frames.items():
@@ -390,7 +391,7 @@ def _loaders(cfg, splits: Splits, tokenizer, device, teacher_logits=None) -> dic
             pad_to=cfg.model.max_length if cfg.trainer.pad_to_max_length else None,
             num_workers=cfg.trainer.num_workers,
             pin_memory=device.type == "cuda",
-            teacher_logits=teacher_logits if is_train else None,
+            per_row=teacher_rows if is_train else None,
         )
     return loaders
 

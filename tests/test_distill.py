@@ -40,11 +40,64 @@ def test_the_loss_is_the_hard_loss_plus_the_temperature_scaled_kl():
     torch.testing.assert_close(only_soft(same, labels, teacher), torch.tensor(0.0), atol=1e-6, rtol=0)
 
 
+def test_the_relation_term_asks_the_student_for_the_teachers_similarities_in_its_own_width():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    teacher_logits, teacher = torch.randn(4), torch.randn(4, 8)  # the teacher 8 wide, the student 3
+    student = torch.randn(4, 3, requires_grad=True)
+    hard = nn.CrossEntropyLoss()
+    loss = distill.DistillationLoss(hard, weight=0.5, temperature=2.0, relation_weight=3.0)
+    without = distill.DistillationLoss(hard, weight=0.5, temperature=2.0)(logits, labels, teacher_logits)
+
+    cos = lambda x: F.cosine_similarity(x.unsqueeze(1), x.unsqueeze(0), dim=-1)  # noqa: E731
+    expected = ((cos(student) - cos(teacher)) ** 2).mean()
+    got = loss(logits, labels, teacher_logits, student_embeddings=student, teacher_embeddings=teacher)
+    torch.testing.assert_close(got, without + 3.0 * expected)
+    got.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0  # it trains the student's embeddings
+    # a student that finds every pair as alike as the teacher does (any scale, any width) owes nothing
+    same = torch.cat([teacher, torch.zeros(4, 2)], dim=1) * 5
+    assert distill.similarity_loss(same, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    # validation batches carry no embeddings: the hard loss alone, as before
+    torch.testing.assert_close(loss(logits, labels), hard(logits, labels))
+
+
+def test_the_teachers_embeddings_are_cached_beside_its_logits_and_an_ensemble_averages_its_similarities(
+    make_cfg, tmp_path, monkeypatch
+):
+    train = pd.DataFrame({"text": ["one title", "two title", "three title"], "label": [1, 0, 1]})
+    splits = Splits(train, pd.DataFrame(), pd.DataFrame())
+    scored = _fake_teachers(monkeypatch, {A: [1.0, -1.0, 2.0], B: [0.5, 0.0, -3.0]})
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def transfer(teachers, weight):
+        cfg = make_cfg(
+            "+experiment=distill", f"teacher={teachers}", "distill.transfer_rows=0", f"distill.relation_weight={weight}"
+        )
+        with mlflow.start_run():
+            return distill.transfer_set(cfg, splits)
+
+    assert transfer(A, 0).teacher_embeddings is None and scored == [A]  # logits only: no embeddings asked for
+    alone = transfer(A, 1.0)  # the logits are cached, the embeddings not: A scores once more, for both
+    assert scored == [A, A] and not alone.cache_hit and alone.teacher_embeddings.shape == (3, 4)
+    assert set(alone.per_row()) == {"teacher_logits", "teacher_embeddings"}
+    assert transfer(A, 2.0).cache_hit and scored == [A, A]  # now both come from the cache
+    pair = transfer(f"[{A},{B}]", 1.0)
+    assert scored == [A, A, B] and pair.teacher_embeddings.shape == (3, 4 + 5)
+    # a dot product of two rows is the two teachers' mean cosine similarity of the two titles
+    cache = tmp_path / "outputs" / "cache" / "distill"
+    a, b = (torch.tensor(np.load(next(cache.glob(f"{run}-*-embeddings.npy")))) for run in (A, B))
+    cos = lambda x: F.cosine_similarity(x.unsqueeze(1), x.unsqueeze(0), dim=-1)  # noqa: E731
+    e = pair.teacher_embeddings
+    torch.testing.assert_close(e @ e.T, (cos(a) + cos(b)) / 2)
+
+
 @pytest.mark.parametrize(
     "key, value, message",
     [
         ("kd_weight", 1.5, "distill.kd_weight must be a number in [0, 1], got 1.5"),
         ("temperature", 0, "distill.temperature must be a number > 0, got 0"),
+        ("relation_weight", -1, "distill.relation_weight must be a number >= 0, got -1"),
     ],
 )
 def test_bad_settings_are_one_line(make_cfg, key, value, message):
@@ -105,8 +158,22 @@ def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_com
         f"data.test={write_toy_csv(tmp_path / 'test.csv', n_per_class=100, seed=3)}",
     ]
     student = [*toy_learning_run(toy), *student_data, "+experiment=distill", "distill.kd_weight=1.0"]
-    first = run_training(make_cfg(*student, f"teacher={teacher.info.run_id}", "distill.transfer_rows=0"))
+    # The first student also learns the teacher's similarities: every training batch hands the loss the
+    # student's embeddings (the tiny model's width) beside the teacher's cached ones.
+    relation_calls = []
+
+    def recorded(student_embeddings, teacher_embeddings):
+        relation_calls.append((student_embeddings.shape, teacher_embeddings.shape, student_embeddings.requires_grad))
+        return similarity_loss(student_embeddings, teacher_embeddings)
+
+    similarity_loss = distill.similarity_loss
+    monkeypatch.setattr(distill, "similarity_loss", recorded)
+    first = run_training(
+        make_cfg(*student, f"teacher={teacher.info.run_id}", "distill.transfer_rows=0", "distill.relation_weight=1.0")
+    )
     assert first["test_accuracy"] >= 0.9, first
+    assert relation_calls and all(s[0] == t[0] and grad for s, t, grad in relation_calls)
+    assert {(s[1], t[1]) for s, t, _ in relation_calls} == {(64, 64)}  # conf/model/tiny_bert.yaml's hidden_size
 
     # With the teacher's scores cached, the teacher model is not loaded at all.
     import lib.inference
@@ -122,7 +189,8 @@ def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_com
     runs = client.search_runs(teacher.info.experiment_id, "params.`distill.teacher_run` != ''", order_by=["start_time"])
     assert [r.data.params["distill.teacher_run"] for r in runs] == [teacher.info.run_id] * 2
     assert [r.data.tags["distill.teacher_cache"] for r in runs] == ["computed", "hit"]
-    assert len(list((tmp_path / "outputs" / "cache" / "distill").glob("*.npy"))) == 1
+    # the teacher's logits and its embeddings, one file each
+    assert len(list((tmp_path / "outputs" / "cache" / "distill").glob("*.npy"))) == 2
 
 
 A, B, C = "a" * 32, "b" * 32, "c" * 32  # teacher run ids (the runs themselves are not needed: scores are stubbed)
@@ -132,9 +200,13 @@ def _fake_teachers(monkeypatch, logits_of: dict) -> list:
     """``distill._score`` answering each teacher run's fixed logits, and the list of teachers it scored."""
     scored = []
 
-    def score(cfg, teacher, texts, precision):
+    def score(cfg, teacher, texts, precision, with_embeddings=False):
         scored.append(teacher)
-        return np.asarray(logits_of[teacher][: len(texts)], dtype=np.float32)
+        logits = np.asarray(logits_of[teacher][: len(texts)], dtype=np.float32)
+        # embeddings of a width that differs per teacher, as MPNet's 768 and MiniLM's 384 do
+        width = 2 + len(scored)
+        embeddings = np.random.default_rng(len(scored)).normal(size=(len(texts), width)).astype(np.float32)
+        return logits, embeddings if with_embeddings else None
 
     monkeypatch.setattr(distill, "_score", score)
     return scored
