@@ -20,9 +20,10 @@ precision, so a sweep over student recipes does not pay for the teacher again.
 
 ``relation_weight`` > 0 adds what the teacher knows beyond one probability per title: how alike it
 finds the titles of a batch. With two classes a teacher's soft label is a single number, so the usual
-term passes on little besides the label's confidence; the cosine similarities between the teacher's
-mean-pooled embeddings of a batch's titles are B x B numbers, and the student is asked to reproduce
-them with its own embeddings (similarity-preserving distillation, Tung & Mori, 2019). Comparing
+term passes on little besides the label's confidence; the cosine similarities between the vectors the
+teacher's head reads for a batch's titles (lib/pyfunc.head_input: the first token's, or the mean under
+mean pooling) are B x B numbers, and the student is asked to reproduce them with the vectors its own
+head reads (similarity-preserving distillation, Tung & Mori, 2019). Comparing
 similarities, not the vectors themselves, needs no projection between the two models' widths (384 and
 768), hence no parameter outside the student. The teacher's embeddings are cached beside its logits.
 
@@ -255,7 +256,7 @@ class TeacherScores:
 def _teacher_scores(
     cfg, name: str, path: Path, texts: pd.Series, precision: str, with_embeddings: bool
 ) -> TeacherScores:
-    """One teacher's logits (and mean-pooled embeddings) of ``texts``, from its cache files ``path``
+    """One teacher's logits (and head inputs) of ``texts``, from its cache files ``path``
     (and ``_embeddings_path(path)``; then its weights are not even downloaded) or computed and cached
     there; the files are per teacher run, so ensembles share them."""
     vectors_path = _embeddings_path(path)
@@ -293,7 +294,7 @@ def _score(
     cfg, teacher: str, texts: list[str], precision: str, with_embeddings: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The teacher's logit (log P(correct) - log P(wrong)) of every text, and with ``with_embeddings``
-    its mean-pooled last hidden state of every text (float32), else None."""
+    the vector its head reads for every text (float32), else None."""
     from lib.inference import load_predictor  # inference imports the pyfunc model: only when distilling
 
     kind = "run" if RUN_ID.fullmatch(teacher) else "model"
@@ -302,7 +303,7 @@ def _score(
     except UserError as err:
         raise ConfigError(f"teacher={teacher}: {err}") from None
     probs, vectors = predictor.score(
-        texts, batch_size=cfg.distill.teacher_batch_size, progress=True, embeddings=with_embeddings
+        texts, batch_size=cfg.distill.teacher_batch_size, progress=True, embeddings=with_embeddings, pooled_as="head"
     )
     return _logits(probs), None if vectors is None else vectors.astype(np.float32)
 
@@ -391,8 +392,8 @@ def _cache_path(cache: Path, run_id: str, digest: str) -> Path:
 
 
 def _embeddings_path(logits_path: Path) -> Path:
-    """The teacher's embeddings of the same texts, beside its logits."""
-    return logits_path.with_name(f"{logits_path.stem}-embeddings.npy")
+    """The teacher's embeddings (what its head reads) of the same texts, beside its logits."""
+    return logits_path.with_name(f"{logits_path.stem}-head-embeddings.npy")
 
 
 def _save_atomic(path: Path, values: np.ndarray) -> None:

@@ -45,6 +45,7 @@ from lib.pyfunc import (
     ONNX_EXTRA,
     ONNX_FILES,
     ONNX_MANIFEST,
+    HeadInput,
     OnnxExportError,
     OnnxScorer,
     attach_pooling,
@@ -91,10 +92,17 @@ class Predictor:
 
     @torch.inference_mode()
     def score(
-        self, texts, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False, embeddings: bool = False
+        self,
+        texts,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool = False,
+        embeddings: bool = False,
+        pooled_as: str = "mean",
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities and, with ``embeddings``, the mean-pooled last hidden state of each text
-        (NaN rows for empty texts). Batches are sorted by length, so little of each is padding."""
+        """Probabilities and, with ``embeddings``, a vector of each text (NaN rows for empty texts): the
+        last hidden state's mean over the real tokens (``pooled_as="mean"``) or what the model's head
+        reads (``"head"``: lib/pyfunc.HeadInput). Batches are sorted by length, so little of each is
+        padding."""
         clean = [str(text).strip() for text in texts]
         keep = [i for i, text in enumerate(clean) if text]
         probs = np.full(len(clean), np.nan)
@@ -110,15 +118,16 @@ class Predictor:
             task = bars.add_task("predict", total=len(loader))
             for batch in loader:
                 mask = batch["attention_mask"].to(self.device)
-                with autocast(self.device, self.precision):
+                with autocast(self.device, self.precision), HeadInput(self.model) as head:
                     out = self.model(
                         input_ids=batch["input_ids"].to(self.device),
                         attention_mask=mask,
-                        output_hidden_states=embeddings,
+                        output_hidden_states=embeddings and pooled_as == "mean",
                     )
                 logits[batch["index"]] = out.logits.float().cpu()
                 if embeddings:
-                    pooled[batch["index"]] = mean_pool(out.hidden_states[-1].float(), mask).cpu()
+                    vector = head.vector if pooled_as == "head" else mean_pool(out.hidden_states[-1], mask)
+                    pooled[batch["index"]] = vector.float().cpu()
                 bars.advance(task)
         probs[keep] = torch.softmax(logits, dim=-1)[:, 1].numpy()
         if embeddings:

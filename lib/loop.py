@@ -20,7 +20,7 @@ from lib.device import autocast, to_device
 from lib.errors import ConfigError, UserError
 from lib.metrics import compute_metrics, metrics_at_threshold
 from lib.progress import progress
-from lib.pyfunc import mean_pool
+from lib.pyfunc import HeadInput
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -227,12 +227,11 @@ def train(
         # the student also learns how the teacher relates titles: then the student's embeddings too.
         soft = {name: value for name, value in inputs.items() if name.startswith("teacher_")}
         embeddings = "teacher_embeddings" in soft
-        hidden = {"output_hidden_states": True} if embeddings else {}
-        with autocast(device, precision):
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **hidden)
+        with autocast(device, precision), HeadInput(plain) if embeddings else contextlib.nullcontext() as head:
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
         if embeddings:
-            soft["student_embeddings"] = mean_pool(out.hidden_states[-1].float(), inputs["attention_mask"])
-        loss = parts.loss_fn(out.logits.float(), inputs["labels"], **soft) / window
+            soft["student_embeddings"] = head.vector.float()
+        loss = parts.loss_fn(logits.float(), inputs["labels"], **soft) / window
         return loss if weight is None else loss * weight
 
     def run_eval() -> bool:

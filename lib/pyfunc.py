@@ -369,6 +369,29 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+class HeadInput:
+    """``with HeadInput(model) as head: model(...)``, then ``head.vector``: the vector the classification
+    head read in that call, [batch, width] (BERT's pooler and the RoBERTa, MPNet and DeBERTa heads all
+    read the encoder output's first position; under mean pooling the hook above has put the mean
+    there). Read from the encoder's output by a hook registered after the pooling hook, so after it;
+    not from ``hidden_states``, whose last entry is taken before or after that hook depending on the
+    transformers version."""
+
+    def __init__(self, model) -> None:
+        self.encoder = model.base_model.encoder
+        self.vector: torch.Tensor | None = None
+
+    def __enter__(self) -> HeadInput:
+        self.handle = self.encoder.register_forward_hook(self._keep)
+        return self
+
+    def _keep(self, module, args, output) -> None:
+        self.vector = output.last_hidden_state[:, 0]
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
 def _mean_into_first(module, args, output):
     hidden = output.last_hidden_state
     masks = _CALL_MASKS.get()

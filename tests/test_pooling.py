@@ -15,7 +15,7 @@ from conftest import TINY, toy_learning_run
 from lib import inference
 from lib.errors import ConfigError
 from lib.models import build_model
-from lib.pyfunc import HF_ARTIFACT, POOLING_KEY, TitleClassifier, attach_pooling, save_model_folder
+from lib.pyfunc import HF_ARTIFACT, POOLING_KEY, HeadInput, TitleClassifier, attach_pooling, save_model_folder
 from lib.run import run_training
 
 CONFIGS = {
@@ -63,6 +63,22 @@ def test_mean_pooling_feeds_the_head_the_mean_over_real_tokens(arch):
     with torch.no_grad():
         alone = pooled(input_ids=ids[1:, :3], attention_mask=mask[1:, :3]).logits
     torch.testing.assert_close(alone, logits[1:], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_head_input_is_the_vector_the_head_reads(pooling):
+    # what distillation's relation term compares (lib/distill.py): the student's in its training forward
+    # call, the teacher's through Predictor.score(pooled_as="head")
+    ids = torch.tensor([[5, 17, 23, 42, 8, 9], [5, 31, 7, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        hidden = tiny("bert").base_model(input_ids=ids, attention_mask=mask).last_hidden_state  # no pooling hook
+        model = attach_pooling(tiny("bert"), pooling)
+        with HeadInput(model) as head:
+            model(input_ids=ids, attention_mask=mask)
+    expected = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True) if pooling == "mean" else hidden[:, 0]
+    torch.testing.assert_close(head.vector, expected)
+    assert len(model.base_model.encoder._forward_hooks) == (pooling == "mean")  # ours went with the block
 
 
 def test_the_pooling_is_saved_with_the_model_and_restored_on_load(tmp_path):
