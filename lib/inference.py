@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,8 @@ class Predictor:
             task = bars.add_task("predict", total=len(loader))
             for batch in loader:
                 mask = batch["attention_mask"].to(self.device)
-                with autocast(self.device, self.precision), HeadInput(self.model) as head:
+                heads = embeddings and pooled_as == "head"  # only then: not every architecture has an encoder
+                with autocast(self.device, self.precision), HeadInput(self.model) if heads else nullcontext() as head:
                     out = self.model(
                         input_ids=batch["input_ids"].to(self.device),
                         attention_mask=mask,

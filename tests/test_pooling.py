@@ -81,6 +81,23 @@ def test_head_input_is_the_vector_the_head_reads(pooling):
     assert len(model.base_model.encoder._forward_hooks) == (pooling == "mean")  # ours went with the block
 
 
+def test_a_model_without_an_encoder_module_still_scores_and_gives_its_mean_embeddings():
+    # DistilBERT keeps its layers in `transformer`, not `encoder`: only the head-input hook needs one
+    torch.manual_seed(0)
+    config = transformers.DistilBertConfig(
+        vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=40, pad_token_id=0
+    )
+    model = attach_pooling(transformers.DistilBertForSequenceClassification(config).eval())
+
+    def tokenizer(texts, **kwargs):
+        return {"input_ids": [[1 + len(word) for word in text.split()] for text in texts]}
+
+    tokenizer.pad_token_id = 0
+    predictor = inference.Predictor(model, tokenizer, 0.5, 16, "tiny distilbert", None, torch.device("cpu"))
+    probs, vectors = predictor.score(["a title of words", "another"], embeddings=True)
+    assert probs.shape == (2,) and np.isfinite(probs).all() and vectors.shape == (2, 16)
+
+
 def test_the_pooling_is_saved_with_the_model_and_restored_on_load(tmp_path):
     ids = torch.tensor([[5, 17, 23, 42], [5, 31, 0, 0]])
     mask = (ids != 0).long()
