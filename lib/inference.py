@@ -53,8 +53,9 @@ from lib.pyfunc import (
     check_onnx_file,
     check_onnx_weights,
     choose_onnx_file,
-    mean_pool,
+    mean_embedding,
     onnxruntime_available,
+    pools_by_mean,
     positive_probability,
     read_onnx_manifest,
     read_settings,
@@ -119,16 +120,17 @@ class Predictor:
             task = bars.add_task("predict", total=len(loader))
             for batch in loader:
                 mask = batch["attention_mask"].to(self.device)
-                heads = embeddings and pooled_as == "head"  # only then: not every architecture has an encoder
+                # the hook only where needed: not every architecture has an encoder module
+                heads = embeddings and (pooled_as == "head" or pools_by_mean(self.model))
                 with autocast(self.device, self.precision), HeadInput(self.model) if heads else nullcontext() as head:
                     out = self.model(
                         input_ids=batch["input_ids"].to(self.device),
                         attention_mask=mask,
-                        output_hidden_states=embeddings and pooled_as == "mean",
+                        output_hidden_states=embeddings and not heads,
                     )
                 logits[batch["index"]] = out.logits.float().cpu()
                 if embeddings:
-                    vector = head.vector if pooled_as == "head" else mean_pool(out.hidden_states[-1], mask)
+                    vector = head.vector if pooled_as == "head" else mean_embedding(self.model, out, mask, head)
                     pooled[batch["index"]] = vector.float().cpu()
                 bars.advance(task)
         probs[keep] = torch.softmax(logits, dim=-1)[:, 1].numpy()

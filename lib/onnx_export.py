@@ -39,10 +39,12 @@ from lib.pyfunc import (
     ONNX_MANIFEST,
     ONNX_OUTPUTS,
     POOLING_KEY,
+    HeadInput,
     OnnxScorer,
     attach_pooling,
     file_sha256,
-    mean_pool,
+    mean_embedding,
+    pools_by_mean,
     positive_probability,
     read_settings,
     weights_digest,
@@ -94,8 +96,10 @@ class _Scored(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return out.logits, mean_pool(out.hidden_states[-1], attention_mask)
+        by_mean = pools_by_mean(self.model)
+        with HeadInput(self.model) if by_mean else contextlib.nullcontext() as head:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=not by_mean)
+        return out.logits, mean_embedding(self.model, out, attention_mask, head)
 
 
 def export_onnx(model_folder: Path, out: Path, run_id: str, quantize: str = "int8", say=print) -> dict:

@@ -369,6 +369,20 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+def pools_by_mean(model) -> bool:
+    return getattr(model.config, POOLING_KEY, "cls") == "mean"
+
+
+def mean_embedding(model, out, mask: torch.Tensor, head: HeadInput | None) -> torch.Tensor:
+    """The mean of the last hidden states over the real tokens, from ``model``'s output ``out`` (called
+    with ``output_hidden_states`` unless it pools by mean) and, under mean pooling, the HeadInput
+    ``head`` of the call: then the head reads exactly that mean, while ``hidden_states[-1]`` may hold it
+    in place of the first token's vector (transformers 5) and must not be averaged again."""
+    if pools_by_mean(model):
+        return head.vector
+    return mean_pool(out.hidden_states[-1], mask)
+
+
 class HeadInput:
     """``with HeadInput(model) as head: model(...)``, then ``head.vector``: the vector the classification
     head read in that call, [batch, width] (BERT's pooler and the RoBERTa, MPNet and DeBERTa heads all

@@ -118,8 +118,11 @@ def test_onnx_reproduces_torch_and_int8_agrees_on_the_test_split_and_citeseer(st
         sets["citeseer_dev"] = evaluation.labelled_file(CITESEER_DEV)[0]
     for name, frame in sets.items():
         texts, truth = frame["text"].tolist(), frame["label"].to_numpy()
-        reference, exported = torch_model.predict_titles(texts), fp32.predict_titles(texts)
+        (reference, vectors), (exported, exported_vectors) = (
+            predictor.score(texts, embeddings=True) for predictor in (torch_model, fp32)
+        )
         np.testing.assert_allclose(exported, reference, atol=1e-5, err_msg=name)  # the same model, as ONNX
+        np.testing.assert_allclose(exported_vectors, vectors, atol=1e-4, err_msg=name)  # and its embedding map's
         found = _agreement(exported, int8.predict_titles(texts), run.threshold, truth)
         print(f"{pooling} pooling, {name} ({len(texts)} titles): {found}")
         # A toy model may not read CiteSeer's titles at all (its vocabulary is the toy set's): when it

@@ -98,6 +98,31 @@ def test_a_model_without_an_encoder_module_still_scores_and_gives_its_mean_embed
     assert probs.shape == (2,) and np.isfinite(probs).all() and vectors.shape == (2, 16)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_the_embeddings_predict_and_the_onnx_graph_give_are_the_mean_over_real_tokens(pooling):
+    # evaluate.py's embedding map and the ONNX graph's second output. Under mean pooling the hook has put
+    # the mean in the first position, which hidden_states[-1] may show (transformers 5): averaging it
+    # again gave the mean of (mean, other tokens).
+    from lib.onnx_export import _Scored
+
+    def tokenizer(texts, **kwargs):
+        return {"input_ids": [[2 + (len(word) * 7) % 45 for word in text.split()] for text in texts]}
+
+    tokenizer.pad_token_id = 0
+    titles = ["a title of several words here", "short one"]
+    ids = [torch.tensor([row]) for row in tokenizer(titles)["input_ids"]]
+    with torch.no_grad():
+        plain = tiny("bert")  # the same weights, no pooling hook: each title alone, no padding
+        expected = torch.cat([plain.base_model(input_ids=row).last_hidden_state.mean(1) for row in ids])
+        model = attach_pooling(tiny("bert"), pooling)
+        predictor = inference.Predictor(model, tokenizer, 0.5, 16, "tiny", None, torch.device("cpu"))
+        _, vectors = predictor.score(titles, embeddings=True)
+        np.testing.assert_allclose(vectors, expected.numpy(), atol=1e-5)
+        padded = torch.tensor([ids[0][0].tolist(), ids[1][0].tolist() + [0] * (ids[0].shape[1] - ids[1].shape[1])])
+        _, graph_vectors = _Scored(model)(padded, (padded != 0).long())
+        torch.testing.assert_close(graph_vectors, expected, atol=1e-5, rtol=0)
+
+
 def test_the_pooling_is_saved_with_the_model_and_restored_on_load(tmp_path):
     ids = torch.tensor([[5, 17, 23, 42], [5, 31, 0, 0]])
     mask = (ids != 0).long()
