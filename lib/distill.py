@@ -21,7 +21,7 @@ precision, so a sweep over student recipes does not pay for the teacher again.
 ``relation_weight`` > 0 adds what the teacher knows beyond one probability per title: how alike it
 finds the titles of a batch. With two classes a teacher's soft label is a single number, so the usual
 term passes on little besides the label's confidence; the cosine similarities between the vectors the
-teacher's head reads for a batch's titles (lib/pyfunc.HeadInput: the first token's, or the mean under
+teacher's head reads for a batch's titles (lib/pyfunc.TextVectors: the first token's, or the mean under
 mean pooling) are B x B numbers, and the student is asked to reproduce them with the vectors its own
 head reads (similarity-preserving distillation, Tung & Mori, 2019). Comparing similarities, not the
 vectors themselves, needs no projection between the two models' widths (384 and 768), hence no

@@ -46,16 +46,14 @@ from lib.pyfunc import (
     ONNX_EXTRA,
     ONNX_FILES,
     ONNX_MANIFEST,
-    HeadInput,
     OnnxExportError,
     OnnxScorer,
+    TextVectors,
     attach_pooling,
     check_onnx_file,
     check_onnx_weights,
     choose_onnx_file,
-    mean_embedding,
     onnxruntime_available,
-    pools_by_mean,
     positive_probability,
     read_onnx_manifest,
     read_settings,
@@ -103,7 +101,7 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities and, with ``embeddings``, a vector of each text (NaN rows for empty texts): the
         last hidden state's mean over the real tokens (``pooled_as="mean"``) or what the model's head
-        reads (``"head"``: lib/pyfunc.HeadInput). Batches are sorted by length, so little of each is
+        reads (``"head"``): lib/pyfunc.TextVectors. Batches are sorted by length, so little of each is
         padding."""
         clean = [str(text).strip() for text in texts]
         keep = [i for i, text in enumerate(clean) if text]
@@ -116,22 +114,19 @@ class Predictor:
         logits = torch.zeros((len(keep), 2))
         pooled = torch.zeros((len(keep), self.model.config.hidden_size)) if embeddings else None
         self.model.eval()
-        with _progress(progress) as bars:
+        with _progress(progress) as bars, TextVectors(self.model, pooled_as) if embeddings else nullcontext() as text:
             task = bars.add_task("predict", total=len(loader))
             for batch in loader:
                 mask = batch["attention_mask"].to(self.device)
-                # the hook only where needed: not every architecture has an encoder module
-                heads = embeddings and (pooled_as == "head" or pools_by_mean(self.model))
-                with autocast(self.device, self.precision), HeadInput(self.model) if heads else nullcontext() as head:
+                with autocast(self.device, self.precision):
                     out = self.model(
                         input_ids=batch["input_ids"].to(self.device),
                         attention_mask=mask,
-                        output_hidden_states=embeddings and not heads,
+                        output_hidden_states=embeddings and text.hidden_states,
                     )
                 logits[batch["index"]] = out.logits.float().cpu()
                 if embeddings:
-                    vector = head.vector if pooled_as == "head" else mean_embedding(self.model, out, mask, head)
-                    pooled[batch["index"]] = vector.float().cpu()
+                    pooled[batch["index"]] = text.of(out, mask).float().cpu()
                 bars.advance(task)
         probs[keep] = torch.softmax(logits, dim=-1)[:, 1].numpy()
         if embeddings:

@@ -20,7 +20,7 @@ from lib.device import autocast, to_device
 from lib.errors import ConfigError, UserError
 from lib.metrics import compute_metrics, metrics_at_threshold
 from lib.progress import progress
-from lib.pyfunc import HeadInput
+from lib.pyfunc import TextVectors
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -227,11 +227,14 @@ def train(
         # the student also learns how the teacher relates titles: then the student's embeddings too.
         soft = {name: value for name, value in inputs.items() if name.startswith("teacher_")}
         embeddings = "teacher_embeddings" in soft
-        with autocast(device, precision), HeadInput(plain) if embeddings else contextlib.nullcontext() as head:
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        with (
+            autocast(device, precision),
+            TextVectors(plain, "head") if embeddings else contextlib.nullcontext() as text,
+        ):
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         if embeddings:
-            soft["student_embeddings"] = head.vector.float()
-        loss = parts.loss_fn(logits.float(), inputs["labels"], **soft) / window
+            soft["student_embeddings"] = text.of(out, inputs["attention_mask"]).float()
+        loss = parts.loss_fn(out.logits.float(), inputs["labels"], **soft) / window
         return loss if weight is None else loss * weight
 
     def run_eval() -> bool:

@@ -39,12 +39,10 @@ from lib.pyfunc import (
     ONNX_MANIFEST,
     ONNX_OUTPUTS,
     POOLING_KEY,
-    HeadInput,
     OnnxScorer,
+    TextVectors,
     attach_pooling,
     file_sha256,
-    mean_embedding,
-    pools_by_mean,
     positive_probability,
     read_settings,
     weights_digest,
@@ -96,10 +94,11 @@ class _Scored(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask):
-        by_mean = pools_by_mean(self.model)
-        with HeadInput(self.model) if by_mean else contextlib.nullcontext() as head:
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=not by_mean)
-        return out.logits, mean_embedding(self.model, out, attention_mask, head)
+        with TextVectors(self.model) as text:
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=text.hidden_states
+            )
+        return out.logits, text.of(out, attention_mask)
 
 
 def export_onnx(model_folder: Path, out: Path, run_id: str, quantize: str = "int8", say=print) -> dict:

@@ -369,41 +369,45 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-def pools_by_mean(model) -> bool:
-    return getattr(model.config, POOLING_KEY, "cls") == "mean"
+class TextVectors:
+    """One vector per text from the model's forward calls made inside the block::
 
+        with TextVectors(model, "mean") as vectors:
+            out = model(input_ids=..., attention_mask=mask, output_hidden_states=vectors.hidden_states)
+        vectors.of(out, mask)  # [batch, width], of the last call
 
-def mean_embedding(model, out, mask: torch.Tensor, head: HeadInput | None) -> torch.Tensor:
-    """The mean of the last hidden states over the real tokens, from ``model``'s output ``out`` (called
-    with ``output_hidden_states`` unless it pools by mean) and, under mean pooling, the HeadInput
-    ``head`` of the call: then the head reads exactly that mean, while ``hidden_states[-1]`` may hold it
-    in place of the first token's vector (transformers 5) and must not be averaged again."""
-    if pools_by_mean(model):
-        return head.vector
-    return mean_pool(out.hidden_states[-1], mask)
+    "mean": the last hidden states' mean over the real tokens; "head": the vector the classification
+    head read (BERT's pooler and the RoBERTa, MPNet and DeBERTa heads all read the encoder output's
+    first position, where mean pooling's hook puts the mean). Under mean pooling the two are the same,
+    and both are read where the head reads them, by a hook on the encoder registered after the pooling
+    hook: ``hidden_states[-1]`` holds the hook's mean in place of the first token's vector in
+    transformers 5 (not in 4), so averaging it again would be wrong. The encoder is hooked only then,
+    since not every architecture has an ``encoder`` module."""
 
+    KINDS = ("mean", "head")
 
-class HeadInput:
-    """``with HeadInput(model) as head: model(...)``, then ``head.vector``: the vector the classification
-    head read in that call, [batch, width] (BERT's pooler and the RoBERTa, MPNet and DeBERTa heads all
-    read the encoder output's first position; under mean pooling the hook above has put the mean
-    there). Read from the encoder's output by a hook registered after the pooling hook, so after it;
-    not from ``hidden_states``, whose last entry is taken before or after that hook depending on the
-    transformers version."""
+    def __init__(self, model, kind: str = "mean") -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"text vectors: choose one of {', '.join(self.KINDS)}, got {kind!r}")
+        from_head = kind == "head" or getattr(model.config, POOLING_KEY, "cls") == "mean"
+        self.encoder = model.base_model.encoder if from_head else None
+        self.hidden_states = not from_head  # what the forward call must return for ``of``
+        self.head_vector: torch.Tensor | None = None
 
-    def __init__(self, model) -> None:
-        self.encoder = model.base_model.encoder
-        self.vector: torch.Tensor | None = None
-
-    def __enter__(self) -> HeadInput:
-        self.handle = self.encoder.register_forward_hook(self._keep)
+    def __enter__(self) -> TextVectors:
+        if self.encoder is not None:
+            self.handle = self.encoder.register_forward_hook(self._keep)
         return self
 
     def _keep(self, module, args, output) -> None:
-        self.vector = output.last_hidden_state[:, 0]
+        self.head_vector = output.last_hidden_state[:, 0]
 
     def __exit__(self, *exc) -> None:
-        self.handle.remove()
+        if self.encoder is not None:
+            self.handle.remove()
+
+    def of(self, out, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.head_vector if self.encoder is not None else mean_pool(out.hidden_states[-1], mask)
 
 
 def _mean_into_first(module, args, output):

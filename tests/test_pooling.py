@@ -15,7 +15,7 @@ from conftest import TINY, toy_learning_run
 from lib import inference
 from lib.errors import ConfigError
 from lib.models import build_model
-from lib.pyfunc import HF_ARTIFACT, POOLING_KEY, HeadInput, TitleClassifier, attach_pooling, save_model_folder
+from lib.pyfunc import HF_ARTIFACT, POOLING_KEY, TextVectors, TitleClassifier, attach_pooling, save_model_folder
 from lib.run import run_training
 
 CONFIGS = {
@@ -74,10 +74,10 @@ def test_head_input_is_the_vector_the_head_reads(pooling):
     with torch.no_grad():
         hidden = tiny("bert").base_model(input_ids=ids, attention_mask=mask).last_hidden_state  # no pooling hook
         model = attach_pooling(tiny("bert"), pooling)
-        with HeadInput(model) as head:
-            model(input_ids=ids, attention_mask=mask)
+        with TextVectors(model, "head") as text:
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=text.hidden_states)
     expected = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True) if pooling == "mean" else hidden[:, 0]
-    torch.testing.assert_close(head.vector, expected)
+    torch.testing.assert_close(text.of(out, mask), expected)
     assert len(model.base_model.encoder._forward_hooks) == (pooling == "mean")  # ours went with the block
 
 
