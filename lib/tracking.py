@@ -3,6 +3,7 @@ metrics, artifacts, and an end status that tells the truth (FINISHED / FAILED / 
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import os
@@ -48,7 +49,24 @@ def tracking_uri(cfg) -> str:
     uri = cfg.tracking.uri or f"sqlite:///{Path(cfg.paths.outputs).resolve()}/mlflow.db"
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
+    elif uri.startswith("sqlite:///"):
+        create_sqlite_store(uri)
     return uri
+
+
+@functools.cache
+def create_sqlite_store(uri: str) -> None:
+    """Create a SQLite store's tables (a no-op for an existing store) holding an exclusive lock on a
+    file beside it. MLflow creates and migrates them without a lock: processes opening a new store at
+    once (a sweep's parallel jobs, two commands started together) failed, all but one, with
+    "duplicate column name: step" (tests/test_tracking_store.py)."""
+    path = Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))
+    if not path.name or path.name == ":memory:":
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from conftest import write_toy_csv
 from entry_points import INTERRUPTIBLE_RUN, command, run_entry_point
-from lib.tracking import NOTE_TAG, ROLE_TAG
+from lib.tracking import NOTE_TAG, ROLE_TAG, create_sqlite_store
 
 pytestmark = pytest.mark.slow  # end to end, through subprocesses
 
@@ -26,7 +26,9 @@ def _args(out, data):
 
 
 def _runs(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'out'}/mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'out'}/mlflow.db"
+    create_sqlite_store(uri)  # under the sweep's lock: opening a store it is creating failed one of us
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name("titlesweep")
     runs = client.search_runs([exp.experiment_id]) if exp else []
     return (

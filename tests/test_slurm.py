@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from conftest import write_toy_csv
 from entry_points import INTERRUPTIBLE_RUN, command, run_entry_point
-from lib.tracking import ROLE_TAG
+from lib.tracking import ROLE_TAG, create_sqlite_store
 from services.slurm import slurm_cluster, why_not_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -51,7 +51,9 @@ def cluster():
 
 
 def _store(out: Path) -> tuple[MlflowClient, list]:
-    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    uri = f"sqlite:///{out}/mlflow.db"
+    create_sqlite_store(uri)  # under the jobs' lock: opening a store they are creating failed one of them
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name("titlesweep")
     return client, (client.search_runs([exp.experiment_id]) if exp else [])
 
@@ -68,29 +70,56 @@ def _submitit_job_ids(out: Path) -> list[str]:
     return [i for i in ids if "_" in i] or ids
 
 
-def _poll(predicate, timeout: float, what: str, every: float = 0.05):
+class Gone(AssertionError):
+    """Raised by a polled predicate when waiting longer cannot help (not swallowed by _poll)."""
+
+
+def _poll(predicate, timeout: float, what: str, every: float = 0.05, explain=lambda: ""):
+    """predicate's first truthy answer; on timeout an AssertionError naming `what` and, so that a
+    failure on CI can be read without rerunning it, what explain() says about the state."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             found = predicate()
+        except Gone as gone:
+            raise AssertionError(f"waiting for {what}: {gone}\n{explain()}") from None
         except Exception:  # the store is still being created
             found = None
         if found:
             return found
         time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{explain()}")
 
 
-def _first_logged_step(out: Path, proc: subprocess.Popen):
+def _tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(errors="replace").splitlines()[-lines:] if path.is_file() else ["(no file)"]
+    return f"--- {path.name}:\n" + "\n".join(text)
+
+
+def _cluster_state(cluster, out: Path, sweep_log: Path) -> str:
+    """The sweep's output, its jobs' logs, the queue and the daemons' last lines."""
+    parts = [_tail(sweep_log)]
+    for logs in sorted(out.glob("multirun/*/*/.submitit/*")):
+        parts += [_tail(f) for f in sorted(logs.glob("*_log.*"))]
+    parts.append("--- squeue:\n" + cluster.run("squeue", "-h", "-t", "all", "-o", "%i %T %r %M", check=False))
+    parts.append("--- sinfo:\n" + cluster.run("sinfo", "-h", "-o", "%n %T %E", check=False))
+    parts += [f"--- {name}.log:\n" + cluster.log(name, 15) for name in ("slurmctld", "slurmd")]
+    return "\n".join(parts)
+
+
+def _first_logged_step(out: Path, proc: subprocess.Popen, cluster, log: Path):
     """The job's run once training has logged a step (well inside epoch 1)."""
 
     def logging_run():
-        assert proc.poll() is None, "the sweep ended before its job trained"
+        if proc.poll() is not None:
+            raise Gone(f"the sweep ended (exit {proc.returncode}) before its job trained")
         client, runs = _store(out)
         jobs = [r for r in runs if r.data.tags.get(ROLE_TAG) == "job"]
         return jobs[0] if jobs and client.get_metric_history(jobs[0].info.run_id, "train_loss") else None
 
-    return _poll(logging_run, 240, "the SLURM job's first logged step")
+    return _poll(
+        logging_run, 240, "the SLURM job's first logged step", explain=lambda: _cluster_state(cluster, out, log)
+    )
 
 
 def _wait_job_ended(cluster, job_id: str, timeout: float = 300) -> dict:
@@ -223,7 +252,7 @@ def test_scancel_leaves_a_checkpoint_and_a_killed_run_and_a_resubmitted_resume_m
     out = tmp_path / "out"
     sweep = _start_long_sweep(tmp_path, cluster, data, cache)
     try:
-        run = _first_logged_step(out, sweep)
+        run = _first_logged_step(out, sweep, cluster, tmp_path / "sweep.log")
         reference.start()  # the tokenizer is cached now
         (job_id,) = _submitit_job_ids(out)
         cluster.run("scancel", job_id)  # SLURM: SIGCONT + SIGTERM to the job's processes, SIGKILL after KillWait
@@ -287,7 +316,7 @@ def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_
     out = tmp_path / "out"
     sweep = _start_long_sweep(tmp_path, cluster, data, cache)
     try:
-        run = _first_logged_step(out, sweep)
+        run = _first_logged_step(out, sweep, cluster, tmp_path / "sweep.log")
         reference.start()  # the tokenizer is cached now (a no-op when the scancel test started it)
         (job_id,) = _submitit_job_ids(out)
         # What SLURM sends signal_delay_s before the time limit (sbatch --signal=USR2@120): USR2 to the
@@ -301,12 +330,18 @@ def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_
             240,
             "the job to be requeued",
             every=0.5,
+            explain=lambda: _cluster_state(cluster, out, tmp_path / "sweep.log"),
         )
         # slurmd refuses a credential created in the same second as (or before) it revoked the old one
         # (`cred->ctime <= j->revoked`, whole seconds): "Killing non-startable batch JobId: Job credential
         # revoked", seen once in a fresh clone. So wait until the node has cleaned up the old job, then
         # into a later second, before starting the new one.
-        _poll(lambda: cluster.run("sinfo", "-h", "-n", cluster.node, "-o", "%T").strip() == "idle", 120, "the node")
+        _poll(
+            lambda: cluster.run("sinfo", "-h", "-n", cluster.node, "-o", "%T").strip() == "idle",
+            120,
+            "the node",
+            explain=lambda: _cluster_state(cluster, out, tmp_path / "sweep.log"),
+        )
         time.sleep(2)
         cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
         sweep.wait(timeout=600)
