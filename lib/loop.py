@@ -231,7 +231,9 @@ def train(
             autocast(device, precision),
             TextVectors(plain, "head") if embeddings else contextlib.nullcontext() as text,
         ):
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            # only a student whose vectors are asked for is asked for hidden states (any model takes the rest)
+            vectors = {"output_hidden_states": text.hidden_states} if embeddings else {}
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **vectors)
         if embeddings:
             soft["student_embeddings"] = text.of(out, inputs["attention_mask"]).float()
         loss = parts.loss_fn(out.logits.float(), inputs["labels"], **soft) / window

@@ -381,17 +381,19 @@ class TextVectors:
     first position, where mean pooling's hook puts the mean). Under mean pooling the two are the same,
     and both are read where the head reads them, by a hook on the encoder registered after the pooling
     hook: ``hidden_states[-1]`` holds the hook's mean in place of the first token's vector in
-    transformers 5 (not in 4), so averaging it again would be wrong. The encoder is hooked only then,
-    since not every architecture has an ``encoder`` module."""
+    transformers 5 (not in 4), so averaging it again would be wrong. The encoder is hooked only then
+    (mean pooling needs an ``encoder`` module anyway); "head" under cls pooling is the last hidden
+    states' first position, which every architecture returns (DistilBERT has no ``encoder``)."""
 
     KINDS = ("mean", "head")
 
     def __init__(self, model, kind: str = "mean") -> None:
         if kind not in self.KINDS:
             raise ValueError(f"text vectors: choose one of {', '.join(self.KINDS)}, got {kind!r}")
-        from_head = kind == "head" or getattr(model.config, POOLING_KEY, "cls") == "mean"
-        self.encoder = model.base_model.encoder if from_head else None
-        self.hidden_states = not from_head  # what the forward call must return for ``of``
+        mean_pooled = getattr(model.config, POOLING_KEY, "cls") == "mean"
+        self.kind = kind
+        self.encoder = model.base_model.encoder if mean_pooled else None
+        self.hidden_states = not mean_pooled  # what the forward call must return for ``of``
         self.head_vector: torch.Tensor | None = None
 
     def __enter__(self) -> TextVectors:
@@ -407,7 +409,10 @@ class TextVectors:
             self.handle.remove()
 
     def of(self, out, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.head_vector if self.encoder is not None else mean_pool(out.hidden_states[-1], mask)
+        if self.encoder is not None:
+            return self.head_vector
+        last = out.hidden_states[-1]
+        return last[:, 0] if self.kind == "head" else mean_pool(last, mask)
 
 
 def _mean_into_first(module, args, output):

@@ -81,13 +81,29 @@ def test_head_input_is_the_vector_the_head_reads(pooling):
     assert len(model.base_model.encoder._forward_hooks) == (pooling == "mean")  # ours went with the block
 
 
-def test_a_model_without_an_encoder_module_still_scores_and_gives_its_mean_embeddings():
-    # DistilBERT keeps its layers in `transformer`, not `encoder`: only the head-input hook needs one
+def tiny_distilbert():
+    # DistilBERT keeps its layers in `transformer`, not `encoder`: only mean pooling's hooks need one
     torch.manual_seed(0)
     config = transformers.DistilBertConfig(
         vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=40, pad_token_id=0
     )
-    model = attach_pooling(transformers.DistilBertForSequenceClassification(config).eval())
+    return attach_pooling(transformers.DistilBertForSequenceClassification(config).eval())
+
+
+def test_a_model_without_an_encoder_module_gives_the_vector_its_head_reads():
+    # distill.relation_weight > 0 with a DistilBERT-like student: was an AttributeError (no `encoder`)
+    model = tiny_distilbert()
+    ids = torch.tensor([[5, 17, 23, 42, 8, 9], [5, 31, 7, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        hidden = model.distilbert(input_ids=ids, attention_mask=mask).last_hidden_state
+        with TextVectors(model, "head") as text:
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=text.hidden_states)
+    torch.testing.assert_close(text.of(out, mask), hidden[:, 0])
+
+
+def test_a_model_without_an_encoder_module_still_scores_and_gives_its_mean_embeddings():
+    model = tiny_distilbert()
 
     def tokenizer(texts, **kwargs):
         return {"input_ids": [[1 + len(word) for word in text.split()] for text in texts]}
