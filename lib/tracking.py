@@ -63,8 +63,12 @@ def create_sqlite_store(uri: str) -> None:
     path = Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))
     if not path.name or path.name == ":memory:":
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(path.name + ".lock"), "a")
+    except OSError:  # a folder this user cannot write (a read-only copy of a store): MLflow says more
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
 

@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from lib.tracking import tracking_uri
+from lib.tracking import create_sqlite_store, tracking_uri
 
 ROUNDS, PROCESSES = 3, 3  # before the lock: 1 to 3 failures in every round
 pytestmark = pytest.mark.slow  # ~15 s: each new store's migrations run once per round
@@ -38,3 +38,15 @@ def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
             proc.join(timeout=120)
     got = [answers.get(timeout=10) for _ in range(ROUNDS * PROCESSES)]
     assert got == ["ok"] * (ROUNDS * PROCESSES), [g for g in got if g != "ok"]
+
+
+def test_a_store_whose_lock_cannot_be_opened_is_still_read(tmp_path):
+    # e.g. a read-only copy of someone's outputs (not reproducible as root, who writes anywhere; here the
+    # lock's name is taken by a folder): reading needs no lock, and the error is MLflow's to give if any
+    cfg = OmegaConf.create({"tracking": {"uri": None}, "paths": {"outputs": str(tmp_path / "outputs")}})
+    MlflowClient(tracking_uri(cfg)).create_experiment("titlesweep")
+    lock = tmp_path / "outputs" / "mlflow.db.lock"
+    lock.unlink()
+    lock.mkdir()
+    create_sqlite_store.cache_clear()
+    assert MlflowClient(tracking_uri(cfg)).get_experiment_by_name("titlesweep") is not None
