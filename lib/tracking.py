@@ -69,7 +69,10 @@ def create_sqlite_store(uri: str) -> None:
     except OSError:  # a folder this user cannot write (a read-only copy of a store): MLflow says more
         return
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        except OSError:  # a file system without locks (Lustre mounted without them): unlocked, as MLflow does
+            pass
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 

@@ -3,6 +3,8 @@ parallel jobs, two commands started together, a test polling the store a job is 
 creates a new store's tables without a lock, and without lib.tracking's one all but the first
 process failed ("duplicate column name: step")."""
 
+import errno
+import fcntl
 import multiprocessing
 
 import pytest
@@ -49,4 +51,15 @@ def test_a_store_whose_lock_cannot_be_opened_is_still_read(tmp_path):
     lock.unlink()
     lock.mkdir()
     create_sqlite_store.cache_clear()
+    assert MlflowClient(tracking_uri(cfg)).get_experiment_by_name("titlesweep") is not None
+
+
+def test_a_file_system_without_locks_still_gets_its_store(tmp_path, monkeypatch):
+    # some cluster file systems refuse flock (ENOSYS): the store is made unlocked, as MLflow makes it
+    def no_locks(*args):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    cfg = OmegaConf.create({"tracking": {"uri": None}, "paths": {"outputs": str(tmp_path / "outputs")}})
+    MlflowClient(tracking_uri(cfg)).create_experiment("titlesweep")
     assert MlflowClient(tracking_uri(cfg)).get_experiment_by_name("titlesweep") is not None
