@@ -231,7 +231,7 @@ def train(
             autocast(device, precision),
             TextVectors(plain, "head") if embeddings else contextlib.nullcontext() as text,
         ):
-            # only a student whose vectors are asked for is asked for hidden states (any model takes the rest)
+            # hidden states only when the student's vectors are needed: not every model's forward takes the flag
             vectors = {"output_hidden_states": text.hidden_states} if embeddings else {}
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **vectors)
         if embeddings:
