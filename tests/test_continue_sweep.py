@@ -6,11 +6,10 @@ import subprocess
 import time
 
 import pytest
-from mlflow import MlflowClient
 
 from conftest import write_toy_csv
-from entry_points import INTERRUPTIBLE_RUN, command, run_entry_point
-from lib.tracking import NOTE_TAG, ROLE_TAG, create_sqlite_store
+from entry_points import INTERRUPTIBLE_RUN, command, polled_store, run_entry_point
+from lib.tracking import NOTE_TAG, ROLE_TAG
 
 pytestmark = pytest.mark.slow  # end to end, through subprocesses
 
@@ -26,9 +25,7 @@ def _args(out, data):
 
 
 def _runs(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'out'}/mlflow.db"
-    create_sqlite_store(uri)  # under the sweep's lock: opening a store it is creating failed one of us
-    client = MlflowClient(uri)
+    client = polled_store(tmp_path / "out")
     exp = client.get_experiment_by_name("titlesweep")
     runs = client.search_runs([exp.experiment_id]) if exp else []
     return (

@@ -7,11 +7,9 @@ import time
 
 import pytest
 import torch
-from mlflow import MlflowClient
 
 from conftest import write_toy_csv
-from entry_points import INTERRUPTIBLE_RUN, command
-from lib.tracking import create_sqlite_store
+from entry_points import INTERRUPTIBLE_RUN, command, polled_store
 
 pytestmark = pytest.mark.slow  # end to end, through subprocesses
 
@@ -29,9 +27,7 @@ def _train(out, data, *extra, wait=True):
 
 
 def _runs(out):
-    uri = f"sqlite:///{out}/mlflow.db"
-    create_sqlite_store(uri)  # under the run's lock: opening a store it is creating failed one of us
-    client = MlflowClient(uri)
+    client = polled_store(out)
     exp = client.get_experiment_by_name("titlesweep")
     return client, (client.search_runs([exp.experiment_id]) if exp else [])
 

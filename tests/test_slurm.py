@@ -15,8 +15,8 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import write_toy_csv
-from entry_points import INTERRUPTIBLE_RUN, command, run_entry_point
-from lib.tracking import ROLE_TAG, create_sqlite_store
+from entry_points import INTERRUPTIBLE_RUN, command, polled_store, run_entry_point
+from lib.tracking import ROLE_TAG
 from services.slurm import slurm_cluster, why_not_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -51,9 +51,7 @@ def cluster():
 
 
 def _store(out: Path) -> tuple[MlflowClient, list]:
-    uri = f"sqlite:///{out}/mlflow.db"
-    create_sqlite_store(uri)  # under the jobs' lock: opening a store they are creating failed one of them
-    client = MlflowClient(uri)
+    client = polled_store(out)
     exp = client.get_experiment_by_name("titlesweep")
     return client, (client.search_runs([exp.experiment_id]) if exp else [])
 
