@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from lib.errors import ConfigError
-from lib.tracking import redact
+from lib.tracking import redact, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def study_storage(cfg, sweeper) -> str:
     uri = str(cfg.tracking.uri or "")
     outputs = Path(cfg.paths.outputs).resolve()
     if uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve().parent / STUDY_FILE}"
+        return f"sqlite:///{sqlite_file(uri).resolve().parent / STUDY_FILE}"
     if uri.startswith("postgresql"):
         separator = "&" if "?" in uri else "?"
         return f"{uri}{separator}options=-csearch_path%3D{PG_SCHEMA}"

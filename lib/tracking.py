@@ -54,13 +54,19 @@ def tracking_uri(cfg) -> str:
     return uri
 
 
+def sqlite_file(uri: str) -> Path:
+    """The database file a ``sqlite:///`` URI names (its path unquoted, its query left out), as
+    SQLAlchemy opens it; relative to the working directory unless the path is absolute."""
+    return Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))
+
+
 @functools.cache
 def create_sqlite_store(uri: str) -> None:
     """Create a SQLite store's tables (a no-op for an existing store) holding an exclusive lock on a
     file beside it. MLflow creates and migrates them without a lock: processes opening a new store at
     once (a sweep's parallel jobs, two commands started together) failed, all but one, with
     "duplicate column name: step" (tests/test_tracking_store.py)."""
-    path = Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))
+    path = sqlite_file(uri)
     if not path.name or path.name == ":memory:":
         return
     try:
