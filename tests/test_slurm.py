@@ -3,6 +3,7 @@ machine (tests/services/slurm.py), with MLflow in a local SQLite store (the jobs
 Select alone with `python -m pytest -m cluster`; skipped with one line where the cluster cannot run
 (slurm-wlm and munge not installed: `bash tests/services/install.sh` as root; not root)."""
 
+import functools
 import math
 import re
 import signal
@@ -94,10 +95,11 @@ def _tail(path: Path, lines: int = 15) -> str:
     return f"--- {path.name}:\n" + "\n".join(text)
 
 
-def _cluster_state(cluster, out: Path, sweep_log: Path) -> str:
-    """The sweep's output, its jobs' logs, the queue and the daemons' last lines."""
-    parts = [_tail(sweep_log)]
-    for logs in sorted(out.glob("multirun/*/*/.submitit/*")):
+def _cluster_state(cluster, tmp_path: Path) -> str:
+    """The output of the sweep _start_long_sweep started in tmp_path, its jobs' logs, the queue and the
+    daemons' last lines."""
+    parts = [_tail(tmp_path / "sweep.log")]
+    for logs in sorted((tmp_path / "out").glob("multirun/*/*/.submitit/*")):
         parts += [_tail(f) for f in sorted(logs.glob("*_log.*"))]
     parts.append("--- squeue:\n" + cluster.run("squeue", "-h", "-t", "all", "-o", "%i %T %r %M", check=False))
     parts.append("--- sinfo:\n" + cluster.run("sinfo", "-h", "-o", "%n %T %E", check=False))
@@ -105,7 +107,7 @@ def _cluster_state(cluster, out: Path, sweep_log: Path) -> str:
     return "\n".join(parts)
 
 
-def _first_logged_step(out: Path, proc: subprocess.Popen, cluster, log: Path):
+def _first_logged_step(out: Path, proc: subprocess.Popen, explain):
     """The job's run once training has logged a step (well inside epoch 1)."""
 
     def logging_run():
@@ -115,9 +117,7 @@ def _first_logged_step(out: Path, proc: subprocess.Popen, cluster, log: Path):
         jobs = [r for r in runs if r.data.tags.get(ROLE_TAG) == "job"]
         return jobs[0] if jobs and client.get_metric_history(jobs[0].info.run_id, "train_loss") else None
 
-    return _poll(
-        logging_run, 240, "the SLURM job's first logged step", explain=lambda: _cluster_state(cluster, out, log)
-    )
+    return _poll(logging_run, 240, "the SLURM job's first logged step", explain=explain)
 
 
 def _wait_job_ended(cluster, job_id: str, timeout: float = 300) -> dict:
@@ -250,7 +250,7 @@ def test_scancel_leaves_a_checkpoint_and_a_killed_run_and_a_resubmitted_resume_m
     out = tmp_path / "out"
     sweep = _start_long_sweep(tmp_path, cluster, data, cache)
     try:
-        run = _first_logged_step(out, sweep, cluster, tmp_path / "sweep.log")
+        run = _first_logged_step(out, sweep, functools.partial(_cluster_state, cluster, tmp_path))
         reference.start()  # the tokenizer is cached now
         (job_id,) = _submitit_job_ids(out)
         cluster.run("scancel", job_id)  # SLURM: SIGCONT + SIGTERM to the job's processes, SIGKILL after KillWait
@@ -313,8 +313,9 @@ def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_
     data, cache, reference = long_data
     out = tmp_path / "out"
     sweep = _start_long_sweep(tmp_path, cluster, data, cache)
+    explain = functools.partial(_cluster_state, cluster, tmp_path)
     try:
-        run = _first_logged_step(out, sweep, cluster, tmp_path / "sweep.log")
+        run = _first_logged_step(out, sweep, explain)
         reference.start()  # the tokenizer is cached now (a no-op when the scancel test started it)
         (job_id,) = _submitit_job_ids(out)
         # What SLURM sends signal_delay_s before the time limit (sbatch --signal=USR2@120): USR2 to the
@@ -328,7 +329,7 @@ def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_
             240,
             "the job to be requeued",
             every=0.5,
-            explain=lambda: _cluster_state(cluster, out, tmp_path / "sweep.log"),
+            explain=explain,
         )
         # slurmd refuses a credential created in the same second as (or before) it revoked the old one
         # (`cred->ctime <= j->revoked`, whole seconds): "Killing non-startable batch JobId: Job credential
@@ -338,7 +339,7 @@ def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_
             lambda: cluster.run("sinfo", "-h", "-n", cluster.node, "-o", "%T").strip() == "idle",
             120,
             "the node",
-            explain=lambda: _cluster_state(cluster, out, tmp_path / "sweep.log"),
+            explain=explain,
         )
         time.sleep(2)
         cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
