@@ -169,6 +169,37 @@ def test_positives_look_like_pdf_titles(corpus):
 
 
 @pytest.mark.slow
+def test_noise_on_negatives_marks_record_and_title_negatives_and_nothing_else(corpus, tmp_path):
+    _, plain_frames, plain_manifest = corpus
+    folder = ensure_corpus(titles_cfg(noise_on_negatives=True), tmp_path, show_progress=False)
+    frames = {name: read(folder, name) for name in build_mod.FILES}
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for part in ("in_source", "cross_source"):
+        # the positives and their noise come from their own generators: the same rows as without the option
+        assert manifest["positive_noise"][part] == plain_manifest["positive_noise"][part]
+        assert plain_manifest["negative_noise"][part] == {}
+    for name in build_mod.FILES:
+        assert set(frames[name].query("label == 1")["text"]) == set(plain_frames[name].query("label == 1")["text"])
+    rows = in_source(frames).query("label == 0")
+    marked_kinds = rows[~rows["kind"].isin(list(negatives.GENERIC_GENERATORS))]
+    noise = manifest["negative_noise"]["in_source"]
+    assert set(noise) == {*positives.NOISE, "none"}
+    assert sum(v for k, v in noise.items() if k != "none") >= noise["marker"] > 0.08 * len(marked_kinds)
+    ends_marked = marked_kinds["text"].str.contains(r"(?:[*∗†‡⋆¹]|[a-z)] ?[123]|,2)$")
+    assert 0.08 < ends_marked.mean() < 0.2  # marker at 0.12, on every kind that is not generic
+    assert ends_marked.groupby(marked_kinds["kind"]).mean().gt(0).sum() >= 8
+    assert abs(marked_kinds["text"].str.endswith(".").mean() - rows_ending(plain_frames, ".")) > 0.02
+    keys = pd.concat(frames.values()).assign(key=lambda df: df["text"].map(text_key))
+    assert (keys.groupby("key")["label"].nunique() == 1).all()  # no string with both labels
+
+
+def rows_ending(frames, suffix: str) -> float:
+    """Share of the record- and title-based negatives of ``frames`` that end with ``suffix``."""
+    rows = in_source(frames).query("label == 0")
+    return rows[~rows["kind"].isin(list(negatives.GENERIC_GENERATORS))]["text"].str.endswith(suffix).mean()
+
+
+@pytest.mark.slow
 def test_surface_shortcuts_stay_below_bound(corpus):
     _, frames, manifest = corpus
     scores = shortcut_scores(frames)
@@ -600,15 +631,20 @@ def _positive_variants(title: str, record, seeds=range(60)) -> set[str]:
 
 def _negative_strings(record, seeds=range(300)) -> set[str]:
     """Every string the negative rules make from ``record`` (its title in every casing) over many seeds,
+    also with the positives' marks as data.noise_on_negatives gives them (each alone and all together),
     and the generic kinds' strings."""
-    out = set()
+    out, marked, all_on = set(), set(), dict.fromkeys(positives.NOISE, 1.0)
     for seed in seeds:
-        ctx = mixed_ctx(seed)
+        ctx, rng = mixed_ctx(seed), random.Random(seed)
         for generate in negatives.GENERATORS.values():
-            out.add(generate(ctx, record))
+            made = generate(ctx, record)
+            out.add(made)
+            if made and seed % 5 == 0:  # marked after cleaning and not cleaned again, as the build does
+                marked.update(transform(rng, clean(made)) for transform in positives.NOISE.values())
+                marked.add(positives.add_noise(rng, clean(made), all_on)[0])
         for generate in negatives.GENERIC_GENERATORS.values():
             out.add(generate(ctx))
-    return {_flat(clean(t)) for t in out if t}
+    return {_flat(clean(t)) for t in out if t} | {_flat(t) for t in marked if t}
 
 
 def test_positive_noise_transformations_have_their_shape():
@@ -628,6 +664,19 @@ def test_positive_noise_transformations_have_their_shape():
     text, applied = positives.add_noise(random.Random(0), "Na2CoO2 films", dict.fromkeys(positives.NOISE, 1.0))
     assert "scripts" in applied and "marker" in applied and text.startswith("N")
     assert positives.add_noise(random.Random(0), "Na2CoO2 films", {}) == ("Na2CoO2 films", [])
+
+
+def test_noise_on_negatives_keeps_the_default_corpus_key_and_needs_a_rate():
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "data" / "titles.yaml"))
+    assert cfg["noise_on_negatives"] is False
+    without = {k: v for k, v in cfg.items() if k != "noise_on_negatives"}
+    assert parse_spec(cfg).key == parse_spec(without).key  # the default corpus keeps its cache
+    marked = {**cfg, "positive_noise": {**cfg["positive_noise"], "marker": 0.12}}
+    assert parse_spec({**marked, "noise_on_negatives": True}).key != parse_spec(marked).key
+    with pytest.raises(ConfigError, match=r"^data.noise_on_negatives=true gives .* every rate is 0; set some"):
+        parse_spec({**cfg, "noise_on_negatives": True})
+    with pytest.raises(ConfigError, match=r"^data.noise_on_negatives must be true or false, got 'yes'"):
+        parse_spec({**marked, "noise_on_negatives": "yes"})
 
 
 def test_title_forms_keep_the_whole_title():

@@ -78,6 +78,10 @@ class _Generator:
         self.positive_forms: Counter = Counter()  # title form (positives.FORMS) of each positive, "none" if plain
         self.positive_noise: Counter = Counter()  # positives given each noise transformation; "none": no noise
         self.positive_words: list[int] = []
+        # data.noise_on_negatives: the positives' marks on negatives too, from their own generator so that
+        # every other draw (and the corpus built without the option) stays as it was.
+        self.negative_noise: Counter = Counter()  # negatives given each noise transformation; "none": no noise
+        self.negative_noise_rng = rng_for(spec.seed, tag, "negative noise")
 
     def _add(self, text: str, label: int, kind: str, source: str, group: str, normalise: bool = True) -> bool:
         # Positives are cleaned before their extraction noise, which keeps glyphs NFKC would fold (ligatures).
@@ -161,12 +165,24 @@ class _Generator:
             if self.spec.length_matching and rejected < _MAX_LENGTH_REJECTS and not self._plausible_length(ctx, text):
                 rejected += 1
                 continue
-            if self._add(text, 0, kind, record.source, record.rid):
+            text, noise = self._marked(text)
+            if self._add(text, 0, kind, record.source, record.rid, normalise=not self.spec.noise_on_negatives):
+                if self.spec.noise_on_negatives:
+                    self.negative_noise.update(noise or ["none"])
                 made, rejected = made + 1, 0
                 advance()
                 if from_title:
                     titles_used.add(record.rid)
         return made
+
+    def _marked(self, text: str) -> tuple[str, list[str]]:
+        """A record- or title-based negative with the positives' extraction marks at their rates, when
+        data.noise_on_negatives is set: a footnote marker, a closing stop or a spaced formula then says
+        nothing about the label (real author lines and affiliations carry markers too). Cleaned first, so
+        the glyphs the noise adds are kept as the positives keep theirs."""
+        if not self.spec.noise_on_negatives:
+            return text, []
+        return positives.add_noise(self.negative_noise_rng, clean(text), self.spec.positive_noise)
 
     @staticmethod
     def _plausible_length(ctx: neg.Ctx, text: str) -> bool:
@@ -212,6 +228,7 @@ def generate(spec: CorpusSpec, records, size: int, tag: str, seen: set[str], pro
         "casing": dict(gen.positive_casing),
         "forms": dict(sorted(gen.positive_forms.items())),
         "noise": dict(sorted(gen.positive_noise.items())),
+        "negative_noise": dict(sorted(gen.negative_noise.items())),
     }
     return gen.rows, info, notes
 
@@ -402,6 +419,8 @@ def build_corpus(
         # Extraction noise and title forms of the positives (lib/corpus/positives): rows per transformation.
         "positive_noise": {"in_source": info["noise"], "cross_source": cross_info["noise"]},
         "positive_forms": {"in_source": info["forms"], "cross_source": cross_info["forms"]},
+        # data.noise_on_negatives: record- and title-based negatives per transformation (empty when off).
+        "negative_noise": {"in_source": info["negative_noise"], "cross_source": cross_info["negative_noise"]},
         "shortcut_check": shortcut,
         "files_sha256": digests,
         "content_hash": hashlib.sha256("".join(digests[n] for n in FILES).encode()).hexdigest(),

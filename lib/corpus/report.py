@@ -46,6 +46,10 @@ def print_manifest(folder: Path, console: Console | None = None) -> None:
             total = sum(v for k, v in counts.items() if k != "none") if field == "positive_forms" else None
             shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "none")
             console.print(f"positives' {what} ({part}): {shown or 'none'}" + (f"; {total} in all" if total else ""))
+    for part, counts in (manifest.get("negative_noise") or {}).items():  # data.noise_on_negatives only
+        if counts:
+            shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "none")
+            console.print(f"negatives' extraction noise ({part}): {shown or 'none'}")
     for source in manifest["sources"]:
         console.print(f"source {source['name']}: {source['package']} {source['version']} ({source['used_for']})")
     for note in manifest["notes"]:

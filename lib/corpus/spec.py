@@ -53,13 +53,16 @@ class CorpusSpec:
     positive_noise: dict[str, float] = field(default_factory=dict)  # lib/corpus/positives.NOISE name -> rate
     title_forms: float = 0.0  # share of positives rewritten into a title form (positives.FORMS)
     non_english_titles: int = 0  # at most this many non-English MEDLINE records join the in-source ones
+    noise_on_negatives: bool = False  # negatives from records and titles get positive_noise's marks too
 
     @property
     def key(self) -> str:
         # Keys of options added later stay out of the hash while the option is off, so corpora built
         # without it keep the hashes (and caches) they had before the option existed.
-        unused = (() if self.extra_sources else EXTRA_KEYS) + (
-            () if self.non_english_titles else ("non_english_titles",)
+        unused = (
+            (() if self.extra_sources else EXTRA_KEYS)
+            + (() if self.non_english_titles else ("non_english_titles",))
+            + (() if self.noise_on_negatives else ("noise_on_negatives",))
         )
         config = {k: v for k, v in self.config.items() if k not in unused}
         blob = json.dumps({"config": config, "corpus_version": CORPUS_VERSION}, sort_keys=True)
@@ -169,7 +172,20 @@ def parse_spec(cfg_data: DictConfig | dict) -> CorpusSpec:
         positive_noise=_rates(node.get("positive_noise"), "positive_noise", POSITIVE_NOISE),
         title_forms=_rate(node.get("title_forms", 0.0), "title_forms"),
         non_english_titles=_int(node.get("non_english_titles", 0), "non_english_titles", 0),
+        noise_on_negatives=_noise_on_negatives(node),
     )
+
+
+def _noise_on_negatives(node) -> bool:
+    """``data.noise_on_negatives``: refused where there is no noise to share, rather than silently a no-op."""
+    on = _bool(node.get("noise_on_negatives", False), "noise_on_negatives")
+    rates = node.get("positive_noise") or {}
+    if on and not any(float(rates.get(name) or 0) > 0 for name in POSITIVE_NOISE):
+        raise ConfigError(
+            "data.noise_on_negatives=true gives the negatives data.positive_noise's marks, but every rate is 0; "
+            "set some data.positive_noise.<mark> > 0 (e.g. data.positive_noise.marker=0.12)"
+        )
+    return on
 
 
 def _rate(value, field_name: str) -> float:
