@@ -14,7 +14,9 @@ it applies to). ``data.positive_noise`` gives each one's rate, drawn independent
 what these produce from the same title: markers, spaced scripts, symbols, glyphs, small capitals and
 hyphen breaks are marks the negative rules never add (``ocr_damage`` no longer appends markers,
 ``toc_line`` puts only page numbers >= 10 after a bare space, ``heading_glued`` never joins the form
-labels with a colon), and tests/test_corpus.py checks it over many titles and seeds.
+labels with a colon), and tests/test_corpus.py checks it over many titles and seeds. The one exception is
+opt-in: ``data.noise_on_negatives`` puts the same marks on negatives (lib/corpus/build.py), always on top of
+a negative rule's string, which the same test shows no positive rule makes.
 """
 
 from __future__ import annotations
