@@ -169,18 +169,17 @@ def parse_spec(cfg_data: DictConfig | dict) -> CorpusSpec:
         config=node,
         extra_sources=_extra_sources(node.get("extra_sources")),
         extra_sources_cap=_int(node.get("extra_sources_cap", 2500), "extra_sources_cap", 1),
-        positive_noise=_rates(node.get("positive_noise"), "positive_noise", POSITIVE_NOISE),
+        positive_noise=(positive_noise := _rates(node.get("positive_noise"), "positive_noise", POSITIVE_NOISE)),
         title_forms=_rate(node.get("title_forms", 0.0), "title_forms"),
         non_english_titles=_int(node.get("non_english_titles", 0), "non_english_titles", 0),
-        noise_on_negatives=_noise_on_negatives(node),
+        noise_on_negatives=_noise_on_negatives(node.get("noise_on_negatives", False), positive_noise),
     )
 
 
-def _noise_on_negatives(node) -> bool:
+def _noise_on_negatives(value, positive_noise: dict[str, float]) -> bool:
     """``data.noise_on_negatives``: refused where there is no noise to share, rather than silently a no-op."""
-    on = _bool(node.get("noise_on_negatives", False), "noise_on_negatives")
-    rates = node.get("positive_noise") or {}
-    if on and not any(float(rates.get(name) or 0) > 0 for name in POSITIVE_NOISE):
+    on = _bool(value, "noise_on_negatives")
+    if on and not any(rate > 0 for rate in positive_noise.values()):
         raise ConfigError(
             "data.noise_on_negatives=true gives the negatives data.positive_noise's marks, but every rate is 0; "
             "set some data.positive_noise.<mark> > 0 (e.g. data.positive_noise.marker=0.12)"
