@@ -28,6 +28,12 @@ vectors themselves, needs no projection between the two models' widths (384 and 
 parameter outside the student. The teacher's vectors are cached beside its logits. Measured for
 4-layer MiniLM students of MPNet, it made every held-out figure worse (docs/decisions.md): 0 by default.
 
+``feature_weight`` > 0 asks for more than the similarities when the student is as wide as its teacher
+(MPNet cut to fewer layers, taught by MPNet): that the vector its head reads point the way the teacher's
+does, ``feature_weight * (1 - cosine)`` per title (DistilBERT's cosine loss, Sanh et al., 2019). The
+vectors are the same cached ones; a student of another width, or an ensemble (whose members' vectors lie
+in unrelated spaces), is refused in one line. 0 by default.
+
 ``teacher=[a,b,c]`` distils an ensemble: each run scores the transfer set (cached per run, as above)
 and the student learns from their mean probability (for three MPNet seeds it taught 4-layer students
 no better than the best seed alone: docs/decisions.md).
@@ -79,8 +85,8 @@ class TransferSet:
     teacher_logits: torch.Tensor  # float32 [rows]; an ensemble's: its teachers' mean probability as a logit
     teacher_run_ids: list[str]  # one, or the ensemble's runs
     cache_hit: bool
-    # float32 [rows, width], unit length, with distill.relation_weight > 0 (else None): the rows' teacher
-    # embeddings; an ensemble's are its teachers' side by side, each scaled by 1/sqrt(teachers), so that
+    # float32 [rows, width], unit length, with distill.relation_weight or feature_weight > 0 (else None): the rows'
+    # teacher embeddings; an ensemble's are its teachers' side by side, each scaled by 1/sqrt(teachers), so that
     # the dot product of two rows is the teachers' mean cosine similarity
     teacher_embeddings: torch.Tensor | None = None
 
@@ -97,19 +103,27 @@ class TransferSet:
 
 class DistillationLoss(nn.Module):
     """``(1 - weight) * hard(logits, labels) + weight * T^2 * KL(teacher_T || student_T)``
-    ``+ relation_weight * similarity_loss(student_embeddings, teacher_embeddings)``.
+    ``+ relation_weight * similarity_loss(student_embeddings, teacher_embeddings)``
+    ``+ feature_weight * direction_loss(student_embeddings, teacher_embeddings)``.
 
     ``teacher_logits`` is the teacher's logit difference (correct minus wrong) per example; without it
     (validation, test) the loss is the hard loss alone, so validation losses compare across runs. The
     T^2 factor keeps the soft term's gradients the size of the hard term's whatever the temperature.
-    The relation term needs both models' embeddings of the batch (the training loop passes the
-    student's when the batch carries the teacher's).
+    The relation and feature terms need both models' embeddings of the batch (the training loop passes
+    the student's when the batch carries the teacher's).
     """
 
-    def __init__(self, hard: nn.Module, weight: float, temperature: float, relation_weight: float = 0.0) -> None:
+    def __init__(
+        self,
+        hard: nn.Module,
+        weight: float,
+        temperature: float,
+        relation_weight: float = 0.0,
+        feature_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         self.hard, self.weight, self.temperature = hard, weight, temperature
-        self.relation_weight = relation_weight
+        self.relation_weight, self.feature_weight = relation_weight, feature_weight
 
     def forward(
         self,
@@ -127,12 +141,18 @@ class DistillationLoss(nn.Module):
             teacher = torch.stack([torch.sigmoid(-z), torch.sigmoid(z)], dim=-1)  # a 2-class softmax of [0, z]
             soft = F.kl_div(F.log_softmax(logits / t, dim=-1), teacher, reduction="batchmean") * t * t
             loss = (1 - self.weight) * hard + self.weight * soft
-        if student_embeddings is not None and teacher_embeddings is not None and self.relation_weight > 0:
-            loss = loss + self.relation_weight * similarity_loss(student_embeddings, teacher_embeddings)
+        if student_embeddings is not None and teacher_embeddings is not None:
+            if self.relation_weight > 0:
+                loss = loss + self.relation_weight * similarity_loss(student_embeddings, teacher_embeddings)
+            if self.feature_weight > 0:
+                loss = loss + self.feature_weight * direction_loss(student_embeddings, teacher_embeddings)
         return loss
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}, temperature={self.temperature}, relation_weight={self.relation_weight}"
+        return (
+            f"weight={self.weight}, temperature={self.temperature}, relation_weight={self.relation_weight}, "
+            f"feature_weight={self.feature_weight}"
+        )
 
 
 def similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -141,6 +161,12 @@ def similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tenso
     titles exactly as alike as the teacher does."""
     s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
     return (s @ s.T - t @ t.T).pow(2).mean()
+
+
+def direction_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - the cosine between each example's student and teacher vectors ([rows, width] each, the
+    same width): 0 when every student vector points the teacher's way, whatever its length."""
+    return (1 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)).mean()
 
 
 def wrap_loss(cfg_distill, hard: nn.Module) -> nn.Module:
@@ -152,15 +178,40 @@ def wrap_loss(cfg_distill, hard: nn.Module) -> nn.Module:
         raise ConfigError(f"distill.kd_weight must be a number in [0, 1], got {weight!r}")
     if not (isinstance(temperature, (int, float)) and temperature > 0):
         raise ConfigError(f"distill.temperature must be a number > 0, got {temperature!r}")
-    return DistillationLoss(hard, float(weight), float(temperature), relation_weight(cfg_distill))
+    return DistillationLoss(
+        hard, float(weight), float(temperature), relation_weight(cfg_distill), feature_weight(cfg_distill)
+    )
 
 
 def relation_weight(cfg_distill) -> float:
     """``distill.relation_weight`` (0 when the config predates it), checked: a number >= 0."""
-    weight = cfg_distill.get("relation_weight", 0.0)
+    return _term_weight(cfg_distill, "relation_weight")
+
+
+def feature_weight(cfg_distill) -> float:
+    """``distill.feature_weight`` (0 when the config predates it), checked: a number >= 0."""
+    return _term_weight(cfg_distill, "feature_weight")
+
+
+def _term_weight(cfg_distill, key: str) -> float:
+    weight = cfg_distill.get(key, 0.0)
     if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and weight >= 0):
-        raise ConfigError(f"distill.relation_weight must be a number >= 0, got {weight!r}")
+        raise ConfigError(f"distill.{key} must be a number >= 0, got {weight!r}")
     return float(weight)
+
+
+def check_student_width(cfg_distill, transfer: TransferSet, width: int) -> None:
+    """With ``feature_weight`` > 0 the student's vectors are compared with the teacher's one by one, so
+    the two must be equally wide (``width``: the student's hidden size); refused in one line otherwise,
+    before any training step (the teacher's scores stay cached)."""
+    weight = feature_weight(cfg_distill)
+    teacher_width = transfer.teacher_embeddings.shape[1] if transfer.teacher_embeddings is not None else width
+    if weight > 0 and teacher_width != width:
+        raise ConfigError(
+            f"distill.feature_weight={weight:g} compares the student's vectors with the teacher's, but the student "
+            f"is {width} wide and the teacher {teacher_width}: take a student of the teacher's kind (an MPNet "
+            "teacher: model=mpnet model.keep_layers=6) or distill.relation_weight, which works across widths"
+        )
 
 
 # --------------------------------------------------------------- the transfer set
@@ -188,8 +239,13 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
     twice = sorted({run_id for run_id in run_ids if run_ids.count(run_id) > 1})
     if twice:  # averaging a run with itself would only weigh it more: a mistake in the list, not a recipe
         raise ConfigError(f"teacher={_listed(names)}: run {twice[0]} is named twice; an ensemble needs distinct runs")
+    if len(names) > 1 and feature_weight(cfg_distill) > 0:  # each member's vectors lie in a space of its own
+        raise ConfigError(
+            f"distill.feature_weight compares the student's vectors with one teacher's; teacher={_listed(names)} "
+            "is an ensemble: name one teacher, or use distill.relation_weight (similarities average across teachers)"
+        )
     precision = resolve_precision(cfg_distill.teacher_precision, resolve_device(cfg.trainer.device))
-    with_embeddings = relation_weight(cfg_distill) > 0
+    with_embeddings = relation_weight(cfg_distill) > 0 or feature_weight(cfg_distill) > 0
     start = time.perf_counter()
     texts, digest = frame["text"], _texts_digest(frame["text"], precision)  # hashed once for every teacher
     cache = Path(cfg.paths.cache)

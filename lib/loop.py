@@ -224,7 +224,8 @@ def train(
         so that the window's summed gradient is the gradient of the mean over its batches
         (times ``weight``: an adversary's 0 when its attack had no direction)."""
         # Distillation (lib/distill.py): the batch carries the teacher's logits, and its embeddings when
-        # the student also learns how the teacher relates titles: then the student's embeddings too.
+        # the student also learns how the teacher relates titles or where it points them: then the
+        # student's embeddings too.
         soft = {name: value for name, value in inputs.items() if name.startswith("teacher_")}
         embeddings = "teacher_embeddings" in soft
         with (

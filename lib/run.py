@@ -154,6 +154,8 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     _log_data(splits)
     clock.lap("data")
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
+    if teacher_rows:
+        distill.check_student_width(cfg.distill, transfer, model.config.hidden_size)
     model.to(device)
     # The compiled wrapper runs the steps; `model` (same parameters, names without the wrapper's
     # `_orig_mod.` prefix) builds the optimiser groups, checkpoints and the saved model.

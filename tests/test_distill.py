@@ -62,6 +62,79 @@ def test_the_relation_term_asks_the_student_for_the_teachers_similarities_in_its
     torch.testing.assert_close(loss(logits, labels), hard(logits, labels))
 
 
+def test_the_feature_term_asks_the_student_to_point_each_title_where_the_teacher_does():
+    torch.manual_seed(0)
+    logits, labels, teacher_logits = torch.randn(4, 2), torch.tensor([0, 1, 1, 0]), torch.randn(4)
+    teacher = torch.randn(4, 6)
+    student = torch.randn(4, 6, requires_grad=True)
+    hard = nn.CrossEntropyLoss()
+    loss = distill.DistillationLoss(hard, weight=0.5, temperature=2.0, feature_weight=2.0)
+    without = distill.DistillationLoss(hard, weight=0.5, temperature=2.0)(logits, labels, teacher_logits)
+
+    expected = sum(1 - torch.dot(s, t) / (s.norm() * t.norm()) for s, t in zip(student, teacher)) / 4
+    got = loss(logits, labels, teacher_logits, student_embeddings=student, teacher_embeddings=teacher)
+    torch.testing.assert_close(got, without + 2.0 * expected)
+    got.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0  # it trains the student's vectors
+    # pointing the teacher's way is all it asks (any length); the opposite way costs the most, 2 per title
+    assert distill.direction_loss(teacher * 3, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill.direction_loss(-teacher, teacher).item() == pytest.approx(2.0, abs=1e-6)
+    # the similarities alone (relation_weight) do not see a rotation that the directions do
+    rotation = torch.linalg.qr(torch.randn(6, 6))[0]
+    assert distill.similarity_loss(teacher @ rotation, teacher).item() == pytest.approx(0.0, abs=1e-5)
+    assert distill.direction_loss(teacher @ rotation, teacher).item() > 0.1
+
+
+def test_the_feature_term_needs_a_student_as_wide_as_one_teacher(make_cfg, monkeypatch, tmp_path):
+    train = pd.DataFrame({"text": ["one title", "two title", "three title"], "label": [1, 0, 1]})
+    splits = Splits(train, pd.DataFrame(), pd.DataFrame())
+    scored = _fake_teachers(monkeypatch, {A: [1.0, -1.0, 2.0], B: [0.5, 0.0, -3.0]})
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = make_cfg("+experiment=distill", f"teacher={A}", "distill.transfer_rows=0", "distill.feature_weight=0.5")
+    with mlflow.start_run():
+        transfer = distill.transfer_set(cfg, splits)
+    assert transfer.teacher_embeddings.shape == (3, 3)  # the feature term alone asks for the teacher's vectors
+    distill.check_student_width(cfg.distill, transfer, 3)  # as wide: accepted
+    with pytest.raises(ConfigError) as err:
+        distill.check_student_width(cfg.distill, transfer, 64)
+    assert str(err.value) == (
+        "distill.feature_weight=0.5 compares the student's vectors with the teacher's, but the student is 64 wide "
+        "and the teacher 3: take a student of the teacher's kind (an MPNet teacher: model=mpnet "
+        "model.keep_layers=6) or distill.relation_weight, which works across widths"
+    )
+    # without the feature term the widths may differ (the relation term compares similarities)
+    other = make_cfg("+experiment=distill", f"teacher={A}", "distill.transfer_rows=0", "distill.relation_weight=1")
+    distill.check_student_width(other.distill, transfer, 64)
+
+    # an ensemble's members point titles in unrelated spaces: refused before any teacher scores
+    ensemble = make_cfg(
+        "+experiment=distill", f"teacher=[{A},{B}]", "distill.transfer_rows=0", "distill.feature_weight=1"
+    )
+    with pytest.raises(ConfigError) as err, mlflow.start_run():
+        distill.transfer_set(ensemble, splits)
+    assert str(err.value) == (
+        f"distill.feature_weight compares the student's vectors with one teacher's; teacher=[{A},{B}] is an "
+        "ensemble: name one teacher, or use distill.relation_weight (similarities average across teachers)"
+    )
+    assert scored == [A]
+
+
+def test_a_student_narrower_than_its_teacher_is_refused_before_training(make_cfg, toy_csv, monkeypatch, tmp_path):
+    _fake_teachers(monkeypatch, {A: [0.0] * 1000})  # vectors 3 wide; tiny_bert is 64 wide
+    trained = []
+    monkeypatch.setattr("lib.run._fit", lambda *args, **kwargs: trained.append(1))
+    cfg = make_cfg(
+        *toy_learning_run(toy_csv),
+        "+experiment=distill",
+        f"teacher={A}",
+        "distill.transfer_rows=0",
+        "distill.feature_weight=1.0",
+    )
+    with pytest.raises(ConfigError, match=r"^distill.feature_weight=1 compares .* the student is 64 wide"):
+        run_training(cfg)
+    assert not trained
+
+
 def test_the_teachers_embeddings_are_cached_beside_its_logits_and_an_ensemble_averages_its_similarities(
     make_cfg, tmp_path, monkeypatch
 ):
@@ -98,6 +171,7 @@ def test_the_teachers_embeddings_are_cached_beside_its_logits_and_an_ensemble_av
         ("kd_weight", 1.5, "distill.kd_weight must be a number in [0, 1], got 1.5"),
         ("temperature", 0, "distill.temperature must be a number > 0, got 0"),
         ("relation_weight", -1, "distill.relation_weight must be a number >= 0, got -1"),
+        ("feature_weight", "-0.5", "distill.feature_weight must be a number >= 0, got -0.5"),
     ],
 )
 def test_bad_settings_are_one_line(make_cfg, key, value, message):
@@ -158,22 +232,37 @@ def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_com
         f"data.test={write_toy_csv(tmp_path / 'test.csv', n_per_class=100, seed=3)}",
     ]
     student = [*toy_learning_run(toy), *student_data, "+experiment=distill", "distill.kd_weight=1.0"]
-    # The first student also learns the teacher's similarities: every training batch hands the loss the
-    # student's embeddings (the tiny model's width) beside the teacher's cached ones.
-    relation_calls = []
+    # The first student also learns the teacher's similarities and directions: every training batch hands
+    # both terms the student's embeddings (the tiny model's width) beside the teacher's cached ones. (The
+    # direction term's weight is small: from random weights, a 2-layer student made to point its vectors
+    # the tiny teacher's way stopped learning the task at feature_weight 0.1, 0.3 and 1.0, val accuracy 0.5.)
+    calls = {"similarity_loss": [], "direction_loss": []}
 
-    def recorded(student_embeddings, teacher_embeddings):
-        relation_calls.append((student_embeddings.shape, teacher_embeddings.shape, student_embeddings.requires_grad))
-        return similarity_loss(student_embeddings, teacher_embeddings)
+    def recorder(name):
+        term = getattr(distill, name)
 
-    similarity_loss = distill.similarity_loss
-    monkeypatch.setattr(distill, "similarity_loss", recorded)
+        def recorded(student_embeddings, teacher_embeddings):
+            shapes = (student_embeddings.shape, teacher_embeddings.shape, student_embeddings.requires_grad)
+            calls[name].append(shapes)
+            return term(student_embeddings, teacher_embeddings)
+
+        return recorded
+
+    for name in calls:
+        monkeypatch.setattr(distill, name, recorder(name))
     first = run_training(
-        make_cfg(*student, f"teacher={teacher.info.run_id}", "distill.transfer_rows=0", "distill.relation_weight=0.3")
+        make_cfg(
+            *student,
+            f"teacher={teacher.info.run_id}",
+            "distill.transfer_rows=0",
+            "distill.relation_weight=0.3",
+            "distill.feature_weight=0.03",
+        )
     )
     assert first["test_accuracy"] >= 0.9, first
-    assert relation_calls and all(s[0] == t[0] and grad for s, t, grad in relation_calls)
-    assert {(s[1], t[1]) for s, t, _ in relation_calls} == {(64, 64)}  # conf/model/tiny_bert.yaml's hidden_size
+    for recorded in calls.values():
+        assert recorded and all(s[0] == t[0] and grad for s, t, grad in recorded)
+        assert {(s[1], t[1]) for s, t, _ in recorded} == {(64, 64)}  # conf/model/tiny_bert.yaml's hidden_size
 
     # With the teacher's scores cached, the teacher model is not loaded at all.
     import lib.inference
