@@ -181,6 +181,31 @@ def test_bad_settings_are_one_line(make_cfg, key, value, message):
     assert str(err.value) == message
 
 
+# The marks at corpus version 4's measured rates, as every documented marked-transfer command spells them
+MARKED = {
+    "positive_noise.scripts": 0.6, "positive_noise.symbols": 0.6, "positive_noise.glyphs": 0.08,
+    "positive_noise.hyphen_break": 0.03, "positive_noise.small_caps": 0.03, "positive_noise.full_stop": 0.08,
+    "positive_noise.marker": 0.12, "title_forms": 0.06,
+}  # fmt: skip
+
+
+def test_distill_marked_is_the_documented_marked_transfer_set(make_cfg):
+    # distill=marked must build the very transfer corpus the measured students learnt from (so a teacher's
+    # scores cached by those commands are found again), and change nothing else
+    marked = make_cfg("+experiment=distill", "distill=marked", "teacher=x")
+    spelled = make_cfg(
+        "+experiment=distill", "teacher=x", "distill.transfer_rows=16000",
+        *(f"+distill.transfer_data.{key}={rate}" for key, rate in MARKED.items()),
+    )  # fmt: skip
+    assert distill.transfer_data_settings(marked) == distill.transfer_data_settings(spelled)
+    assert OmegaConf.to_container(marked.distill) == OmegaConf.to_container(spelled.distill)
+    assert distill.transfer_data_settings(marked) != distill.transfer_data_settings(
+        make_cfg("+experiment=distill", "teacher=x")
+    )
+    # the student's own corpus is the default one: only the transfer rows carry the marks
+    assert OmegaConf.to_container(marked.data) == OmegaConf.to_container(make_cfg().data)
+
+
 def test_generated_rows_need_the_default_corpus(make_cfg, toy_csv):
     cfg = make_cfg("data=csv", f"data.train={toy_csv}", "+experiment=distill", "teacher=x")
     with pytest.raises(ConfigError, match=r"^distill.transfer_rows=8000 generates rows of the default corpus"):
