@@ -147,14 +147,15 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     transformers.set_seed(cfg.trainer.seed)
     clock = TimeSplit()
     splits = limited_splits(cfg)
+    # with a teacher, the training rows become the teacher-scored transfer set
+    transfer = distill.transfer_set(cfg, splits) if distill.enabled(cfg.distill) else None
     teacher_rows = {}
-    if distill.enabled(cfg.distill):  # the training rows become the teacher-scored transfer set
-        transfer = distill.transfer_set(cfg, splits)
+    if transfer is not None:
         splits.train, teacher_rows = transfer.frame, transfer.per_row()
     _log_data(splits)
     clock.lap("data")
     model, tokenizer = build_model(cfg.model, splits.train["text"].tolist(), Path(cfg.paths.cache))
-    if teacher_rows:
+    if transfer is not None:
         distill.check_student_width(cfg.distill, transfer, model.config.hidden_size)
     model.to(device)
     # The compiled wrapper runs the steps; `model` (same parameters, names without the wrapper's
