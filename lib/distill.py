@@ -35,6 +35,16 @@ vectors are the same cached ones; a student of another width, or an ensemble (wh
 in unrelated spaces), is refused in one line. Measured at 1.0 for a 6-layer MPNet student of MPNet, it
 cost a point on cross-source and did not move CiteSeer (docs/decisions.md): 0 by default.
 
+``layer_weight`` > 0 teaches the student's inner layers as well, across widths (TinyBERT's layer
+mapping, Jiao et al., 2020, with whole-title vectors): each student layer's output, averaged over the
+title's tokens and mapped by a linear map of its own into the teacher's width, is asked to point where
+the evenly paired teacher layer's average points (a 4-layer student of a 12-layer teacher: layers 3,
+6, 9 and 12), ``layer_weight * (1 - cosine)`` averaged over layers and titles. Whole-title vectors, not
+token by token, because the two models split titles into different tokens. The maps train with the
+student (at the head's learning rate) and are dropped with the loss: the saved student is unchanged.
+The teacher's layer averages are cached beside its logits (float16, unit length: 0.4 GB for 21,000
+rows of a 12-layer, 768-wide teacher).
+
 ``teacher=[a,b,c]`` distils an ensemble: each run scores the transfer set (cached per run, as above)
 and the student learns from their mean probability (for three MPNet seeds it taught 4-layer students
 no better than the best seed alone: docs/decisions.md).
@@ -90,12 +100,17 @@ class TransferSet:
     # teacher embeddings; an ensemble's are its teachers' side by side, each scaled by 1/sqrt(teachers), so that
     # the dot product of two rows is the teachers' mean cosine similarity
     teacher_embeddings: torch.Tensor | None = None
+    # float16 [rows, teacher layers, width], unit length, with distill.layer_weight > 0 (else None): each of the
+    # teacher's layers averaged over the row's tokens
+    teacher_layers: torch.Tensor | None = None
 
     def per_row(self) -> dict[str, torch.Tensor]:
         """What each training batch carries for the loss (lib/batching.Collator), by its argument name."""
         rows = {"teacher_logits": self.teacher_logits}
         if self.teacher_embeddings is not None:
             rows["teacher_embeddings"] = self.teacher_embeddings
+        if self.teacher_layers is not None:
+            rows["teacher_layers"] = self.teacher_layers
         return rows
 
 
@@ -105,13 +120,14 @@ class TransferSet:
 class DistillationLoss(nn.Module):
     """``(1 - weight) * hard(logits, labels) + weight * T^2 * KL(teacher_T || student_T)``
     ``+ relation_weight * similarity_loss(student_embeddings, teacher_embeddings)``
-    ``+ feature_weight * direction_loss(student_embeddings, teacher_embeddings)``.
+    ``+ feature_weight * direction_loss(student_embeddings, teacher_embeddings)``
+    ``+ layer_weight * layers(student_layers, teacher_layers)`` (a LayerMatch, with its maps).
 
     ``teacher_logits`` is the teacher's logit difference (correct minus wrong) per example; without it
     (validation, test) the loss is the hard loss alone, so validation losses compare across runs. The
     T^2 factor keeps the soft term's gradients the size of the hard term's whatever the temperature.
-    The relation and feature terms need both models' embeddings of the batch (the training loop passes
-    the student's when the batch carries the teacher's).
+    The relation and feature terms need both models' embeddings of the batch, the layer term both
+    models' layer averages (the training loop passes the student's when the batch carries the teacher's).
     """
 
     def __init__(
@@ -121,10 +137,13 @@ class DistillationLoss(nn.Module):
         temperature: float,
         relation_weight: float = 0.0,
         feature_weight: float = 0.0,
+        layer_weight: float = 0.0,
+        layers: LayerMatch | None = None,
     ) -> None:
         super().__init__()
         self.hard, self.weight, self.temperature = hard, weight, temperature
         self.relation_weight, self.feature_weight = relation_weight, feature_weight
+        self.layer_weight, self.layers = layer_weight, layers
 
     def forward(
         self,
@@ -133,6 +152,8 @@ class DistillationLoss(nn.Module):
         teacher_logits: torch.Tensor | None = None,
         student_embeddings: torch.Tensor | None = None,
         teacher_embeddings: torch.Tensor | None = None,
+        student_layers: torch.Tensor | None = None,
+        teacher_layers: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hard = self.hard(logits, labels)
         loss = hard
@@ -147,13 +168,43 @@ class DistillationLoss(nn.Module):
                 loss = loss + self.relation_weight * similarity_loss(student_embeddings, teacher_embeddings)
             if self.feature_weight > 0:
                 loss = loss + self.feature_weight * direction_loss(student_embeddings, teacher_embeddings)
+        if student_layers is not None and teacher_layers is not None and self.layers is not None:
+            loss = loss + self.layer_weight * self.layers(student_layers, teacher_layers)
         return loss
 
     def extra_repr(self) -> str:
         return (
             f"weight={self.weight}, temperature={self.temperature}, relation_weight={self.relation_weight}, "
-            f"feature_weight={self.feature_weight}"
+            f"feature_weight={self.feature_weight}, layer_weight={self.layer_weight}"
         )
+
+
+class LayerMatch(nn.Module):
+    """The layer term: student layer i's title vector, through its own linear map into the teacher's
+    width, against teacher layer ``pairs[i]``'s; the mean of ``1 - cosine`` over layers and titles."""
+
+    def __init__(self, student_layers: int, student_width: int, teacher_layers: int, teacher_width: int) -> None:
+        super().__init__()
+        self.pairs = layer_pairs(student_layers, teacher_layers)
+        self.maps = nn.ModuleList(nn.Linear(student_width, teacher_width) for _ in range(student_layers))
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        if student.shape[1] != len(self.maps):  # a model other than the one the maps were made for
+            raise RuntimeError(f"layer term: {student.shape[1]} student layers, maps for {len(self.maps)}")
+        terms = [
+            direction_loss(linear(student[:, i].float()), teacher[:, j])
+            for i, (linear, j) in enumerate(zip(self.maps, self.pairs))
+        ]
+        return torch.stack(terms).mean()
+
+    def extra_repr(self) -> str:
+        return f"pairs={self.pairs}"
+
+
+def layer_pairs(student_layers: int, teacher_layers: int) -> list[int]:
+    """The teacher layer (0-based) each student layer learns from: spread evenly, the last paired with
+    the last (TinyBERT's g(m) = m * N / M): a 4-layer student of a 12-layer teacher -> [2, 5, 8, 11]."""
+    return [max(1, round((i + 1) * teacher_layers / student_layers)) - 1 for i in range(student_layers)]
 
 
 def similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -170,8 +221,10 @@ def direction_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return (1 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)).mean()
 
 
-def wrap_loss(cfg_distill, hard: nn.Module) -> nn.Module:
-    """The run's loss: ``hard`` itself without a teacher, else the distillation loss around it."""
+def wrap_loss(cfg_distill, hard: nn.Module, student_config=None, transfer: TransferSet | None = None) -> nn.Module:
+    """The run's loss: ``hard`` itself without a teacher, else the distillation loss around it; with
+    ``layer_weight`` > 0 its layer maps are shaped from the student's config (layers, hidden size) and the
+    transfer set's teacher layers."""
     if not enabled(cfg_distill):
         return hard
     weight, temperature = cfg_distill.kd_weight, cfg_distill.temperature
@@ -179,8 +232,18 @@ def wrap_loss(cfg_distill, hard: nn.Module) -> nn.Module:
         raise ConfigError(f"distill.kd_weight must be a number in [0, 1], got {weight!r}")
     if not (isinstance(temperature, (int, float)) and temperature > 0):
         raise ConfigError(f"distill.temperature must be a number > 0, got {temperature!r}")
+    layers = None
+    if layer_weight(cfg_distill) > 0:
+        teacher_layers, teacher_width = transfer.teacher_layers.shape[1:]  # asked for whenever layer_weight > 0
+        layers = LayerMatch(student_config.num_hidden_layers, student_config.hidden_size, teacher_layers, teacher_width)
     return DistillationLoss(
-        hard, float(weight), float(temperature), relation_weight(cfg_distill), feature_weight(cfg_distill)
+        hard,
+        float(weight),
+        float(temperature),
+        relation_weight(cfg_distill),
+        feature_weight(cfg_distill),
+        layer_weight(cfg_distill),
+        layers,
     )
 
 
@@ -192,6 +255,11 @@ def relation_weight(cfg_distill) -> float:
 def feature_weight(cfg_distill) -> float:
     """``distill.feature_weight`` (0 when the config predates it), checked: a number >= 0."""
     return _term_weight(cfg_distill, "feature_weight")
+
+
+def layer_weight(cfg_distill) -> float:
+    """``distill.layer_weight`` (0 when the config predates it), checked: a number >= 0."""
+    return _term_weight(cfg_distill, "layer_weight")
 
 
 def _term_weight(cfg_distill, key: str) -> float:
@@ -242,22 +310,24 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
     twice = sorted({run_id for run_id in run_ids if run_ids.count(run_id) > 1})
     if twice:  # averaging a run with itself would only weigh it more: a mistake in the list, not a recipe
         raise ConfigError(f"teacher={_listed(names)}: run {twice[0]} is named twice; an ensemble needs distinct runs")
-    if len(names) > 1 and feature_weight(cfg_distill) > 0:  # each member's vectors lie in a space of its own
-        raise ConfigError(
-            f"distill.feature_weight compares the student's vectors with one teacher's; teacher={_listed(names)} "
-            "is an ensemble: name one teacher, or use distill.relation_weight (similarities average across teachers)"
-        )
+    for key in ("feature_weight", "layer_weight"):  # each member's vectors lie in a space of its own
+        if len(names) > 1 and _term_weight(cfg_distill, key) > 0:
+            raise ConfigError(
+                f"distill.{key} compares the student's vectors with one teacher's; teacher={_listed(names)} is an "
+                "ensemble: name one teacher, or use distill.relation_weight (similarities average across teachers)"
+            )
     precision = resolve_precision(cfg_distill.teacher_precision, resolve_device(cfg.trainer.device))
-    with_embeddings = relation_weight(cfg_distill) > 0 or feature_weight(cfg_distill) > 0
+    kinds = [kind for kind, wanted in _VECTOR_KINDS.items() if wanted(cfg_distill)]
     start = time.perf_counter()
     texts, digest = frame["text"], _texts_digest(frame["text"], precision)  # hashed once for every teacher
     cache = Path(cfg.paths.cache)
     scored = [
-        _teacher_scores(cfg, name, _cache_path(cache, run_id, digest), texts, precision, with_embeddings)
+        _teacher_scores(cfg, name, _cache_path(cache, run_id, digest), texts, precision, kinds)
         for name, run_id in zip(names, run_ids)
     ]
     logits = ensemble_logits([scores.logits for scores in scored])
-    embeddings = ensemble_embeddings([scores.embeddings for scores in scored]) if with_embeddings else None
+    embeddings = ensemble_embeddings([scores.vectors["head"] for scores in scored]) if "head" in kinds else None
+    layers = torch.from_numpy(scored[0].vectors["layers"]) if "layers" in kinds else None  # one teacher (above)
     hit = all(scores.cached for scores in scored)
     teacher_labels = (logits >= 0).astype(int)
     mlflow.log_params(
@@ -276,7 +346,15 @@ def transfer_set(cfg, splits: Splits) -> TransferSet:
             "distill_teacher_label_agreement": float((teacher_labels == frame["label"].to_numpy()).mean()),
         }
     )
-    return TransferSet(frame, torch.tensor(logits, dtype=torch.float32), run_ids, hit, embeddings)
+    return TransferSet(frame, torch.tensor(logits, dtype=torch.float32), run_ids, hit, embeddings, layers)
+
+
+# The teacher's vectors a term needs, by TextVectors kind: "head" (what its head reads: the relation and
+# feature terms) and "layers" (every layer's title vector: the layer term)
+_VECTOR_KINDS = {
+    "head": lambda cfg_distill: relation_weight(cfg_distill) > 0 or feature_weight(cfg_distill) > 0,
+    "layers": lambda cfg_distill: layer_weight(cfg_distill) > 0,
+}
 
 
 def teacher_names(cfg_distill) -> list[str]:
@@ -309,25 +387,24 @@ def ensemble_embeddings(per_teacher: list[np.ndarray]) -> torch.Tensor:
 @dataclass
 class TeacherScores:
     logits: np.ndarray  # [rows]
-    embeddings: np.ndarray | None  # [rows, the teacher's width], when asked for
+    # by kind, when asked for: "head" [rows, the teacher's width] float32, "layers" [rows, layers, width] float16
+    vectors: dict[str, np.ndarray]
     cached: bool  # everything asked for came from the cache
 
 
-def _teacher_scores(
-    cfg, name: str, path: Path, texts: pd.Series, precision: str, with_embeddings: bool
-) -> TeacherScores:
-    """One teacher's logits (and head inputs) of ``texts``, from its cache files ``path``
-    (and ``_embeddings_path(path)``; then its weights are not even downloaded) or computed and cached
+def _teacher_scores(cfg, name: str, path: Path, texts: pd.Series, precision: str, kinds: list[str]) -> TeacherScores:
+    """One teacher's logits (and the vectors of ``kinds``) of ``texts``, from its cache files ``path``
+    and ``_vectors_path(path, kind)`` (then its weights are not even downloaded) or computed and cached
     there; the files are per teacher run, so ensembles share them."""
-    vectors_path = _embeddings_path(path)
-    if path.is_file() and (not with_embeddings or vectors_path.is_file()):
+    paths = {kind: _vectors_path(path, kind) for kind in kinds}
+    if path.is_file() and all(p.is_file() for p in paths.values()):
         log.info("distill: teacher %s: scores of %d rows from %s", name, len(texts), path)
-        return TeacherScores(np.load(path), np.load(vectors_path) if with_embeddings else None, True)
+        return TeacherScores(np.load(path), {kind: np.load(p) for kind, p in paths.items()}, True)
     log.info("distill: the teacher (%s) scores %d transfer rows once; cached in %s", name, len(texts), path)
-    logits, vectors = _score(cfg, name, texts.tolist(), precision, with_embeddings)
-    if with_embeddings:
-        _save_atomic(vectors_path, vectors)
-    _save_atomic(path, logits)
+    logits, vectors = _score(cfg, name, texts.tolist(), precision, kinds)
+    for kind, values in vectors.items():
+        _save_atomic(paths[kind], values)
+    _save_atomic(path, logits)  # last: its presence says the vectors beside it are complete
     return TeacherScores(logits, vectors, False)
 
 
@@ -351,10 +428,11 @@ def _teacher_run_id(teacher: str) -> str:
 
 
 def _score(
-    cfg, teacher: str, texts: list[str], precision: str, with_embeddings: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The teacher's logit (log P(correct) - log P(wrong)) of every text, and with ``with_embeddings``
-    the vector its head reads for every text (float32), else None."""
+    cfg, teacher: str, texts: list[str], precision: str, kinds: list[str] = ()
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The teacher's logit (log P(correct) - log P(wrong)) of every text, and its vectors of every text
+    by kind: "head" (what its head reads, float32) and "layers" (each layer's mean, unit length, float16:
+    half the memory, and the layer term reads directions only); one pass over the texts per kind."""
     from lib.inference import load_predictor  # inference imports the pyfunc model: only when distilling
 
     kind = "run" if RUN_ID.fullmatch(teacher) else "model"
@@ -362,10 +440,22 @@ def _score(
         predictor = load_predictor(**{kind: teacher}, device=cfg.trainer.device, precision=precision)
     except UserError as err:
         raise ConfigError(f"teacher={teacher}: {err}") from None
-    probs, vectors = predictor.score(
-        texts, batch_size=cfg.distill.teacher_batch_size, progress=True, embeddings=with_embeddings, pooled_as="head"
-    )
-    return _logits(probs), None if vectors is None else vectors.astype(np.float32)
+    batch_size, vectors = cfg.distill.teacher_batch_size, {}
+    for kind in kinds or [None]:
+        probs, values = predictor.score(
+            texts, batch_size=batch_size, progress=True, embeddings=kind is not None, pooled_as=kind or "head"
+        )
+        if kind == "head":
+            vectors[kind] = values.astype(np.float32)
+        elif kind == "layers":
+            vectors[kind] = _unit_float16(values)
+    return _logits(probs), vectors
+
+
+def _unit_float16(values: np.ndarray) -> np.ndarray:
+    """``values`` scaled to unit length along the last axis, as float16 (unit vectors fit it well)."""
+    norms = np.linalg.norm(values, axis=-1, keepdims=True).clip(min=1e-12)
+    return (values / norms).astype(np.float16)
 
 
 def _extra_rows(cfg, splits: Splits) -> pd.DataFrame:
@@ -451,9 +541,11 @@ def _cache_path(cache: Path, run_id: str, digest: str) -> Path:
     return cache / "distill" / f"{run_id}-{digest}.npy"
 
 
-def _embeddings_path(logits_path: Path) -> Path:
-    """The teacher's embeddings (what its head reads) of the same texts, beside its logits."""
-    return logits_path.with_name(f"{logits_path.stem}-head-embeddings.npy")
+def _vectors_path(logits_path: Path, kind: str) -> Path:
+    """The teacher's vectors of the same texts beside its logits: what its head reads ("head") or its
+    layers' title vectors ("layers")."""
+    suffix = {"head": "head-embeddings", "layers": "layer-means"}[kind]
+    return logits_path.with_name(f"{logits_path.stem}-{suffix}.npy")
 
 
 def _save_atomic(path: Path, values: np.ndarray) -> None:

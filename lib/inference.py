@@ -101,18 +101,20 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities and, with ``embeddings``, a vector of each text (NaN rows for empty texts): the
         last hidden state's mean over the real tokens (``pooled_as="mean"``) or what the model's head
-        reads (``"head"``): lib/pyfunc.TextVectors. Batches are sorted by length, so little of each is
-        padding."""
+        reads (``"head"``), or every layer's mean (``"layers"``: [texts, layers, width]):
+        lib/pyfunc.TextVectors. Batches are sorted by length, so little of each is padding."""
         clean = [str(text).strip() for text in texts]
         keep = [i for i, text in enumerate(clean) if text]
         probs = np.full(len(clean), np.nan)
-        vectors = np.full((len(clean), self.model.config.hidden_size), np.nan) if embeddings else None
+        config = self.model.config
+        shape = (config.hidden_size,) if pooled_as != "layers" else (config.num_hidden_layers, config.hidden_size)
+        vectors = np.full((len(clean), *shape), np.nan, dtype=np.float32) if embeddings else None
         if not keep:
             return probs, vectors
         ids = encode(self.tokenizer, [clean[i] for i in keep], self.max_length)
         loader = make_loader(ids, [0] * len(keep), batch_size, shuffle=False, pad_id=self.tokenizer.pad_token_id)
         logits = torch.zeros((len(keep), 2))
-        pooled = torch.zeros((len(keep), self.model.config.hidden_size)) if embeddings else None
+        pooled = torch.zeros((len(keep), *shape)) if embeddings else None
         self.model.eval()
         with _progress(progress) as bars, TextVectors(self.model, pooled_as) if embeddings else nullcontext() as text:
             task = bars.add_task("predict", total=len(loader))

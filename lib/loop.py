@@ -166,6 +166,11 @@ class TrainingParts:
     precision: str = "fp32"
 
 
+# The student's vectors a distillation batch may ask for: TextVectors kind -> the loss arguments' suffix
+# (teacher_embeddings / student_embeddings, teacher_layers / student_layers)
+_STUDENT_VECTORS = {"head": "embeddings", "layers": "layers"}
+
+
 class NonFiniteLoss(UserError):
     """The loss or gradient norm stayed NaN/inf for trainer.max_nonfinite_steps optimiser steps in a row."""
 
@@ -223,20 +228,18 @@ def train(
         """The batch's mean loss divided by the number of batches in its accumulation window,
         so that the window's summed gradient is the gradient of the mean over its batches
         (times ``weight``: an adversary's 0 when its attack had no direction)."""
-        # Distillation (lib/distill.py): the batch carries the teacher's logits, and its embeddings when
-        # the student also learns how the teacher relates titles or where it points them: then the
-        # student's embeddings too.
+        # Distillation (lib/distill.py): the batch carries the teacher's logits, its embeddings when the
+        # student also learns how the teacher relates titles or where it points them, and its layers'
+        # title vectors when the student's layers learn from the teacher's: then the student's own too.
         soft = {name: value for name, value in inputs.items() if name.startswith("teacher_")}
-        embeddings = "teacher_embeddings" in soft
-        with (
-            autocast(device, precision),
-            TextVectors(plain, "head") if embeddings else contextlib.nullcontext() as text,
-        ):
+        kinds = {kind: name for kind, name in _STUDENT_VECTORS.items() if f"teacher_{name}" in soft}
+        with autocast(device, precision), contextlib.ExitStack() as stack:
+            readers = {kind: stack.enter_context(TextVectors(plain, kind)) for kind in kinds}
             # hidden states only when the student's vectors are needed: not every model's forward takes the flag
-            vectors = {"output_hidden_states": text.hidden_states} if embeddings else {}
+            vectors = {"output_hidden_states": any(r.hidden_states for r in readers.values())} if readers else {}
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **vectors)
-        if embeddings:
-            soft["student_embeddings"] = text.of(out, inputs["attention_mask"]).float()
+        for kind, name in kinds.items():
+            soft[f"student_{name}"] = readers[kind].of(out, inputs["attention_mask"]).float()
         loss = parts.loss_fn(out.logits.float(), inputs["labels"], **soft) / window
         return loss if weight is None else loss * weight
 

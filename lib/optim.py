@@ -36,11 +36,17 @@ _NO_DECAY_MARKERS = ("bias", "LayerNorm", "layer_norm")
 FUSED_DEVICES = {"cpu", "cuda"}  # where torch's fused AdamW kernel exists
 
 
-def build_optimizer(cfg_schedule: DictConfig, model: nn.Module) -> torch.optim.AdamW:
+def build_optimizer(cfg_schedule: DictConfig, model: nn.Module, beside: nn.Module | None = None) -> torch.optim.AdamW:
     """AdamW over ``build_param_groups``; fused (one kernel for all parameters) when every
     parameter is on one CPU or CUDA device: 1.17x the training samples/s of the default on the
-    2-core CPU (BENCHMARKS.md), same update rule."""
+    2-core CPU (BENCHMARKS.md), same update rule. ``beside``'s trainable parameters (the loss's:
+    distillation's layer maps) form one more group, "beside", at the head's rate: new weights, like the head's,
+    trained with the model but not part of it."""
     groups = build_param_groups(cfg_schedule, model)
+    extra = [p for p in beside.parameters() if p.requires_grad] if beside is not None else []
+    if extra:
+        rate = float(cfg_schedule.lr) * float(cfg_schedule.head_lr_mult)
+        groups.append({"params": extra, "lr": rate, "weight_decay": float(cfg_schedule.weight_decay), "name": "beside"})
     params = [p for g in groups for p in g["params"]]
     devices = {p.device.type for p in params}
     fused = len(devices) == 1 and devices <= FUSED_DEVICES

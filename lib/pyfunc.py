@@ -383,9 +383,11 @@ class TextVectors:
     hook: ``hidden_states[-1]`` holds the hook's mean in place of the first token's vector in
     transformers 5 (not in 4), so averaging it again would be wrong. The encoder is hooked only then
     (mean pooling needs an ``encoder`` module anyway); "head" under cls pooling is the last hidden
-    states' first position, which every architecture returns (DistilBERT has no ``encoder``)."""
+    states' first position, which every architecture returns (DistilBERT has no ``encoder``).
+    "layers": every encoder layer's output averaged over the real tokens, [batch, layers, width]
+    (the last layer's as "mean"; what layer-to-layer distillation compares, lib/distill.py)."""
 
-    KINDS = ("mean", "head")
+    KINDS = ("mean", "head", "layers")
 
     def __init__(self, model, kind: str = "mean") -> None:
         if kind not in self.KINDS:
@@ -393,7 +395,8 @@ class TextVectors:
         mean_pooled = getattr(model.config, POOLING_KEY, "cls") == "mean"
         self.kind = kind
         self.encoder = model.base_model.encoder if mean_pooled else None
-        self.hidden_states = not mean_pooled  # what the forward call must return for ``of``
+        # what the forward call must return for ``of``
+        self.hidden_states = kind == "layers" or not mean_pooled
         self.head_vector: torch.Tensor | None = None
 
     def __enter__(self) -> TextVectors:
@@ -409,10 +412,17 @@ class TextVectors:
             self.handle.remove()
 
     def of(self, out, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.kind == "layers":
+            # hidden_states[0] is the embedding output; the layers below the last are not touched by the hook
+            below = [mean_pool(hidden, mask) for hidden in out.hidden_states[1:-1]]
+            return torch.stack([*below, self._last_mean(out, mask)], dim=1)
         if self.encoder is not None:
             return self.head_vector
         last = out.hidden_states[-1]
         return last[:, 0] if self.kind == "head" else mean_pool(last, mask)
+
+    def _last_mean(self, out, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.head_vector if self.encoder is not None else mean_pool(out.hidden_states[-1], mask)
 
 
 def _mean_into_first(module, args, output):

@@ -162,7 +162,7 @@ def _train_and_report(cfg, output_dir: Path, device, precision: str, saved: dict
     # `_orig_mod.` prefix) builds the optimiser groups, checkpoints and the saved model.
     net = torch.compile(model) if cfg.trainer.compile else model
     loaders = _loaders(cfg, splits, tokenizer, device, teacher_rows)
-    loss_fn = distill.wrap_loss(cfg.distill, build_loss(cfg.loss)).to(device)
+    loss_fn = distill.wrap_loss(cfg.distill, build_loss(cfg.loss), model.config, transfer).to(device)
     clock.lap("setup")
 
     result = _fit(
@@ -207,7 +207,7 @@ def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkp
     """Optimiser, schedule and adversary from their config groups, then the training loop, which
     SIGINT / SIGTERM stop at a step boundary with a checkpoint; ``saved`` continues from one.
     ``net`` is ``model`` or its torch.compile wrapper: it trains; ``model`` names the parameters."""
-    optimizer = build_optimizer(cfg.schedule, model)
+    optimizer = build_optimizer(cfg.schedule, model, beside=loss_fn)  # the loss's own weights, if any, train too
     total_steps = _total_steps(cfg.trainer, len(loaders["train"]))
     scheduler = build_scheduler(cfg.schedule, optimizer, total_steps)
     adversary = build_adversary(cfg.adversarial, model)
@@ -221,6 +221,8 @@ def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkp
     state = None
     if saved:
         model.load_state_dict(checkpoint.model_state(saved["model"]))
+        if saved.get("loss"):  # distillation's layer maps; checkpoints of losses without weights have none
+            loss_fn.load_state_dict(saved["loss"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = LoopState.from_dict(saved["loop"])
@@ -231,6 +233,7 @@ def _fit(cfg, model, net, loaders: dict, loss_fn, device, precision: str, checkp
             {
                 "run_id": mlflow.active_run().info.run_id,
                 "model": model.state_dict(),
+                "loss": loss_fn.state_dict() if any(True for _ in loss_fn.parameters()) else {},
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "loop": loop_state.to_dict(),

@@ -85,6 +85,137 @@ def test_the_feature_term_asks_the_student_to_point_each_title_where_the_teacher
     assert distill.direction_loss(teacher @ rotation, teacher).item() > 0.1
 
 
+def test_student_layers_learn_from_evenly_paired_teacher_layers_the_last_from_the_last():
+    assert distill.layer_pairs(4, 12) == [2, 5, 8, 11]  # the 4-layer MiniLM student of MPNet: layers 3, 6, 9, 12
+    assert distill.layer_pairs(6, 12) == [1, 3, 5, 7, 9, 11]
+    assert distill.layer_pairs(3, 12) == [3, 7, 11]
+    assert distill.layer_pairs(2, 2) == [0, 1]
+    assert distill.layer_pairs(4, 2) == [0, 0, 1, 1]  # a deeper student shares teacher layers, none is skipped
+
+
+def test_the_layer_term_maps_each_student_layer_into_the_teachers_width_and_trains_the_maps():
+    torch.manual_seed(0)
+    logits, labels, teacher_logits = torch.randn(5, 2), torch.tensor([0, 1, 1, 0, 1]), torch.randn(5)
+    student = torch.randn(5, 2, 3, requires_grad=True)  # 2 layers, 3 wide
+    teacher = torch.randn(5, 4, 8)  # 4 layers, 8 wide
+    match = distill.LayerMatch(student_layers=2, student_width=3, teacher_layers=4, teacher_width=8)
+    assert match.pairs == [1, 3]
+    hard = nn.CrossEntropyLoss()
+    loss = distill.DistillationLoss(hard, weight=0.5, temperature=2.0, layer_weight=2.0, layers=match)
+    without = distill.DistillationLoss(hard, weight=0.5, temperature=2.0)(logits, labels, teacher_logits)
+
+    expected = (
+        sum(
+            distill.direction_loss(linear(student[:, i]), teacher[:, j])
+            for i, (linear, j) in enumerate(zip(match.maps, [1, 3]))
+        )
+        / 2
+    )
+    got = loss(logits, labels, teacher_logits, student_layers=student, teacher_layers=teacher)
+    torch.testing.assert_close(got, without + 2.0 * expected)
+    got.backward()
+    assert student.grad.abs().sum() > 0  # it trains the student's layers
+    assert all(linear.weight.grad.abs().sum() > 0 for linear in match.maps)  # and the maps
+    # a student layer whose map sends each title where the paired teacher layer points owes nothing
+    fitted = distill.LayerMatch(1, 8, 1, 8)
+    with torch.no_grad():
+        fitted.maps[0].weight.copy_(torch.eye(8) * 3)
+        fitted.maps[0].bias.zero_()
+    assert fitted(teacher[:, 3:], teacher[:, 3:]).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(RuntimeError, match="3 student layers, maps for 2"):
+        match(torch.randn(5, 3, 3), teacher)
+    # validation batches carry no layers: the hard loss alone
+    torch.testing.assert_close(loss(logits, labels), hard(logits, labels))
+
+
+def test_the_teachers_layers_are_cached_as_unit_float16_vectors_and_need_one_teacher(make_cfg, monkeypatch, tmp_path):
+    import lib.inference
+
+    train = pd.DataFrame({"text": ["one title", "two title", "three title"], "label": [1, 0, 1]})
+    splits = Splits(train, pd.DataFrame(), pd.DataFrame())
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    asked = []
+
+    class Teacher:  # Predictor.score's answer for pooled_as="layers": [texts, layers, width]
+        def score(self, texts, batch_size, progress, embeddings, pooled_as):
+            asked.append((embeddings, pooled_as))
+            layers = np.arange(len(texts) * 2 * 3, dtype=np.float32).reshape(len(texts), 2, 3) + 1
+            return np.full(len(texts), 0.75), layers if embeddings else None
+
+    monkeypatch.setattr(lib.inference, "load_predictor", lambda **kwargs: Teacher())
+    cfg = make_cfg("+experiment=distill", f"teacher={A}", "distill.transfer_rows=0", "distill.layer_weight=1")
+    with mlflow.start_run():
+        transfer = distill.transfer_set(cfg, splits)
+    assert asked == [(True, "layers")] and transfer.teacher_embeddings is None
+    layers = transfer.teacher_layers
+    assert layers.shape == (3, 2, 3) and layers.dtype == torch.float16
+    torch.testing.assert_close(layers.float().norm(dim=-1), torch.ones(3, 2), atol=1e-3, rtol=0)
+    assert set(transfer.per_row()) == {"teacher_logits", "teacher_layers"}
+    torch.testing.assert_close(transfer.teacher_logits, torch.full((3,), float(np.log(3))))
+    (cached,) = (tmp_path / "outputs" / "cache" / "distill").glob(f"{A}-*-layer-means.npy")
+    with mlflow.start_run():
+        again = distill.transfer_set(cfg, splits)
+    assert again.cache_hit and len(asked) == 1 and torch.equal(again.teacher_layers, torch.from_numpy(np.load(cached)))
+
+    ensemble = make_cfg(
+        "+experiment=distill", f"teacher=[{A},{B}]", "distill.transfer_rows=0", "distill.layer_weight=1"
+    )
+    with pytest.raises(ConfigError, match=r"^distill.layer_weight compares the student's vectors with one teacher's"):
+        with mlflow.start_run():
+            distill.transfer_set(ensemble, splits)
+
+
+class _StopAfter:
+    """checkpoint.stop_on_signals' request, turned on after ``polls`` polls (a SIGTERM without a signal)."""
+
+    def __init__(self, polls: int) -> None:
+        self.polls, self.signal_name = polls, "SIGTERM"
+
+    def __bool__(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+
+def test_the_layer_maps_train_with_the_student_and_an_interrupted_run_resumes_them(
+    make_cfg, toy_csv, monkeypatch, tmp_path
+):
+    import contextlib
+
+    import lib.run
+    from lib.errors import TrainingInterrupted
+
+    _fake_teachers(monkeypatch, {A: [3.0, -3.0] * 500})  # 3 layers, 3 wide; tiny_bert: 2 layers, 64 wide
+    built, started = [], []
+    wrap = distill.wrap_loss
+
+    def spied_wrap(*args, **kwargs):
+        loss = wrap(*args, **kwargs)
+        built.append((loss, {k: v.clone() for k, v in loss.state_dict().items() if "maps" in k}))
+        return loss
+
+    train = lib.run.train
+
+    def spied_train(parts, *args, **kwargs):
+        started.append({k: v.clone() for k, v in parts.loss_fn.state_dict().items() if "maps" in k})
+        assert any(group["name"] == "beside" for group in parts.optimizer.param_groups)
+        return train(parts, *args, **kwargs)
+
+    monkeypatch.setattr(distill, "wrap_loss", spied_wrap)
+    monkeypatch.setattr(lib.run, "train", spied_train)
+    monkeypatch.setattr(lib.run.checkpoint, "stop_on_signals", lambda: contextlib.nullcontext(_StopAfter(6)))
+    run = [*toy_learning_run(toy_csv), "+experiment=distill", f"teacher={A}", "distill.transfer_rows=0"]
+    cfg = make_cfg(*run, "distill.layer_weight=1.0")
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run_training(cfg)
+    (loss, initial), saved = built[0], torch.load(stopped.value.path, weights_only=True)
+    assert loss.layers.pairs == [1, 2] and loss.layers.maps[0].weight.shape == (3, 64)
+    # six optimiser steps moved the maps, and the checkpoint holds them as they were at the stop
+    assert all(not torch.equal(saved["loss"][k], initial[k]) for k in initial)
+    monkeypatch.setattr(lib.run.checkpoint, "stop_on_signals", lambda: contextlib.nullcontext(_StopAfter(10**6)))
+    run_training(make_cfg(*run, "distill.layer_weight=1.0", f"trainer.resume={stopped.value.path}"))
+    assert set(started[1]) == set(initial) and all(torch.equal(started[1][k], saved["loss"][k]) for k in initial)
+
+
 def test_the_feature_term_needs_a_student_as_wide_as_one_teacher(make_cfg, monkeypatch, tmp_path):
     train = pd.DataFrame({"text": ["one title", "two title", "three title"], "label": [1, 0, 1]})
     splits = Splits(train, pd.DataFrame(), pd.DataFrame())
@@ -257,11 +388,20 @@ def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_com
         f"data.test={write_toy_csv(tmp_path / 'test.csv', n_per_class=100, seed=3)}",
     ]
     student = [*toy_learning_run(toy), *student_data, "+experiment=distill", "distill.kd_weight=1.0"]
-    # The first student also learns the teacher's similarities and directions: every training batch hands
-    # both terms the student's embeddings (the tiny model's width) beside the teacher's cached ones. (The
-    # direction term's weight is small: from random weights, a 2-layer student made to point its vectors
-    # the tiny teacher's way stopped learning the task at feature_weight 0.1, 0.3 and 1.0, val accuracy 0.5.)
+    # The first student also learns the teacher's similarities, directions and layers: every training batch
+    # hands the terms the student's embeddings and layer vectors (the tiny model's width) beside the
+    # teacher's cached ones. (The direction term's weight is small: from random weights, a 2-layer student
+    # made to point its vectors the tiny teacher's way stopped learning the task at feature_weight 0.1, 0.3
+    # and 1.0, val accuracy 0.5.)
     calls = {"similarity_loss": [], "direction_loss": []}
+    layer_calls = []
+    match = distill.LayerMatch.forward
+
+    def recorded_layers(self, student_layers, teacher_layers):
+        layer_calls.append((student_layers.shape, teacher_layers.shape, teacher_layers.dtype))
+        return match(self, student_layers, teacher_layers)
+
+    monkeypatch.setattr(distill.LayerMatch, "forward", recorded_layers)
 
     def recorder(name):
         term = getattr(distill, name)
@@ -282,9 +422,12 @@ def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_com
             "distill.transfer_rows=0",
             "distill.relation_weight=0.3",
             "distill.feature_weight=0.03",
+            "distill.layer_weight=0.03",
         )
     )
     assert first["test_accuracy"] >= 0.9, first
+    # both tiny models: 2 layers, 64 wide; the teacher's layers cached as unit float16 vectors
+    assert layer_calls and {(s[1:], t[1:], dtype) for s, t, dtype in layer_calls} == {((2, 64), (2, 64), torch.float16)}
     for recorded in calls.values():
         assert recorded and all(s[0] == t[0] and grad for s, t, grad in recorded)
         assert {(s[1], t[1]) for s, t, _ in recorded} == {(64, 64)}  # conf/model/tiny_bert.yaml's hidden_size
@@ -303,8 +446,8 @@ def test_a_student_learns_from_the_teacher_alone_and_the_teachers_scores_are_com
     runs = client.search_runs(teacher.info.experiment_id, "params.`distill.teacher_run` != ''", order_by=["start_time"])
     assert [r.data.params["distill.teacher_run"] for r in runs] == [teacher.info.run_id] * 2
     assert [r.data.tags["distill.teacher_cache"] for r in runs] == ["computed", "hit"]
-    # the teacher's logits and its embeddings, one file each
-    assert len(list((tmp_path / "outputs" / "cache" / "distill").glob("*.npy"))) == 2
+    # the teacher's logits, its embeddings and its layers' vectors, one file each
+    assert len(list((tmp_path / "outputs" / "cache" / "distill").glob("*.npy"))) == 3
 
 
 A, B, C = "a" * 32, "b" * 32, "c" * 32  # teacher run ids (the runs themselves are not needed: scores are stubbed)
@@ -314,13 +457,13 @@ def _fake_teachers(monkeypatch, logits_of: dict) -> list:
     """``distill._score`` answering each teacher run's fixed logits, and the list of teachers it scored."""
     scored = []
 
-    def score(cfg, teacher, texts, precision, with_embeddings=False):
+    def score(cfg, teacher, texts, precision, kinds=()):
         scored.append(teacher)
         logits = np.asarray(logits_of[teacher][: len(texts)], dtype=np.float32)
-        # embeddings of a width that differs per teacher, as MPNet's 768 and MiniLM's 384 do
-        width = 2 + len(scored)
-        embeddings = np.random.default_rng(len(scored)).normal(size=(len(texts), width)).astype(np.float32)
-        return logits, embeddings if with_embeddings else None
+        # vectors of a width that differs per teacher, as MPNet's 768 and MiniLM's 384 do; 3 layers
+        width, rng = 2 + len(scored), np.random.default_rng(len(scored))
+        shapes = {"head": (len(texts), width), "layers": (len(texts), 3, width)}
+        return logits, {kind: rng.normal(size=shapes[kind]).astype(np.float32) for kind in kinds}
 
     monkeypatch.setattr(distill, "_score", score)
     return scored

@@ -81,6 +81,40 @@ def test_head_input_is_the_vector_the_head_reads(pooling):
     assert len(model.base_model.encoder._forward_hooks) == (pooling == "mean")  # ours went with the block
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_layer_vectors_are_every_layers_mean_over_real_tokens(pooling):
+    # what distillation's layer term compares (lib/distill.py): under mean pooling the last layer's mean is
+    # taken before the pooling hook writes it into the first position, not averaged again with it
+    ids = torch.tensor([[5, 17, 23, 42, 8, 9], [5, 31, 7, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        plain = tiny("bert").base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        model = attach_pooling(tiny("bert"), pooling)
+        with TextVectors(model, "layers") as text:
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=text.hidden_states)
+    means = [(hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True) for hidden in plain[1:]]
+    assert text.hidden_states and len(means) == model.config.num_hidden_layers >= 2
+    torch.testing.assert_close(text.of(out, mask), torch.stack(means, dim=1))
+
+
+def test_a_predictor_gives_each_texts_layer_vectors_in_input_order():
+    model = attach_pooling(tiny("bert"), "mean")
+
+    def tokenizer(texts, **kwargs):
+        return {"input_ids": [[1 + len(word) for word in text.split()] for text in texts]}
+
+    tokenizer.pad_token_id = 0
+    predictor = inference.Predictor(model, tokenizer, 0.5, 16, "tiny bert", None, torch.device("cpu"))
+    texts = ["a title of many words here", "", "short one"]
+    probs, layers = predictor.score(texts, batch_size=2, embeddings=True, pooled_as="layers")
+    _, alone = predictor.score(texts[2:], embeddings=True, pooled_as="layers")
+    assert layers.shape == (3, model.config.num_hidden_layers, model.config.hidden_size)
+    assert np.isnan(layers[1]).all() and np.isnan(probs[1])  # the empty text is not scored
+    np.testing.assert_allclose(layers[2], alone[0], atol=1e-5)  # sorted by length and put back in order
+    _, last = predictor.score(texts, embeddings=True, pooled_as="mean")
+    np.testing.assert_allclose(layers[[0, 2], -1], last[[0, 2]], atol=1e-5)
+
+
 def tiny_distilbert():
     # DistilBERT keeps its layers in `transformer`, not `encoder`: only mean pooling's hooks need one
     torch.manual_seed(0)
