@@ -303,6 +303,7 @@ def test_the_teachers_embeddings_are_cached_beside_its_logits_and_an_ensemble_av
         ("temperature", 0, "distill.temperature must be a number > 0, got 0"),
         ("relation_weight", -1, "distill.relation_weight must be a number >= 0, got -1"),
         ("feature_weight", "-0.5", "distill.feature_weight must be a number >= 0, got -0.5"),
+        ("layer_weight", -2, "distill.layer_weight must be a number >= 0, got -2"),
     ],
 )
 def test_bad_settings_are_one_line(make_cfg, key, value, message):
