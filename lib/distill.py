@@ -406,7 +406,7 @@ def _teacher_scores(cfg, name: str, path: Path, texts: pd.Series, precision: str
     logits, vectors = _score(cfg, name, texts.tolist(), precision, kinds)
     for kind, values in vectors.items():
         _save_atomic(paths[kind], values)
-    _save_atomic(path, logits)  # last: its presence says the vectors beside it are complete
+    _save_atomic(path, logits)
     return TeacherScores(logits, vectors, False)
 
 
@@ -437,9 +437,9 @@ def _score(
     half the memory, and the layer term reads directions only); one pass over the texts per kind."""
     from lib.inference import load_predictor  # inference imports the pyfunc model: only when distilling
 
-    kind = "run" if RUN_ID.fullmatch(teacher) else "model"
+    named_by = "run" if RUN_ID.fullmatch(teacher) else "model"
     try:
-        predictor = load_predictor(**{kind: teacher}, device=cfg.trainer.device, precision=precision)
+        predictor = load_predictor(**{named_by: teacher}, device=cfg.trainer.device, precision=precision)
     except UserError as err:
         raise ConfigError(f"teacher={teacher}: {err}") from None
     batch_size, vectors = cfg.distill.teacher_batch_size, {}
