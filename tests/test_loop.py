@@ -447,8 +447,8 @@ def test_a_compiled_tiny_run_learns_with_layer_wise_rates(make_cfg, toy_csv, mon
     seen = {}
     real_build = run_module.build_optimizer
 
-    def spy(cfg_schedule, model):
-        optimizer = real_build(cfg_schedule, model)
+    def spy(cfg_schedule, model, **kwargs):
+        optimizer = real_build(cfg_schedule, model, **kwargs)
         seen["groups"] = {g["name"]: g["lr"] for g in optimizer.param_groups}
         return optimizer
 
