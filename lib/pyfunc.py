@@ -415,14 +415,15 @@ class TextVectors:
         if self.kind == "layers":
             # hidden_states[0] is the embedding output; the layers below the last are not touched by the hook
             below = [mean_pool(hidden, mask) for hidden in out.hidden_states[1:-1]]
-            return torch.stack([*below, self._last_mean(out, mask)], dim=1)
+            return torch.stack([*below, self._last_layer(out, mask, "mean")], dim=1)
+        return self._last_layer(out, mask, self.kind)
+
+    def _last_layer(self, out, mask: torch.Tensor | None, kind: str) -> torch.Tensor:
+        """The last layer's vector of ``kind`` ("mean" or "head")."""
         if self.encoder is not None:
             return self.head_vector
         last = out.hidden_states[-1]
-        return last[:, 0] if self.kind == "head" else mean_pool(last, mask)
-
-    def _last_mean(self, out, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.head_vector if self.encoder is not None else mean_pool(out.hidden_states[-1], mask)
+        return last[:, 0] if kind == "head" else mean_pool(last, mask)
 
 
 def _mean_into_first(module, args, output):
