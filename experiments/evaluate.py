@@ -17,11 +17,14 @@ Labelled data, one of:
               naming it, as its test split may hold rows the model trained on;
               allow_data_mismatch=true scores it anyway, tagged allow_data_mismatch and data_mismatch.
 The run, named eval-<training run name> and tagged source_run_id, goes in the training run's
-experiment; it holds metrics at the stored threshold and at 0.5 (`f1`, `f1_at_0.5`, ...),
+experiment; it holds metrics at the stored threshold and at 0.5 (`f1`, `f1_at_0.5`, ...), the
+best recall any cut-off gives while 95/97/99% of label-0 rows stay below it
+(`recall_at_specificity_0.97`, ...: how well the rows are ranked, read off the rows themselves),
 the classification report, confusion matrix, precision-recall curve, an embedding map,
 predictions.csv and errors.csv.
 """
 
+import math
 import sys
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from lib import evaluation, inference  # noqa: E402
 from lib.cli import compose_config, parse_batch_size, parse_key_values, split_options  # noqa: E402
 from lib.errors import ConfigError, exit_on_user_error  # noqa: E402
 from lib.inference import DEFAULT_BATCH_SIZE  # noqa: E402
-from lib.metrics import THRESHOLD_METRICS  # noqa: E402
+from lib.metrics import SPECIFICITY_FLOORS, THRESHOLD_METRICS  # noqa: E402
 from lib.registry import FLAGS  # noqa: E402
 from lib.tracking import tracking_uri  # noqa: E402
 
@@ -103,6 +106,13 @@ def main(args: list[str]) -> None:
             f"{metrics[f'{name}_at_0.5']:.4f} at 0.5"
         )
     print(f"  roc_auc    {metrics['roc_auc']:.4f}   average_precision {metrics['average_precision']:.4f}")
+    recalls = [metrics[f"recall_at_specificity_{floor}"] for floor in SPECIFICITY_FLOORS]
+    if not any(map(math.isnan, recalls)):  # both labels present
+        floors = " / ".join(map(str, SPECIFICITY_FLOORS))
+        print(
+            f"  best recall with label-0 accuracy >= {floors}: {' / '.join(f'{r:.4f}' for r in recalls)} "
+            "(any cut-off, read off these rows: how well they are ranked, not a threshold to use)"
+        )
     if per_kind is not None:  # the file has a kind column (e.g. a GROBID header sample: what each segment is)
         if "balanced_accuracy" in metrics:
             balanced, other = metrics["balanced_accuracy"], metrics["other_accuracy"]

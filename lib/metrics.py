@@ -31,11 +31,15 @@ THRESHOLD_METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1")  # als
 
 
 def metrics_at_threshold(labels, probs, threshold: float) -> dict[str, float]:
-    """Metrics at the stored (validation-chosen) threshold, and the threshold-dependent ones again
-    at 0.5 as ``<name>_at_0.5``: training's test/extra-set reports and evaluate.py use this."""
+    """Metrics at the stored (validation-chosen) threshold, the threshold-dependent ones again at 0.5 as
+    ``<name>_at_0.5``, and ``recall_at_specificity_<floor>`` (how well the rows are ranked, like ROC-AUC):
+    training's test/extra-set reports and evaluate.py use this."""
     metrics = compute_metrics(labels, probs, threshold)
     at_half = compute_metrics(labels, probs, 0.5)
     metrics.update({f"{name}_at_0.5": at_half[name] for name in THRESHOLD_METRICS})
+    metrics.update(
+        {f"recall_at_specificity_{floor}": recall for floor, recall, _ in recall_at_specificity(labels, probs)}
+    )
     return metrics
 
 
@@ -87,3 +91,29 @@ def best_threshold(labels, probs, metric: str = "f1", tolerance: float = 0.0) ->
         scores = (tp + tn) / len(labels)
     ties = candidates[scores >= scores.max() - tolerance - 1e-12]
     return float(ties[np.argmin(np.abs(ties - 0.5))])
+
+
+SPECIFICITY_FLOORS = (0.95, 0.97, 0.99)  # shares of label-0 rows kept out: what evaluate.py reports recall at
+
+
+def recall_at_specificity(labels, probs, floors=SPECIFICITY_FLOORS) -> list[tuple[float, float, float]]:
+    """For each floor, the highest recall of label 1 that any cut-off gives while at least that share of
+    the label-0 rows (specificity) stays below it: ``(floor, recall, cut-off)``, predicted 1 = prob >= cut-off.
+
+    The cut-off is read off the very rows it is scored on, so this measures the ranking (what the best
+    possible cut-off could reach on these rows, e.g. whether a target is a matter of the threshold at
+    all), never a threshold to adopt: one chosen on a real sample is tuned to that sample."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=float)
+    keep = ~np.isnan(probs)
+    labels, probs = labels[keep], probs[keep]
+    positives, negatives = np.sort(probs[labels == 1]), np.sort(probs[labels == 0])
+    if not len(positives) or not len(negatives):
+        return [(floor, float("nan"), float("nan")) for floor in floors]
+    candidates = np.append(np.unique(probs), np.inf)  # inf: every row predicted 0
+    specificity = np.searchsorted(negatives, candidates, side="left") / len(negatives)
+    recall = 1 - np.searchsorted(positives, candidates, side="left") / len(positives)
+    rows = []
+    for floor in floors:
+        first = int(np.argmax(specificity >= floor - 1e-12))  # specificity only grows with the cut-off
+        rows.append((floor, float(recall[first]), float(candidates[first])))
+    return rows

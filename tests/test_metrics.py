@@ -74,3 +74,27 @@ def test_threshold_metric_none_keeps_one_half_whatever_validation_says():
     assert best_threshold(labels, probs, "none") == 0.5
     with pytest.raises(Exception, match=r"trainer.threshold_metric=auc: choose f1, accuracy or none \(keep 0.5\)"):
         best_threshold(labels, probs, "auc")
+
+
+def test_recall_at_specificity_is_the_best_recall_any_cut_off_gives_above_each_floor():
+    from lib.metrics import recall_at_specificity
+
+    # 10 label-0 rows at 0.05 .. 0.95 and 4 label-1 rows; a NaN (unscored) row is left out.
+    negatives = np.arange(10) / 10 + 0.05
+    positives = np.array([0.3, 0.62, 0.9, 0.99])
+    labels = np.r_[np.zeros(10), np.ones(4), 1]
+    probs = np.r_[negatives, positives, np.nan]
+    rows = recall_at_specificity(labels, probs, floors=(0.5, 0.9, 1.0))
+    # >= 0.5 of label 0 below the cut-off: 0.55 works (5 of 10 below), recall 3/4 (0.62, 0.9, 0.99).
+    # >= 0.9: the cut-off must pass 0.85, so 0.9 itself (9 below), recall 2/4. 1.0: above 0.95, recall 1/4.
+    assert [(f, r) for f, r, _ in rows] == [(0.5, 0.75), (0.9, 0.5), (1.0, 0.25)]
+    assert [t for *_, t in rows] == [0.55, 0.9, 0.99]
+    for floor, recall, cut in rows:  # each cut-off really gives what it claims
+        assert (negatives < cut).mean() >= floor and (positives >= cut).mean() == recall
+
+
+def test_recall_at_specificity_is_nan_when_a_label_is_missing():
+    from lib.metrics import recall_at_specificity
+
+    ((floor, recall, cut),) = recall_at_specificity([1, 1], [0.2, 0.8], floors=(0.97,))
+    assert floor == 0.97 and math.isnan(recall) and math.isnan(cut)

@@ -4,6 +4,7 @@ early stopping restores the best weights, and a run is completely tracked in MLf
 import math
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -136,6 +137,11 @@ def test_default_minilm_run_is_completely_tracked_in_mlflow(make_cfg):
     )
     assert (scored["prediction"] == (scored["probability"] >= logged["decision_threshold"])).all()
     assert {"cross_source_accuracy_at_0.5", "test_f1_at_0.5", "test_macro_f1_at_0.5"} <= set(logged)
+    # The ranking at a floor of label-0 accuracy, as evaluate.py gives it: the best cut-off on these rows.
+    ones, zeros = scored.query("label == 1")["probability"], scored.query("label == 0")["probability"]
+    best = max((ones >= t).mean() for t in [*scored["probability"], np.inf] if (zeros < t).mean() >= 0.97)
+    assert logged["test_recall_at_specificity_0.97"] == pytest.approx(best)
+    assert "cross_source_recall_at_specificity_0.99" in logged
 
 
 def _artifact_paths(client, run_id, path=""):
