@@ -80,17 +80,25 @@ def best_threshold(labels, probs, metric: str = "f1", tolerance: float = 0.0) ->
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=float)
     distinct = np.unique(probs)
     candidates = np.concatenate([[0.5], (distinct[1:] + distinct[:-1]) / 2])
-    # Counts for every candidate at once: predicted positive = prob >= t.
-    order = np.sort(probs[labels == 1]), np.sort(probs[labels == 0])
-    tp = len(order[0]) - np.searchsorted(order[0], candidates, side="left")
-    fp = len(order[1]) - np.searchsorted(order[1], candidates, side="left")
-    fn, tn = len(order[0]) - tp, len(order[1]) - fp
+    tp, fp, ones, zeros = _counts_at(labels, probs, candidates)
+    fn, tn = ones - tp, zeros - fp
     if metric == "f1":
         scores = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(candidates)), where=(2 * tp + fp + fn) > 0)
     else:
         scores = (tp + tn) / len(labels)
     ties = candidates[scores >= scores.max() - tolerance - 1e-12]
     return float(ties[np.argmin(np.abs(ties - 0.5))])
+
+
+def _counts_at(
+    labels: np.ndarray, probs: np.ndarray, candidates: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """True and false positives at every candidate cut-off at once (predicted 1 = prob >= cut-off), and
+    the numbers of label-1 and label-0 rows."""
+    ones, zeros = np.sort(probs[labels == 1]), np.sort(probs[labels == 0])
+    tp = len(ones) - np.searchsorted(ones, candidates, side="left")
+    fp = len(zeros) - np.searchsorted(zeros, candidates, side="left")
+    return tp, fp, len(ones), len(zeros)
 
 
 SPECIFICITY_FLOORS = (0.95, 0.97, 0.99)  # shares of label-0 rows kept out: what evaluate.py reports recall at
@@ -106,12 +114,11 @@ def recall_at_specificity(labels, probs, floors=SPECIFICITY_FLOORS) -> list[tupl
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=float)
     keep = ~np.isnan(probs)
     labels, probs = labels[keep], probs[keep]
-    positives, negatives = np.sort(probs[labels == 1]), np.sort(probs[labels == 0])
-    if not len(positives) or not len(negatives):
-        return [(floor, float("nan"), float("nan")) for floor in floors]
     candidates = np.append(np.unique(probs), np.inf)  # inf: every row predicted 0
-    specificity = np.searchsorted(negatives, candidates, side="left") / len(negatives)
-    recall = 1 - np.searchsorted(positives, candidates, side="left") / len(positives)
+    tp, fp, ones, zeros = _counts_at(labels, probs, candidates)
+    if not ones or not zeros:
+        return [(floor, float("nan"), float("nan")) for floor in floors]
+    specificity, recall = (zeros - fp) / zeros, tp / ones
     rows = []
     for floor in floors:
         first = int(np.argmax(specificity >= floor - 1e-12))  # specificity only grows with the cut-off
