@@ -429,7 +429,8 @@ def test_trials_run_as_slurm_jobs(tmp_path, toy_csv):
             env=cluster.env,
         )
         jobs = [d.name for d in (tmp_path / "out").glob("multirun/*/*/.submitit/*") if re.fullmatch(r"\d+_\d+", d.name)]
-        assert len(jobs) == 2 and all(cluster.job(j)["JobState"] == "COMPLETED" for j in jobs), jobs
+        states = {j: cluster.ended(j)["JobState"] for j in jobs}
+        assert len(jobs) == 2 and set(states.values()) == {"COMPLETED"}, states
     (parent,) = _parents(runs)
     assert parent.data.tags["launcher"] == "SlurmLauncher"
     trials = _study_of(parent).get_trials()

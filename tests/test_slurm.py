@@ -120,17 +120,6 @@ def _first_logged_step(out: Path, proc: subprocess.Popen, explain):
     return _poll(logging_run, 240, "the SLURM job's first logged step", explain=explain)
 
 
-def _wait_job_ended(cluster, job_id: str, timeout: float = 300) -> dict:
-    return _poll(
-        lambda: (lambda j: j if j["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None)(
-            cluster.job(job_id)
-        ),
-        timeout,
-        f"SLURM job {job_id} to end",
-        every=1,
-    )
-
-
 def _sweep(tmp_path, cluster, *overrides, expect_rc=0):
     done = run_entry_point(
         "train.py", "--multirun", f"paths.outputs={tmp_path / 'out'}", *overrides, cwd=tmp_path, env=cluster.env
@@ -146,8 +135,9 @@ def test_a_slurm_sweep_goes_through_sbatch_and_mlflow_holds_every_job(tmp_path, 
     done, client, parent, children = _sweep(tmp_path, cluster, "loss=ce,focal", f"data.train={toy}", *TINY, *SLURM)
     # sbatch ran: submitit's job ids are SLURM's, and the controller ran each job to completion
     ids = _submitit_job_ids(tmp_path / "out")
-    assert len(ids) == 2 and all(cluster.job(i)["JobState"] == "COMPLETED" for i in ids), ids
-    assert {cluster.job(i)["Partition"] for i in ids} == {"debug"}
+    jobs = {i: cluster.ended(i) for i in ids}
+    assert len(ids) == 2 and {j["JobState"] for j in jobs.values()} == {"COMPLETED"}, jobs
+    assert {j["Partition"] for j in jobs.values()} == {"debug"}
     assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "SlurmLauncher"
     assert parent.data.metrics["jobs_finished"] == 2 and parent.data.metrics["jobs_failed"] == 0
     assert sorted(c.info.run_name for c in children) == ["loss=ce", "loss=focal"]
@@ -174,7 +164,8 @@ def test_a_failing_slurm_job_is_failed_with_its_traceback_and_fails_the_sweep(tm
     traceback = client.download_artifacts(failed.info.run_id, "error/traceback.txt", str(tmp_path))
     assert "DataError" in Path(traceback).read_text()
     # the job itself ended normally (the failure is recorded, not raised): SLURM saw it complete
-    assert all(cluster.job(i)["JobState"] == "COMPLETED" for i in _submitit_job_ids(tmp_path / "out"))
+    ended = [cluster.ended(i) for i in _submitit_job_ids(tmp_path / "out")]
+    assert ended and {j["JobState"] for j in ended} == {"COMPLETED"}, ended
 
 
 class Reference:
@@ -262,7 +253,7 @@ def test_scancel_leaves_a_checkpoint_and_a_killed_run_and_a_resubmitted_resume_m
             every=0.2,
         )
         assert killed.info.status == "KILLED", f"scancel did not interrupt the run: {killed.info.status}"
-        assert _wait_job_ended(cluster, job_id)["JobState"] == "CANCELLED"
+        assert cluster.ended(job_id)["JobState"] == "CANCELLED"
         # Without slurmdbd (sacct) submitit never learns that a job which left no result was cancelled:
         # its sweep waits until interrupted, and then closes the sweep's run KILLED.
         time.sleep(3)
@@ -295,7 +286,7 @@ def test_scancel_leaves_a_checkpoint_and_a_killed_run_and_a_resubmitted_resume_m
             + [f"trainer.resume={run.info.run_id}"]
         ),
     ).strip()
-    job = _wait_job_ended(cluster, resubmitted)
+    job = cluster.ended(resubmitted)
     assert job["JobState"] == "COMPLETED", (tmp_path / "resume.log").read_text()[-3000:]
     straight = reference.run()
     client, runs = _store(out)
@@ -348,7 +339,7 @@ def test_a_time_limit_warning_requeues_the_job_which_continues_its_run_from_the_
         if sweep.poll() is None:
             sweep.kill()
     assert sweep.returncode == 0, (tmp_path / "sweep.log").read_text()[-3000:]
-    job = _wait_job_ended(cluster, job_id)
+    job = cluster.ended(job_id)
     assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", job
     logs = _sweep_dir(out) / ".submitit" / job_id
     # both runs of the job write to the same files (SLURM appends after a requeue)

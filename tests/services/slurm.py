@@ -26,6 +26,8 @@ from services.mlflow_server import free_port
 
 PACKAGES = ("slurm-wlm", "munge")  # what tests/services/install.sh installs for COMMANDS
 COMMANDS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo", "scontrol")
+# JobStates of a job SLURM has finished with (the others: PENDING, RUNNING, COMPLETING, SUSPENDED, ...)
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL")
 MARKER = "TITLESWEEP_SLURM_CLUSTER"  # in the env of the daemons and of the jobs: finds leftovers to stop
 
 
@@ -71,6 +73,22 @@ class Cluster:
         """``scontrol show job`` as a dict (JobState, ExitCode, Restarts, ...)."""
         fields = self.run("scontrol", "-o", "show", "job", job_id).split()
         return dict(f.split("=", 1) for f in fields if "=" in f)
+
+    def ended(self, job_id: str, timeout: float = 300) -> dict[str, str]:
+        """``job(job_id)`` once SLURM has ended the job. Why wait: submitit hands the launcher a job's
+        result as soon as the job has written it, while the job's python is still exiting (RUNNING,
+        then COMPLETING), so a sweep can return before SLURM calls its jobs COMPLETED."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                job = self.job(job_id)
+            except (RuntimeError, subprocess.TimeoutExpired) as err:  # a busy controller: ask again
+                job = {"JobState": f"unknown ({err})"}
+            if job["JobState"] in ENDED:
+                return job
+            if time.time() > deadline:
+                raise AssertionError(f"SLURM job {job_id} still {job['JobState']} after {timeout:.0f} s: {job}")
+            time.sleep(0.5)
 
     def version(self) -> str:
         """ "slurm 22.05.8" (sinfo --version still wants a configuration to read)."""
