@@ -113,7 +113,8 @@ def _first_line(err: BaseException) -> str:
 
 
 def check_storage(storage: str, study_name: str, direction: str, n_trials: int | None = None) -> None:
-    """Raise a one-line ConfigError unless ``storage`` can be reached, without writing anything to it:
+    """Raise a one-line ConfigError unless ``storage`` can be reached, without creating anything there
+    (except Optuna's version stamp on tables that lack one, see ``open_storage``):
     a SQLite file's folder must exist and be writable; a database server must accept a connection
     within CONNECT_TIMEOUT_S. A study of that name already there must have the same direction and, given
     ``n_trials``, fewer trials (else the sweep would have nothing to run)."""
@@ -157,14 +158,7 @@ def check_storage(storage: str, study_name: str, direction: str, n_trials: int |
 
 
 def _check_existing_study(storage: str, study_name: str, direction: str, n_trials: int | None) -> None:
-    import optuna
-
-    try:
-        rdb = optuna.storages.RDBStorage(
-            storage, engine_kwargs=_engine_kwargs(_parse(storage)), skip_table_creation=True
-        )
-    except (RuntimeError, ValueError) as err:  # a schema written by another Optuna version
-        raise ConfigError(f"hydra.sweeper.storage={redact(storage)}: {_first_line(err)}") from None
+    rdb = open_storage(storage, create_tables=False)
     try:
         study_id = rdb.get_study_id_from_name(study_name)
         found = [d.name.lower() for d in rdb.get_study_directions(study_id)]
@@ -186,10 +180,12 @@ def _check_existing_study(storage: str, study_name: str, direction: str, n_trial
         )
 
 
-def open_storage(storage: str, attempts: int = 3):
-    """An Optuna RDBStorage for ``storage`` (tables created when missing; for PostgreSQL the schema named
-    by ``options=-csearch_path=...`` too). Retried: two sweeps that start together on an empty
-    database race to create the same tables, and the loser only has to look again."""
+def open_storage(storage: str, attempts: int = 3, create_tables: bool = True):
+    """An Optuna RDBStorage for ``storage``: with ``create_tables``, its tables created when missing (for
+    PostgreSQL the schema named by ``options=-csearch_path=...`` too). Optuna also stamps its schema
+    version (table alembic_version) when missing, even without ``create_tables``. Retried: two sweeps
+    that start together on an empty database race to create the same tables or version table, and the
+    loser only has to look again. A schema of another Optuna version: a one-line ConfigError."""
     import optuna
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
@@ -197,7 +193,7 @@ def open_storage(storage: str, attempts: int = 3):
     url = _parse(storage)
     for attempt in range(1, attempts + 1):
         try:
-            schema = _pg_schema(url)
+            schema = _pg_schema(url) if create_tables else None
             if schema:
                 engine = sqlalchemy.create_engine(url.difference_update_query(["options"]), **_engine_kwargs(url))
                 try:
@@ -205,9 +201,12 @@ def open_storage(storage: str, attempts: int = 3):
                         connection.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
                 finally:
                     engine.dispose()
-            return optuna.storages.RDBStorage(storage, engine_kwargs=_engine_kwargs(url))
-        except (SQLAlchemyError, RuntimeError) as err:
-            if attempt == attempts:
+            return optuna.storages.RDBStorage(
+                storage, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create_tables
+            )
+        except (SQLAlchemyError, RuntimeError, ValueError) as err:
+            # RuntimeError/ValueError: a schema of another Optuna version; looking again cannot help
+            if attempt == attempts or not isinstance(err, SQLAlchemyError):
                 raise ConfigError(f"hydra.sweeper.storage={redact(storage)}: {_first_line(err)}") from None
             time.sleep(attempt)
     raise AssertionError("unreachable")

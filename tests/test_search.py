@@ -5,7 +5,9 @@ sweep commands on one PostgreSQL storage and a sweep through SLURM."""
 
 import math
 import re
+import sqlite3
 import subprocess
+import threading
 from pathlib import Path
 
 import optuna
@@ -348,9 +350,58 @@ def test_an_unreachable_storage_is_one_line_before_anything_is_written(tmp_path)
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow parent run (nor a store), no study
 
 
+def test_a_study_kept_by_another_optuna_version_is_one_line(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(storage=search.open_storage(storage), study_name="titlesweep", direction="maximize")
+    with sqlite3.connect(tmp_path / "optuna.db") as db:  # as a storage stamped by an older Optuna
+        db.execute("UPDATE alembic_version SET version_num = 'v3.0.0.a'")
+    for check in (
+        lambda: search.check_storage(storage, "titlesweep", "maximize", n_trials=4),  # before the sweep
+        lambda: search.open_storage(storage),  # in the sweeper and in each trial's job
+    ):
+        with pytest.raises(ConfigError) as err:
+            check()
+        assert "\n" not in str(err.value) and str(err.value).startswith(f"hydra.sweeper.storage={storage}: ")
+        assert "optuna storage upgrade" in str(err.value)
+
+
 # ------------------------------------------------------------------ many workers on real services
 
 ONE_THREAD = ["trainer.num_threads=1", "schedule.lr=2e-3"]  # two sweeps or jobs at once on 2 cores
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_sweep_starting_while_another_creates_the_studys_tables_waits_for_them():
+    """The race CI met with two sweeps started together on an empty database: one had made Optuna's
+    tables and was stamping their version (alembic_version, created and not yet committed) when the
+    other's check found the tables and stamped too, so its CREATE TABLE waited and then failed."""
+    import sqlalchemy
+    from optuna.storages._rdb.models import BaseModel
+
+    from services.postgres import postgres_database, why_not_available
+
+    if why_not_available():
+        pytest.skip(why_not_available())
+    with postgres_database() as backend:
+        storage = f"{backend}?options=-csearch_path%3Doptuna"
+        engine = sqlalchemy.create_engine(storage)
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("CREATE SCHEMA optuna"))
+        BaseModel.metadata.create_all(engine)  # the first sweep's tables, committed
+        stamped, stamping = threading.Event(), engine.connect()
+        try:
+            stamping.begin()  # the first sweep's version table: created, committed ~2 s later
+            stamping.execute(sqlalchemy.text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+            threading.Timer(2, lambda: (stamping.commit(), stamped.set())).start()
+            search.check_storage(storage, "titlesweep", "maximize", n_trials=4)
+            assert stamped.is_set()
+            storage_now = search.open_storage(storage)
+            assert storage_now.get_all_studies() == []  # one version row, readable by Optuna
+        finally:
+            stamped.wait(10)
+            stamping.close()
+            engine.dispose()
 
 
 @pytest.mark.cluster
